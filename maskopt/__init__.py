@@ -1,0 +1,38 @@
+"""maskopt: sparse subnetworks (masks) of neural networks found by optimization.
+
+See README.md for the definitions (sparsity, budget scopes, objective, certificate).
+"""
+
+__version__ = "0.1.0"
+
+from maskopt import baselines as _baselines  # noqa: E402,F401  (registers methods)
+from maskopt import datasets  # noqa: E402
+from maskopt import exact as _exact  # noqa: E402,F401  (registers methods)
+from maskopt.api import MethodOutput, SolveResult, evaluate, methods, register, relative_gap, solve  # noqa: E402
+from maskopt.budget import Allocation, Budget, count_for_density  # noqa: E402
+from maskopt.exact import ProblemTooLargeError, SolverUnavailableError, TooManyCandidatesError  # noqa: E402
+from maskopt.masks import MaskSet, apply_masks, masks_of, remove_masks  # noqa: E402
+from maskopt.problems import LayerwiseProblem, Problem  # noqa: E402
+
+__all__ = [
+    "Allocation",
+    "Budget",
+    "LayerwiseProblem",
+    "MaskSet",
+    "MethodOutput",
+    "Problem",
+    "ProblemTooLargeError",
+    "SolveResult",
+    "SolverUnavailableError",
+    "TooManyCandidatesError",
+    "apply_masks",
+    "count_for_density",
+    "datasets",
+    "evaluate",
+    "masks_of",
+    "methods",
+    "register",
+    "relative_gap",
+    "remove_masks",
+    "solve",
+]

@@ -1,0 +1,185 @@
+"""The solver registry, ``solve()``, ``evaluate()`` and the result type.
+
+A method is a function ``fn(problem, options) -> MethodOutput`` registered under a name
+with an options dataclass (defaults are no-ops) and the problem types it accepts.
+``solve`` validates the options, runs the method, checks the mask against the budget and
+scores it with :func:`evaluate`, the one definition of the objective.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from maskopt.masks import MaskSet
+from maskopt.problems import Problem
+
+STATUSES = ("optimal", "time_limit", "feasible")
+
+
+@dataclass
+class MethodOutput:
+    """What a registered method returns; ``solve`` turns it into a :class:`SolveResult`."""
+
+    masks: Mapping[str, torch.Tensor]
+    status: str = "feasible"
+    bound: float | None = None
+    history: list[dict] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class SolveResult:
+    """The answer of :func:`solve`.
+
+    Attributes:
+        masks: the mask, within the problem's budget.
+        objective: ``evaluate(problem, masks)``.
+        bound: a proven lower bound on the optimal objective (exact methods), else None.
+        gap: ``relative_gap(objective, bound)``, None without a bound.
+        status: ``"optimal"`` (proven within the requested gap), ``"time_limit"``
+            (stopped by the time limit; masks is the incumbent, bound still valid) or
+            ``"feasible"`` (a mask within budget, no optimality claim).
+        method: the registered method name. time: wall-clock seconds of the whole call.
+        history: per-iteration records (method specific). stats: solver statistics.
+    """
+
+    masks: MaskSet
+    objective: float
+    bound: float | None
+    gap: float | None
+    status: str
+    method: str
+    time: float
+    history: list[dict] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """A flat dict of the scalar fields (for tables and JSON)."""
+        return {
+            "method": self.method,
+            "objective": self.objective,
+            "bound": self.bound,
+            "gap": self.gap,
+            "status": self.status,
+            "time": self.time,
+            "density": self.masks.density,
+        }
+
+
+def relative_gap(objective: float, bound: float | None) -> float | None:
+    """``(objective − bound) / |objective|``; 0 when they meet, None without a bound.
+
+    (The HiGHS/Gurobi convention. An objective of 0 with a bound of 0 has gap 0.)
+    """
+    if bound is None:
+        return None
+    diff = objective - bound
+    if diff <= 1e-12 * max(1.0, abs(objective)):
+        return 0.0
+    return diff / max(abs(objective), 1e-12)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered method: its function, options dataclass and accepted problem types."""
+
+    name: str
+    fn: Callable[[Problem, object], MethodOutput]
+    options: type
+    problems: tuple[type, ...]
+    summary: str
+
+
+_REGISTRY: dict[str, MethodSpec] = {}
+
+
+def register(name: str, *, options: type, problems: tuple[type, ...], summary: str):
+    """Decorator registering ``fn(problem, options) -> MethodOutput`` under ``name``."""
+
+    def deco(fn):
+        if name in _REGISTRY:
+            raise ValueError(f"A method named {name!r} is already registered.")
+        _REGISTRY[name] = MethodSpec(name, fn, options, problems, summary)
+        return fn
+
+    return deco
+
+
+def methods() -> list[str]:
+    """Names of the registered methods, sorted."""
+    return sorted(_REGISTRY)
+
+
+def method_spec(name: str) -> MethodSpec:
+    """The registration of ``name``; an unknown name lists the registered ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"Unknown method {name!r}. Registered methods: {', '.join(methods())}.") from None
+
+
+def evaluate(problem: Problem, masks: Mapping[str, torch.Tensor]) -> float:
+    """The objective of ``masks`` on ``problem``: the single definition every method is scored by.
+
+    The masks must have exactly the problem's maskable names and shapes (the budget is not
+    checked here, so any mask can be scored).
+    """
+    ms = masks if isinstance(masks, MaskSet) else MaskSet(masks)
+    ms.check_shapes(problem.mask_shapes())
+    return problem.objective(ms)
+
+
+def make_options(spec: MethodSpec, options: Mapping[str, object]):
+    """Build ``spec``'s options dataclass; unknown names list the valid ones."""
+    valid = [f.name for f in dataclasses.fields(spec.options)]
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        raise TypeError(
+            f"Unknown option(s) {unknown} for method {spec.name!r}; valid options: {valid or 'none'}."
+        )
+    return spec.options(**options)
+
+
+def solve(problem: Problem, method: str = "exact", **options) -> SolveResult:
+    """Find a mask for ``problem`` with the registered ``method``.
+
+    Raises ValueError for an unknown method, TypeError for an unknown option, and
+    ValueError when the method cannot take this kind of problem.
+    """
+    spec = method_spec(method)
+    if not isinstance(problem, spec.problems):
+        takes = ", ".join(t.__name__ for t in spec.problems)
+        others = [m for m in methods() if isinstance(problem, _REGISTRY[m].problems)]
+        raise ValueError(
+            f"Method {method!r} does not take a {type(problem).__name__}; it takes {takes}. "
+            f"Methods for this problem: {', '.join(others) or 'none'}."
+        )
+    opts = make_options(spec, options)
+    t0 = time.perf_counter()
+    out = spec.fn(problem, opts)
+    elapsed = time.perf_counter() - t0
+    if out.status not in STATUSES:
+        raise RuntimeError(f"Method {method!r} returned unknown status {out.status!r}.")
+    masks = MaskSet(out.masks, method=method, budget=problem.budget)
+    masks.check_shapes(problem.mask_shapes())
+    bad = problem.allocation.violations(masks)
+    if bad:
+        raise RuntimeError(f"Method {method!r} returned a mask over budget ({bad[0]}); this is a bug.")
+    objective = evaluate(problem, masks)
+    bound = None if out.bound is None else min(float(out.bound), objective)
+    return SolveResult(
+        masks=masks,
+        objective=objective,
+        bound=bound,
+        gap=relative_gap(objective, bound),
+        status=out.status,
+        method=method,
+        time=elapsed,
+        history=list(out.history),
+        stats=dict(out.stats),
+    )

@@ -1,0 +1,278 @@
+"""Sparsity budgets: how many weights a mask may keep, and where.
+
+Definitions used everywhere in maskopt:
+
+* **sparsity** = fraction of zeros of a mask, **density** = 1 − sparsity.
+* A **scope unit** is the set of weights one count applies to: all maskable weights
+  (``scope="global"``), one parameter tensor (``"layer"``), or one output neuron, i.e. one
+  slice ``param[j]`` along the first dimension (``"row"``).
+* **Rounding rule** (the only one): a density ``d`` over ``n`` weights allows
+  ``k = floor(d·n + 1/2)`` kept weights (round half up, after rounding ``d·n`` to 9
+  decimals so that ``sparsity=0.9`` and ``density=0.1`` give the same count).
+* The budget is an **upper bound**: a mask may keep fewer weights than its cap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+SCOPES = ("global", "layer", "row")
+ALLOCATIONS = ("uniform", "erk")
+
+
+def count_for_density(density: float, n: int) -> int:
+    """The number of kept weights a ``density`` allows among ``n`` weights (round half up)."""
+    return int(math.floor(round(density * n, 9) + 0.5))
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A sparsity budget: exactly one of ``k``, ``density`` or ``sparsity``.
+
+    Args:
+        k: kept weights per scope unit (an integer ≥ 0).
+        density: fraction of weights kept, in [0, 1].
+        sparsity: fraction of weights removed, in [0, 1].
+        scope: ``"global"``, ``"layer"`` or ``"row"`` (see module docstring).
+        allocation: how a density is spread over layers for ``"layer"``/``"row"`` scope:
+            ``"uniform"`` (same density everywhere) or ``"erk"`` (Erdős–Rényi-kernel,
+            density ∝ sum(shape)/prod(shape), saturated layers clipped to 1 and the rest
+            rescaled so the global count is hit exactly).
+    """
+
+    k: int | None = None
+    density: float | None = None
+    sparsity: float | None = None
+    scope: str = "global"
+    allocation: str = "uniform"
+
+    def __post_init__(self) -> None:
+        given = [n for n in ("k", "density", "sparsity") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "Budget needs exactly one of k=, density= or sparsity=; "
+                f"got {given or 'none'}. Example: Budget(sparsity=0.9)."
+            )
+        if self.k is not None:
+            if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)):
+                raise TypeError(f"Budget k must be an integer count of kept weights; got {self.k!r}.")
+            if self.k < 0:
+                raise ValueError(f"Budget k must be ≥ 0 (kept weights per scope unit); got {self.k}.")
+            object.__setattr__(self, "k", int(self.k))
+        for name in ("density", "sparsity"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+                raise TypeError(f"Budget {name} must be a number in [0, 1]; got {value!r}.")
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"Budget {name} must lie in [0, 1]; got {value}.")
+            object.__setattr__(self, name, float(value))
+        if self.scope not in SCOPES:
+            raise ValueError(f"Budget scope must be one of {SCOPES}; got {self.scope!r}.")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"Budget allocation must be one of {ALLOCATIONS}; got {self.allocation!r}.")
+        if self.allocation != "uniform" and (self.scope == "global" or self.k is not None):
+            raise ValueError(
+                f"allocation={self.allocation!r} spreads a density over layers, so it needs "
+                "scope='layer' or 'row' and density= or sparsity= (not k=)."
+            )
+
+    @property
+    def target_density(self) -> float | None:
+        """The requested density, or None for a count budget."""
+        if self.density is not None:
+            return self.density
+        if self.sparsity is not None:
+            return 1.0 - self.sparsity
+        return None
+
+    def to_dict(self) -> dict:
+        """A JSON-ready description (inverse of :meth:`from_dict`)."""
+        return {
+            "k": self.k,
+            "density": self.density,
+            "sparsity": self.sparsity,
+            "scope": self.scope,
+            "allocation": self.allocation,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Budget:
+        """Rebuild a budget written by :meth:`to_dict`."""
+        return cls(**dict(d))
+
+    def allocate(self, shapes: Mapping[str, Sequence[int]]) -> Allocation:
+        """Resolve the budget into integer caps per scope unit for parameters of ``shapes``.
+
+        Raises ValueError when a count ``k`` exceeds the size of a scope unit.
+        """
+        shapes = {name: tuple(int(s) for s in shape) for name, shape in shapes.items()}
+        if not shapes:
+            raise ValueError("Cannot allocate a budget over no maskable parameters.")
+        sizes = {name: math.prod(shape) for name, shape in shapes.items()}
+        total = sum(sizes.values())
+        if self.scope == "global":
+            cap = self.k if self.k is not None else count_for_density(self.target_density, total)
+            if cap > total:
+                raise ValueError(f"Budget k={cap} exceeds the {total} maskable weights; use k ≤ {total}.")
+            return Allocation(self, shapes, {"*": np.array([cap])})
+        if self.k is not None:
+            caps = {}
+            for name, shape in shapes.items():
+                unit = sizes[name] if self.scope == "layer" else _row_size(shape)
+                if self.k > unit:
+                    what = "parameter" if self.scope == "layer" else "row of"
+                    raise ValueError(
+                        f"Budget k={self.k} per {self.scope} exceeds the {unit} weights of the "
+                        f"{what} {name!r}; use k ≤ {unit} or a density budget."
+                    )
+                rows = 1 if self.scope == "layer" else _n_rows(shape)
+                caps[name] = np.full(rows, self.k)
+            return Allocation(self, shapes, caps)
+        layer_counts = _layer_counts(self.target_density, shapes, self.allocation)
+        if self.scope == "layer":
+            return Allocation(self, shapes, {n: np.array([c]) for n, c in layer_counts.items()})
+        caps = {}
+        for name, shape in shapes.items():
+            d = layer_counts[name] / sizes[name] if sizes[name] else 0.0
+            caps[name] = np.full(_n_rows(shape), count_for_density(d, _row_size(shape)))
+        return Allocation(self, shapes, caps)
+
+
+def _n_rows(shape: tuple[int, ...]) -> int:
+    return shape[0] if shape else 1
+
+
+def _row_size(shape: tuple[int, ...]) -> int:
+    return math.prod(shape[1:]) if shape else 1
+
+
+def _erk_factor(shape: tuple[int, ...]) -> float:
+    return sum(shape) / math.prod(shape) if shape and math.prod(shape) else 1.0
+
+
+def _layer_counts(density: float, shapes: dict[str, tuple[int, ...]], allocation: str) -> dict[str, int]:
+    """Integer kept counts per layer summing exactly to the global count of ``density``.
+
+    Continuous targets c_l = min(1, ε·r_l)·n_l (r_l = 1 for uniform, the ERK factor for erk)
+    with ε chosen so Σ c_l = K; layers with ε·r_l ≥ 1 are saturated (kept dense) and ε is
+    re-solved over the rest. Largest-remainder rounding then makes the counts sum to K.
+    """
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    K = count_for_density(density, sum(sizes.values()))
+    ratio = {n: (1.0 if allocation == "uniform" else _erk_factor(s)) for n, s in shapes.items()}
+    dense: set[str] = set()
+    while True:
+        free = [n for n in shapes if n not in dense and sizes[n] > 0]
+        remaining = K - sum(sizes[n] for n in dense)
+        denom = sum(ratio[n] * sizes[n] for n in free)
+        eps = remaining / denom if denom > 0 else 0.0
+        saturated = {n for n in free if eps * ratio[n] >= 1.0}
+        if not saturated or not free:
+            break
+        dense |= saturated
+    cont = {n: float(sizes[n]) if n in dense else eps * ratio[n] * sizes[n] for n in shapes}
+    counts = {n: min(sizes[n], int(math.floor(c + 1e-9))) for n, c in cont.items()}
+    short = K - sum(counts.values())
+    order = sorted(shapes, key=lambda n: (-(cont[n] - counts[n]), list(shapes).index(n)))
+    for n in order:
+        if short <= 0:
+            break
+        if counts[n] < sizes[n]:
+            counts[n] += 1
+            short -= 1
+    return counts
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """A budget resolved against parameter shapes: integer caps per scope unit.
+
+    ``caps`` maps a parameter name to an int array: one cap per row for ``"row"`` scope,
+    a single cap for ``"layer"``; for ``"global"`` it holds the single key ``"*"``.
+    Flattened order (used by :meth:`units`): parameters in ``shapes`` order, each
+    flattened row-major, so every scope unit is a contiguous range.
+    """
+
+    budget: Budget
+    shapes: dict[str, tuple[int, ...]]
+    caps: dict[str, np.ndarray]
+
+    @property
+    def scope(self) -> str:
+        return self.budget.scope
+
+    @property
+    def size(self) -> int:
+        """Number of maskable weights."""
+        return sum(math.prod(s) for s in self.shapes.values())
+
+    @property
+    def total(self) -> int:
+        """The largest number of weights a mask within this budget can keep."""
+        return int(sum(int(c.sum()) for c in self.caps.values()))
+
+    def units(self) -> list[tuple[int, int, int]]:
+        """Scope units as ``(start, stop, cap)`` ranges of the flattened mask vector."""
+        if self.scope == "global":
+            return [(0, self.size, int(self.caps["*"][0]))]
+        out, offset = [], 0
+        for name, shape in self.shapes.items():
+            n = math.prod(shape)
+            if self.scope == "layer":
+                out.append((offset, offset + n, int(self.caps[name][0])))
+            else:
+                rs = _row_size(shape)
+                out.extend(
+                    (offset + j * rs, offset + (j + 1) * rs, int(c)) for j, c in enumerate(self.caps[name])
+                )
+            offset += n
+        return out
+
+    def violations(self, masks: Mapping[str, torch.Tensor]) -> list[str]:
+        """Human-readable descriptions of every scope unit whose kept count exceeds its cap."""
+        flat = torch.cat([masks[n].reshape(-1).to(torch.int64).cpu() for n in self.shapes])
+        csum = torch.cat([torch.zeros(1, dtype=torch.int64), flat.cumsum(0)])
+        bad = []
+        for start, stop, cap in self.units():
+            kept = int(csum[stop] - csum[start])
+            if kept > cap:
+                bad.append(f"{kept} kept > cap {cap} in weights [{start}, {stop})")
+        return bad
+
+    def project(self, scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The mask keeping the highest scores, exactly the cap of each scope unit.
+
+        Ties are broken deterministically by the lower flattened index. ``scores`` maps
+        each parameter name to a tensor of its shape (any device); the masks are bool
+        tensors on the same device.
+        """
+        for name, shape in self.shapes.items():
+            if name not in scores or tuple(scores[name].shape) != shape:
+                raise ValueError(f"Scores for {name!r} must have shape {shape}.")
+        if self.scope == "global":
+            flat = torch.cat([scores[n].detach().reshape(-1).float() for n in self.shapes])
+            keep = torch.zeros_like(flat, dtype=torch.bool)
+            cap = int(self.caps["*"][0])
+            keep[torch.sort(flat, descending=True, stable=True).indices[:cap]] = True
+            out, offset = {}, 0
+            for n, shape in self.shapes.items():
+                size = math.prod(shape)
+                out[n] = keep[offset : offset + size].reshape(shape)
+                offset += size
+            return out
+        out = {}
+        for n, shape in self.shapes.items():
+            s = scores[n].detach().float().reshape(_n_rows(shape) if self.scope == "row" else 1, -1)
+            order = torch.sort(s, dim=1, descending=True, stable=True).indices
+            rank = torch.empty_like(order)
+            rank.scatter_(1, order, torch.arange(s.shape[1], device=s.device).expand_as(order).contiguous())
+            caps = torch.as_tensor(self.caps[n], device=s.device).reshape(-1, 1)
+            out[n] = (rank < caps).reshape(shape)
+        return out

@@ -1,0 +1,262 @@
+"""Mask containers, their file format, and applying masks to PyTorch modules.
+
+File format (``MaskSet.save``): a safetensors file with one ``bool`` tensor per masked
+parameter, keyed by its ``state_dict`` name (e.g. ``"0.weight"``), True = weight kept.
+The safetensors metadata (str → str) holds ``maskopt_version``, ``method``, ``budget``
+(JSON of :meth:`Budget.to_dict`, or ``"null"``) and any user metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from maskopt.budget import Budget
+
+_RESERVED_META = ("maskopt_version", "method", "budget")
+
+
+class MaskSet(Mapping[str, torch.Tensor]):
+    """An immutable mapping from parameter names to bool mask tensors (True = keep).
+
+    Values may be given as bool tensors/arrays or as numbers that are all exactly 0 or 1;
+    anything else is an error. Masks are stored on the CPU.
+    """
+
+    def __init__(
+        self,
+        masks: Mapping[str, torch.Tensor | np.ndarray],
+        *,
+        method: str | None = None,
+        budget: Budget | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        self._masks: dict[str, torch.Tensor] = {}
+        for name, value in masks.items():
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"Mask names must be non-empty state_dict keys (str); got {name!r}.")
+            self._masks[name] = _as_bool(name, value)
+        self.method = method
+        self.budget = budget
+        self.metadata: dict[str, str] = dict(metadata or {})
+        self.saved_with: str | None = None  # maskopt version that wrote the file, set by load()
+        bad = [k for k in self.metadata if k in _RESERVED_META or not isinstance(self.metadata[k], str)]
+        if bad:
+            raise ValueError(f"metadata keys {bad} are reserved or their values are not str.")
+
+    # Mapping interface
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._masks[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._masks)
+
+    def __len__(self) -> int:
+        return len(self._masks)
+
+    def __repr__(self) -> str:
+        return f"MaskSet({len(self)} tensors, density={self.density:.4f}, method={self.method!r})"
+
+    @property
+    def kept(self) -> int:
+        """Number of kept (True) entries over all masks."""
+        return int(sum(int(m.sum()) for m in self._masks.values()))
+
+    @property
+    def size(self) -> int:
+        """Number of masked entries over all masks."""
+        return int(sum(m.numel() for m in self._masks.values()))
+
+    @property
+    def density(self) -> float:
+        """Fraction of kept weights over all masks (1.0 for an empty MaskSet)."""
+        return self.kept / self.size if self.size else 1.0
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of removed weights: 1 − density."""
+        return 1.0 - self.density
+
+    def report(self) -> list[dict]:
+        """Per-tensor rows: name, shape, kept, size, density."""
+        return [
+            {
+                "name": n,
+                "shape": tuple(m.shape),
+                "kept": int(m.sum()),
+                "size": m.numel(),
+                "density": int(m.sum()) / m.numel() if m.numel() else 1.0,
+            }
+            for n, m in self._masks.items()
+        ]
+
+    def report_table(self) -> str:
+        """:meth:`report` as an aligned text table."""
+        rows = [(r["name"], str(r["shape"]), str(r["kept"]), str(r["size"]), f"{r['density']:.4f}") for r in self.report()]
+        rows.append(("total", "", str(self.kept), str(self.size), f"{self.density:.4f}"))
+        head = ("name", "shape", "kept", "size", "density")
+        widths = [max(len(x) for x in col) for col in zip(head, *rows)]
+        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+        return "\n".join(fmt.format(*r) for r in [head, *rows])
+
+    def check_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        """Raise ValueError unless the masks have exactly these names and shapes."""
+        missing = [n for n in shapes if n not in self._masks]
+        extra = [n for n in self._masks if n not in shapes]
+        if missing or extra:
+            raise ValueError(
+                f"Mask names do not match the maskable parameters: missing {missing}, "
+                f"unexpected {extra}; expected {list(shapes)}."
+            )
+        for n, shape in shapes.items():
+            if tuple(self._masks[n].shape) != tuple(shape):
+                raise ValueError(f"Mask {n!r} has shape {tuple(self._masks[n].shape)}; expected {tuple(shape)}.")
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the masks to ``path`` as safetensors, atomically.
+
+        The file is written to a temporary file in the same directory and moved into place
+        with ``os.replace``, so an interrupted save leaves any previous file intact.
+        """
+        from safetensors.torch import save_file
+
+        from maskopt import __version__
+
+        path = Path(path)
+        meta = dict(self.metadata)
+        meta["maskopt_version"] = __version__
+        meta["method"] = self.method or ""
+        meta["budget"] = json.dumps(self.budget.to_dict() if self.budget else None)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+        os.close(fd)
+        try:
+            save_file({n: m.contiguous() for n, m in self._masks.items()}, tmp, metadata=meta)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> MaskSet:
+        """Read a MaskSet written by :meth:`save` (names, masks, method, budget, metadata)."""
+        from safetensors import safe_open
+
+        tensors, meta = {}, {}
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            for name in f.keys():
+                tensors[name] = f.get_tensor(name)
+        budget = json.loads(meta.pop("budget", "null"))
+        method = meta.pop("method", "") or None
+        saved_with = meta.pop("maskopt_version", None)
+        out = cls(tensors, method=method, budget=Budget.from_dict(budget) if budget else None, metadata=meta)
+        out.saved_with = saved_with
+        return out
+
+
+def _as_bool(name: str, value: torch.Tensor | np.ndarray) -> torch.Tensor:
+    t = torch.as_tensor(value).detach().cpu()
+    if t.dtype == torch.bool:
+        return t.clone()
+    if t.is_complex() or not bool(((t == 0) | (t == 1)).all()):
+        raise ValueError(f"Mask {name!r} must be bool or contain only 0 and 1.")
+    return t.to(torch.bool)
+
+
+class _Mask(nn.Module):
+    """Parametrization ``weight = original * mask``; the mask is a (non-trainable) buffer."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, original: torch.Tensor) -> torch.Tensor:
+        return original * self.mask.to(original.dtype)
+
+
+def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    module_path, _, pname = name.rpartition(".")
+    try:
+        module = model.get_submodule(module_path) if module_path else model
+    except AttributeError as e:
+        raise ValueError(f"Mask {name!r} names no submodule of the model.") from e
+    if pname not in dict(module.named_parameters(recurse=False)) and not (
+        parametrize.is_parametrized(module, pname)
+    ):
+        raise ValueError(f"Mask {name!r}: module {module_path or '<root>'} has no parameter {pname!r}.")
+    return module, pname
+
+
+def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Mask ``model``'s parameters in place with ``torch.nn.utils.parametrize``.
+
+    Afterwards ``module.weight`` is ``original * mask``: pruned weights are exactly zero
+    in every forward pass and receive zero gradient, whatever the optimizer (momentum and
+    weight decay act on ``original``, which is never seen through the mask). The original
+    Parameter object is kept (``module.parametrizations.weight.original``), so optimizers
+    built before or after stay valid. The mask is a buffer, so it is in the state_dict and
+    DDP broadcasts it from rank 0. A parameter that is already masked gets the new mask.
+    Returns ``model``.
+    """
+    masks = masks if isinstance(masks, MaskSet) else MaskSet(masks)
+    targets = [(name, *_owner(model, name)) for name in masks]
+    for name, module, pname in targets:
+        current = getattr(module, pname)
+        if tuple(current.shape) != tuple(masks[name].shape):
+            raise ValueError(f"Mask {name!r} has shape {tuple(masks[name].shape)}; parameter has {tuple(current.shape)}.")
+    for name, module, pname in targets:
+        mask = masks[name].to(getattr(module, pname).device)
+        if parametrize.is_parametrized(module, pname):
+            for p in module.parametrizations[pname]:
+                if isinstance(p, _Mask):
+                    p.mask.copy_(mask)
+                    break
+            else:
+                parametrize.register_parametrization(module, pname, _Mask(mask))
+        else:
+            parametrize.register_parametrization(module, pname, _Mask(mask))
+    return model
+
+
+def remove_masks(model: nn.Module, bake: bool = True) -> nn.Module:
+    """Remove every maskopt mask from ``model``.
+
+    With ``bake=True`` the parameter keeps its masked values (pruned weights stay zero);
+    with ``bake=False`` it returns to the unmasked ``original`` values. The Parameter
+    object is the original one either way. Returns ``model``.
+    """
+    for module in list(model.modules()):
+        if not parametrize.is_parametrized(module):
+            continue
+        for pname in list(module.parametrizations.keys()):
+            plist = module.parametrizations[pname]
+            if len(plist) == 1 and isinstance(plist[0], _Mask):
+                parametrize.remove_parametrizations(module, pname, leave_parametrized=bake)
+            elif any(isinstance(p, _Mask) for p in plist):
+                raise ValueError(
+                    f"{type(module).__name__}.{pname} has other parametrizations besides the mask; "
+                    "remove them first."
+                )
+    return model
+
+
+def masks_of(model: nn.Module) -> MaskSet:
+    """The masks currently applied to ``model`` by :func:`apply_masks`, keyed by parameter name."""
+    out = {}
+    for mod_name, module in model.named_modules():
+        if not parametrize.is_parametrized(module):
+            continue
+        for pname, plist in module.parametrizations.items():
+            for p in plist:
+                if isinstance(p, _Mask):
+                    out[f"{mod_name}.{pname}" if mod_name else pname] = p.mask
+    return MaskSet(out)

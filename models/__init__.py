@@ -1,0 +1,1 @@
+"""maskopt.models: architectures and initialisations (filled by the model-zoo issue)."""

@@ -1,0 +1,304 @@
+r"""Exact layer-wise mask selection as a MILP, built with Pyomo and solved by HiGHS.
+
+Data: inputs X (N, d), weight W (p, d) (``nn.Linear`` layout), target T (N, p), optional
+bias b (p,). Decision: a binary mask m (p, d). Residual of sample n, output o:
+
+    r_{n,o} = Σ_i X_{n,i} W_{o,i} m_{o,i} + b_o − T_{n,o}
+
+which is linear in m (the weights are fixed), so the only nonlinearity is the loss.
+
+Budget: for every scope unit U (a contiguous range of the row-major flattened mask, see
+``maskopt.budget``):  Σ_{(o,i)∈U} m_{o,i} ≤ cap_U.
+
+L1 (``_build_l1``), exact LP epigraph of |·|:
+    r_{n,o} = u_{n,o} − v_{n,o},  u, v ≥ 0,   minimise Σ (u + v).
+At an optimum u·v = 0, so Σ(u + v) = Σ|r|.
+
+L2 (``_build_l2``), outer approximation (Kelley cutting planes on a convex function):
+    r_{n,o} free (defined by the equality above), s_{n,o} ≥ 0,
+    s_{n,o} ≥ 2ρ r_{n,o} − ρ²  for every cut point ρ ∈ R_{n,o},   minimise Σ s.
+Since r² ≥ 2ρr − ρ² for all ρ, every master problem is a relaxation, so its dual bound
+is a valid lower bound on the L2 optimum. After each master solve, tangents at the exact
+residuals of the master's mask are added; a mask seen again is then valued exactly, so
+the loop ends after finitely many rounds, when the best true L2 value (upper bound) and
+the master bound meet within the gap.
+
+Weights with W_{o,i} = 0 or an all-zero input column cannot change the prediction; they
+are fixed to 0 (not kept), which the budget (an upper bound) allows. When every scope unit
+lies inside one output row (``"row"`` scope), the problem separates into independent
+per-row MILPs that are solved one after the other, sharing the time limit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from maskopt.solvers.exact.highs import HighsSession, MipSettings
+
+Unit = tuple[int, int, int]  # (start, stop, cap) over the flattened (p, d) mask
+_ABS_TOL = 1e-9
+
+
+@dataclass
+class LayerwiseMilpResult:
+    """Outcome of :func:`solve_layerwise`: mask (p, d) bool, its loss, a proven lower bound."""
+
+    mask: np.ndarray
+    objective: float
+    bound: float
+    status: str
+    history: list[dict] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+
+def model_size(n_samples: int, n_in: int, n_out: int, n_units: int, loss: str) -> dict[str, int]:
+    """Upper estimate of the MILP size (before inactive weights are dropped)."""
+    n_res = n_samples * n_out
+    binaries = n_in * n_out
+    return {
+        "binaries": binaries,
+        "variables": binaries + 2 * n_res,
+        "constraints": n_res + n_units,
+        "nonzeros": n_samples * binaries + 2 * n_res + binaries,
+    }
+
+
+def layer_loss(residual: np.ndarray, loss: str) -> float:
+    """Σ|r| for ``"l1"``, Σr² for ``"l2"`` (float64)."""
+    return float(np.abs(residual).sum() if loss == "l1" else np.square(residual).sum())
+
+
+def row_separable(units: Sequence[Unit], n_in: int) -> bool:
+    """Whether every scope unit lies inside a single output row."""
+    return all(start // n_in == (stop - 1) // n_in for start, stop, _ in units if stop > start)
+
+
+def solve_layerwise(
+    inputs: np.ndarray,
+    weight: np.ndarray,
+    target: np.ndarray,
+    bias: np.ndarray | None,
+    units: Sequence[Unit],
+    loss: str,
+    settings: MipSettings,
+    candidates: Sequence[np.ndarray] = (),
+) -> LayerwiseMilpResult:
+    """Solve the layer-wise mask MILP to proven optimality (within ``settings.gap``) or
+    until ``settings.time_limit``.
+
+    Args:
+        inputs, weight, target, bias: arrays of shapes (N, d), (p, d), (N, p), (p,) or None.
+        units: budget scope units ``(start, stop, cap)`` over the flattened (p, d) mask.
+        loss: ``"l1"`` or ``"l2"``.
+        candidates: feasible (p, d) bool masks; the best is the MIP start (and the first
+            cut point of L2), and the answer if HiGHS finds no incumbent in time.
+    """
+    t_start = time.perf_counter()
+    X = np.asarray(inputs, dtype=np.float64)
+    W = np.asarray(weight, dtype=np.float64)
+    T = np.asarray(target, dtype=np.float64)
+    p, d = W.shape
+    offset = (np.zeros(p) if bias is None else np.asarray(bias, dtype=np.float64))[None, :] - T
+    active = (W != 0) & (np.abs(X).sum(axis=0) != 0)[None, :]
+    deadline = None if settings.time_limit is None else t_start + settings.time_limit
+    cands = [np.asarray(c, dtype=bool).reshape(p, d) for c in candidates] or [np.zeros((p, d), bool)]
+
+    if row_separable(units, d) and p > 1:
+        groups = [[o] for o in range(p)]
+    else:
+        groups = [list(range(p))]
+    mask = np.zeros((p, d), dtype=bool)
+    bound, history, stats_all, statuses = 0.0, [], [], []
+    for gi, rows in enumerate(groups):
+        lo, hi = rows[0] * d, (rows[-1] + 1) * d
+        g_units = [(s - lo, e - lo, c) for s, e, c in units if lo <= s and e <= hi]
+        share = None
+        if deadline is not None:
+            share = max(deadline - time.perf_counter(), 0.0) / (len(groups) - gi)
+        g = _solve_group(
+            X, W[rows], offset[:, rows], active[rows], g_units, loss, settings, [c[rows] for c in cands], share
+        )
+        mask[rows] = g.mask
+        bound += g.bound
+        statuses.append(g.status)
+        stats_all.append(g.stats)
+        history.extend({"rows": f"{rows[0]}-{rows[-1]}", **h} for h in g.history)
+    objective = layer_loss(X @ (mask * W).T + offset, loss)
+    stats = {k: sum(s[k] for s in stats_all) for k in ("binaries", "constraints", "nonzeros", "nodes", "rounds")}
+    stats["subproblems"] = len(groups)
+    stats["build_time"] = sum(s["build_time"] for s in stats_all)
+    stats["incumbent_from_candidates"] = sum(s["incumbent_from_candidates"] for s in stats_all)
+    status = "optimal" if all(s == "optimal" for s in statuses) else "time_limit"
+    return LayerwiseMilpResult(mask, objective, bound, status, history, stats)
+
+
+@dataclass
+class _Model:
+    model: object
+    mvars: list  # binary variable per active weight
+    fill_start: Callable[[np.ndarray, np.ndarray], None]  # (mask values, residuals): set a MIP start
+    add_cuts: Callable[[np.ndarray], None] | None  # (residuals (N*p,)): add L2 tangents
+
+
+def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_limit) -> LayerwiseMilpResult:
+    p, d = W.shape
+    t0 = time.perf_counter()
+    deadline = None if time_limit is None else t0 + time_limit
+    flat_active = np.flatnonzero(active.reshape(-1))
+
+    def residual(mask: np.ndarray) -> np.ndarray:
+        return X @ (mask * W).T + offset
+
+    values = [layer_loss(residual(c), loss) for c in candidates]
+    best_i = int(np.argmin(values))
+    inc_mask, inc_val = candidates[best_i] & active, values[best_i]
+    inc_val = layer_loss(residual(inc_mask), loss)
+    built = (_build_l1 if loss == "l1" else _build_l2)(X, W, offset, flat_active, units)
+    build_time = time.perf_counter() - t0
+    session = HighsSession(
+        MipSettings(time_limit=None, gap=settings.gap if loss == "l1" else settings.gap / 10,
+                    threads=settings.threads, verbose=settings.verbose)
+    )
+    N = X.shape[0]
+    stats = {
+        "binaries": len(flat_active),
+        "constraints": 0,
+        "nonzeros": int(active.sum()) * N + 2 * N * p + len(flat_active),
+        "build_time": build_time,
+        "nodes": 0,
+        "rounds": 0,
+        "incumbent_from_candidates": 0,
+    }
+    history: list[dict] = []
+    lower = -np.inf
+    if built.add_cuts is not None:
+        for c in candidates:
+            built.add_cuts(residual(c & active).reshape(-1))
+    status = "time_limit"
+    while True:
+        remaining = None if deadline is None else deadline - time.perf_counter()
+        if remaining is not None and remaining <= 0:
+            break
+        built.fill_start(inc_mask.reshape(-1)[flat_active], residual(inc_mask).reshape(-1))
+        out = session.solve(built.model, built.mvars, remaining, warm_start=True)
+        stats["rounds"] += 1
+        stats["nodes"] += out.nodes
+        lower = max(lower, out.bound)
+        new_mask = None
+        if out.values is not None:
+            new_mask = np.zeros(p * d, dtype=bool)
+            new_mask[flat_active] = out.values > 0.5
+            new_mask = new_mask.reshape(p, d)
+            new_val = layer_loss(residual(new_mask), loss)
+            if new_val < inc_val:
+                inc_mask, inc_val = new_mask, new_val
+        history.append({"round": stats["rounds"], "lower_bound": lower, "upper_bound": inc_val,
+                        "time": time.perf_counter() - t0, "status": out.status})
+        if out.status == "time_limit":
+            break
+        if built.add_cuts is None or inc_val - lower <= settings.gap * abs(inc_val) + _ABS_TOL:
+            status = "optimal"
+            break
+        built.add_cuts(residual(new_mask).reshape(-1))
+    stats["constraints"] = built.model.nconstraints()
+    stats["incumbent_from_candidates"] = int(any(np.array_equal(inc_mask, c & active) for c in candidates))
+    return LayerwiseMilpResult(inc_mask, inc_val, float(min(max(lower, 0.0), inc_val)), status, history, stats)
+
+
+def _linear_rows(X, W, offset, flat_active):
+    """Per residual entry (n, o): (coefficients, variable positions, −offset)."""
+    d = W.shape[1]
+    rows_of = flat_active // d
+    cols_of = flat_active % d
+    per_row = [np.flatnonzero(rows_of == o) for o in range(W.shape[0])]
+    for n in range(X.shape[0]):
+        for o, pos in enumerate(per_row):
+            yield n, o, X[n, cols_of[pos]] * W[o, cols_of[pos]], pos, -offset[n, o]
+
+
+def _base_model(flat_active, units):
+    import pyomo.environ as pyo
+    from pyomo.core.expr.numeric_expr import LinearExpression
+
+    model = pyo.ConcreteModel()
+    model.m = pyo.Var(range(len(flat_active)), within=pyo.Binary)
+    mvars = [model.m[j] for j in range(len(flat_active))]
+    model.budget = pyo.ConstraintList()
+    for start, stop, cap in units:
+        pos = np.flatnonzero((flat_active >= start) & (flat_active < stop))
+        if len(pos) > cap:
+            model.budget.add(LinearExpression(constant=0.0, linear_coefs=[1.0] * len(pos),
+                                              linear_vars=[mvars[j] for j in pos]) <= cap)
+    return model, mvars
+
+
+def _build_l1(X, W, offset, flat_active, units) -> _Model:
+    import pyomo.environ as pyo
+    from pyomo.core.expr.numeric_expr import LinearExpression
+
+    model, mvars = _base_model(flat_active, units)
+    n_res = X.shape[0] * W.shape[0]
+    model.u = pyo.Var(range(n_res), within=pyo.NonNegativeReals)
+    model.v = pyo.Var(range(n_res), within=pyo.NonNegativeReals)
+    model.fit = pyo.ConstraintList()
+    p = W.shape[0]
+    for n, o, coefs, pos, rhs in _linear_rows(X, W, offset, flat_active):
+        k = n * p + o
+        expr = LinearExpression(constant=0.0, linear_coefs=[*coefs.tolist(), -1.0, 1.0],
+                                linear_vars=[*(mvars[j] for j in pos), model.u[k], model.v[k]])
+        model.fit.add(expr == float(rhs))
+    model.obj = pyo.Objective(expr=LinearExpression(
+        constant=0.0, linear_coefs=[1.0] * (2 * n_res),
+        linear_vars=[model.u[k] for k in range(n_res)] + [model.v[k] for k in range(n_res)]))
+
+    def fill_start(m_values, res):
+        for var, val in zip(mvars, m_values):
+            var.set_value(float(val))
+        for k, r in enumerate(res):
+            model.u[k].set_value(max(float(r), 0.0))
+            model.v[k].set_value(max(-float(r), 0.0))
+
+    return _Model(model, mvars, fill_start, None)
+
+
+def _build_l2(X, W, offset, flat_active, units) -> _Model:
+    import pyomo.environ as pyo
+    from pyomo.core.expr.numeric_expr import LinearExpression
+
+    model, mvars = _base_model(flat_active, units)
+    n_res = X.shape[0] * W.shape[0]
+    model.r = pyo.Var(range(n_res))
+    model.s = pyo.Var(range(n_res), within=pyo.NonNegativeReals)
+    model.fit = pyo.ConstraintList()
+    p = W.shape[0]
+    for n, o, coefs, pos, rhs in _linear_rows(X, W, offset, flat_active):
+        k = n * p + o
+        expr = LinearExpression(constant=0.0, linear_coefs=[*coefs.tolist(), -1.0],
+                                linear_vars=[*(mvars[j] for j in pos), model.r[k]])
+        model.fit.add(expr == float(rhs))
+    model.obj = pyo.Objective(expr=LinearExpression(
+        constant=0.0, linear_coefs=[1.0] * n_res, linear_vars=[model.s[k] for k in range(n_res)]))
+    model.cuts = pyo.ConstraintList()
+    seen: set[tuple[int, float]] = set()
+
+    def add_cuts(res):
+        for k, rho in enumerate(res):
+            rho = float(rho)
+            if rho == 0.0 or (k, rho) in seen:  # ρ = 0 gives s ≥ 0, already a bound
+                continue
+            seen.add((k, rho))
+            model.cuts.add(LinearExpression(constant=rho * rho, linear_coefs=[1.0, -2.0 * rho],
+                                            linear_vars=[model.s[k], model.r[k]]) >= 0.0)
+
+    def fill_start(m_values, res):
+        for var, val in zip(mvars, m_values):
+            var.set_value(float(val))
+        for k, r in enumerate(res):
+            model.r[k].set_value(float(r))
+            model.s[k].set_value(float(r) ** 2)
+
+    return _Model(model, mvars, fill_start, add_cuts)
