@@ -1,0 +1,61 @@
+"""Tables and result files: aligned text, CSV and JSON, written atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.6g}"
+    return str(value)
+
+
+def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """Rows as an aligned text table with the given columns (None shown as '-')."""
+    cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [line.format(*columns), line.format(*("-" * w for w in widths))]
+    out += [line.format(*row) for row in cells]
+    return "\n".join(s.rstrip() for s in out)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``: readers see
+    the old file or the complete new one, never a partial one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_csv(path: str | os.PathLike, rows: Sequence[dict], columns: Sequence[str]) -> None:
+    """Rows as CSV (header = columns; None written as an empty cell), atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows([{c: ("" if r.get(c) is None else r.get(c)) for c in columns} for r in rows])
+    atomic_write_text(path, buf.getvalue())
+
+
+def write_json(path: str | os.PathLike, data) -> None:
+    """``data`` as indented JSON, atomically."""
+    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")

@@ -1,0 +1,138 @@
+"""Registry, solve(), evaluate(), LayerwiseProblem validation and the simple baselines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from oracles import numpy_loss, random_layerwise
+
+import maskopt as mo
+
+
+def test_methods_registered():
+    assert {"exact", "bruteforce", "magnitude", "random"} <= set(mo.methods())
+    assert mo.methods() == sorted(mo.methods())
+
+
+def test_unknown_method_lists_methods():
+    prob, _ = mo.datasets.planted_layerwise()
+    with pytest.raises(ValueError, match=r"Unknown method 'nope'.*bruteforce, exact, magnitude, random"):
+        mo.solve(prob, method="nope")
+
+
+def test_unknown_option_lists_valid_options():
+    prob, _ = mo.datasets.planted_layerwise()
+    with pytest.raises(TypeError, match=r"\['colour'\].*'magnitude'.*valid options: none"):
+        mo.solve(prob, method="magnitude", colour="red")
+    with pytest.raises(TypeError, match=r"valid options: \['max_candidates'\]"):
+        mo.solve(prob, method="bruteforce", chunk=3)
+
+
+def test_method_refuses_other_problem_types():
+    class Other(mo.Problem):
+        budget = mo.Budget(k=1)
+
+        def mask_shapes(self):
+            return {"w": (2,)}
+
+        def weights(self):
+            return {"w": torch.tensor([1.0, -2.0])}
+
+        def objective(self, masks):
+            return float(masks["w"].sum())
+
+    with pytest.raises(ValueError, match=r"'exact' does not take a Other; it takes LayerwiseProblem.*magnitude"):
+        mo.solve(Other(), method="exact")
+    res = mo.solve(Other(), method="magnitude")  # magnitude takes any Problem
+    assert res.masks["w"].tolist() == [False, True]
+    assert res.objective == 1.0 and res.bound is None and res.gap is None and res.status == "feasible"
+
+
+def test_evaluate_matches_numpy_and_checks_names():
+    prob = random_layerwise(0, n=7, d=5, p=3, budget=mo.Budget(density=0.5), loss="l1", bias=True)
+    rng = np.random.default_rng(1)
+    for loss in ("l1", "l2"):
+        prob.loss = loss
+        mask = rng.random((3, 5)) < 0.5
+        assert mo.evaluate(prob, {"weight": mask}) == pytest.approx(numpy_loss(prob, mask), rel=1e-12)
+    with pytest.raises(ValueError, match="missing \\['weight'\\]"):
+        mo.evaluate(prob, {"w": torch.ones(3, 5)})
+    with pytest.raises(ValueError, match="has shape"):
+        mo.evaluate(prob, {"weight": torch.ones(5, 3)})
+
+
+def test_relative_gap():
+    assert mo.relative_gap(10.0, None) is None
+    assert mo.relative_gap(10.0, 9.0) == pytest.approx(0.1)
+    assert mo.relative_gap(0.0, 0.0) == 0.0
+    assert mo.relative_gap(2.0, 2.0 + 1e-15) == 0.0
+
+
+@pytest.mark.parametrize("scope", ["global", "row", "layer"])
+def test_magnitude_keeps_largest_weights_within_budget(scope):
+    prob = random_layerwise(2, n=6, d=8, p=3, budget=mo.Budget(sparsity=0.75, scope=scope), loss="l1", bias=False)
+    res = mo.solve(prob, method="magnitude")
+    absw = prob.weight.abs().numpy()
+    mask = res.masks["weight"].numpy()
+    if scope == "row":
+        for o in range(3):
+            assert mask[o].sum() == 2
+            assert absw[o][mask[o]].min() >= absw[o][~mask[o]].max()
+    else:
+        assert mask.sum() == 6
+        assert absw[mask].min() >= absw[~mask].max()
+
+
+def test_random_is_seeded():
+    prob = random_layerwise(3, n=6, d=10, p=2, budget=mo.Budget(k=3, scope="row"), loss="l1", bias=False)
+    a, b, c = (mo.solve(prob, method="random", seed=s) for s in (1, 1, 2))
+    assert torch.equal(a.masks["weight"], b.masks["weight"])
+    assert not torch.equal(a.masks["weight"], c.masks["weight"])
+    assert a.masks["weight"].sum(dim=1).tolist() == [3, 3]
+
+
+def test_result_masks_carry_method_and_budget():
+    prob, _ = mo.datasets.planted_layerwise()
+    res = mo.solve(prob, method="magnitude")
+    assert res.masks.method == "magnitude" and res.masks.budget == prob.budget
+    assert res.summary()["density"] == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"weight": np.ones((2, 4))}, ValueError, r"inputs have 3 features.*\(out, 3\)"),
+        ({"target": np.ones((5, 3))}, ValueError, r"target must have shape \(N, out\) = \(5, 2\)"),
+        ({"target": np.ones(5)}, ValueError, "target must be 2-D"),
+        ({"bias": np.ones(3)}, ValueError, r"bias must have shape \(out,\) = \(2,\)"),
+        ({"inputs": np.ones((5, 3), dtype=complex)}, TypeError, "inputs must hold real numbers"),
+        ({"inputs": torch.ones(5, 3, dtype=torch.bool)}, TypeError, "inputs must hold real numbers"),
+        ({"inputs": [[1.0, 2.0, 3.0]]}, TypeError, "numpy array or torch tensor"),
+        ({"inputs": np.full((5, 3), np.nan)}, ValueError, "NaN or infinite"),
+        ({"loss": "huber"}, ValueError, r"loss must be one of \('l1', 'l2'\)"),
+        ({"budget": 0.5}, TypeError, "budget must be a maskopt.Budget"),
+    ],
+)
+def test_layerwise_problem_errors(kwargs, exc, match):
+    args = {"inputs": np.ones((5, 3)), "weight": np.ones((2, 3)), "target": np.ones((5, 2)),
+            "budget": mo.Budget(k=1), "loss": "l1", "bias": None}
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        mo.LayerwiseProblem(**args)
+
+
+def test_budget_larger_than_layer_is_an_error():
+    prob = random_layerwise(0, n=4, d=3, p=2, budget=mo.Budget(k=7), loss="l1", bias=False)
+    with pytest.raises(ValueError, match=r"k=7 exceeds the 6 maskable weights"):
+        mo.solve(prob, method="magnitude")
+
+
+def test_problem_inputs_are_copied_not_aliased():
+    x = torch.randn(6, 4)
+    w = torch.randn(2, 4, requires_grad=True)
+    prob = mo.LayerwiseProblem(x, w, torch.zeros(6, 2), mo.Budget(k=1))
+    before = mo.evaluate(prob, {"weight": torch.ones(2, 4)})
+    with torch.no_grad():
+        w.mul_(2.0)
+    assert mo.evaluate(prob, {"weight": torch.ones(2, 4)}) == before

@@ -1,0 +1,159 @@
+"""The exact layer-wise MILP against brute force, its certificates, limits and refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from oracles import numpy_loss, tiny_instances
+
+import maskopt as mo
+from maskopt.solvers.exact.highs import HighsSession, MipSettings
+from maskopt.solvers.exact.layerwise import _build_l1, _build_l2
+
+TINY = tiny_instances()
+
+
+@pytest.mark.parametrize("name,problem", TINY, ids=[t[0] for t in TINY])
+def test_exact_equals_bruteforce(name, problem):
+    exact = mo.solve(problem, method="exact", gap=0.0)
+    brute = mo.solve(problem, method="bruteforce")
+    tol = 1e-6 * max(1.0, brute.objective)
+    assert exact.status == "optimal" and brute.status == "optimal"
+    assert abs(exact.objective - brute.objective) <= tol
+    # the certificate: a valid lower bound, at most the true optimum
+    assert exact.bound <= brute.objective + tol
+    assert exact.bound <= exact.objective
+    assert exact.gap is not None and exact.gap <= 1e-5
+    # objective is the independent numpy loss of the returned mask, and the mask is in budget
+    assert exact.objective == pytest.approx(numpy_loss(problem, exact.masks["weight"].numpy()), rel=1e-12, abs=1e-12)
+    assert exact.objective == mo.evaluate(problem, exact.masks)
+    assert problem.allocation.violations(exact.masks) == []
+
+
+def test_budget_zero_and_full():
+    prob = TINY[0][1]  # k = 0
+    res = mo.solve(prob, method="exact")
+    assert res.masks.kept == 0
+    assert res.objective == pytest.approx(numpy_loss(prob, np.zeros(prob.weight.shape)))
+
+
+def test_noise_free_planted_is_recovered():
+    prob, planted = mo.datasets.planted_layerwise(n_samples=40, n_in=20, density=0.25, noise=0.0, seed=1)
+    res = mo.solve(prob, method="exact")
+    assert res.objective <= 1e-6
+    assert torch.equal(res.masks["weight"], planted["weight"])
+
+
+def test_l2_outer_approximation_history_is_monotone():
+    prob, _ = mo.datasets.planted_layerwise(n_samples=16, n_in=10, n_out=2, density=0.3, noise=0.3, loss="l2", seed=4)
+    res = mo.solve(prob, method="exact")
+    brute = mo.solve(prob, method="bruteforce")
+    assert res.objective == pytest.approx(brute.objective, rel=1e-6)
+    lows = [h["lower_bound"] for h in res.history]
+    ups = [h["upper_bound"] for h in res.history]
+    assert all(a <= b + 1e-12 for a, b in zip(lows, lows[1:]))
+    assert all(a >= b - 1e-12 for a, b in zip(ups, ups[1:]))
+    assert res.stats["rounds"] == len(res.history) >= 1
+
+
+def test_milp_counts_and_forward_pass_match_torch():
+    """Exact variable/constraint counts of a tiny model, and with the mask fixed the MILP's
+    value is the torch objective (the encoding is the layer)."""
+    rng = np.random.default_rng(0)
+    X, W, T = rng.standard_normal((3, 4)), rng.standard_normal((1, 4)), rng.standard_normal((3, 1))
+    active = np.arange(4)
+    units = [(0, 4, 2)]
+    built = _build_l1(X, W, -T, active, units)
+    assert built.model.nvariables() == 4 + 2 * 3  # binaries m, u, v
+    assert built.model.nconstraints() == 3 + 1  # one equality per residual, one budget row
+    built2 = _build_l2(X, W, -T, active, units)
+    assert built2.model.nvariables() == 4 + 2 * 3  # binaries m, r, s
+    assert built2.model.nconstraints() == 3 + 1
+    built2.add_cuts(np.array([0.5, -1.0, 2.0]))
+    assert built2.model.nconstraints() == 3 + 1 + 3
+
+    prob = mo.LayerwiseProblem(X, W, T, mo.Budget(k=2))
+    for mask in ([1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0]):
+        model = _build_l1(X, W, -T, active, units)
+        for var, v in zip(model.mvars, mask):
+            var.fix(v)
+        out = HighsSession(MipSettings(gap=0.0)).solve(model.model, model.mvars, None, warm_start=False)
+        expected = mo.evaluate(prob, {"weight": torch.tensor([mask], dtype=torch.bool)})
+        assert out.objective == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+def test_warm_start_is_used():
+    prob, _ = mo.datasets.planted_layerwise(n_samples=128, n_in=64, density=0.25, noise=0.1, seed=0)
+    best = mo.solve(prob, method="exact")
+    res = mo.solve(prob, method="exact", warm_start=best.masks, time_limit=0.2)
+    assert res.stats["warm_start_objective"] == pytest.approx(best.objective)
+    # the incumbent can only be the warm start or better
+    assert res.objective <= best.objective + 1e-9
+    assert res.bound <= best.objective + 1e-6
+
+
+@pytest.mark.parametrize("loss,scope", [("l1", "global"), ("l1", "row"), ("l2", "global")])
+def test_time_limit_returns_incumbent_and_valid_bound(loss, scope):
+    prob, planted = mo.datasets.planted_layerwise(
+        n_samples=192, n_in=96, n_out=2 if scope == "row" else 1, density=0.25, noise=0.2, loss=loss, scope=scope, seed=2
+    )
+    res = mo.solve(prob, method="exact", time_limit=0.3)
+    assert res.status == "time_limit"
+    assert problem_ok(prob, res)
+    # the optimum is at most the planted mask's objective, and the bound at most the optimum
+    assert res.bound <= mo.evaluate(prob, planted) + 1e-9
+    assert res.gap == mo.relative_gap(res.objective, res.bound)
+    assert res.gap > 0
+
+
+def problem_ok(prob, res) -> bool:
+    return prob.allocation.violations(res.masks) == [] and res.bound <= res.objective
+
+
+def test_size_guard():
+    prob, _ = mo.datasets.planted_layerwise(n_samples=100, n_in=50, density=0.2)
+    with pytest.raises(mo.ProblemTooLargeError, match=r"nonzeros.*max_size=1,000.*heuristic method"):
+        mo.solve(prob, method="exact", max_size=1000)
+    rng = np.random.default_rng(0)
+    big = mo.LayerwiseProblem(rng.standard_normal((1500, 1500)), rng.standard_normal((1, 1500)),
+                              rng.standard_normal((1500, 1)), mo.Budget(density=0.1))
+    with pytest.raises(mo.ProblemTooLargeError, match="2,254,500 nonzeros"):
+        mo.solve(big, method="exact")
+
+
+def test_bruteforce_refuses_large():
+    prob, _ = mo.datasets.planted_layerwise(n_samples=10, n_in=40, density=0.5)
+    with pytest.raises(mo.TooManyCandidatesError, match="max_candidates=1,048,576.*method='exact'"):
+        mo.solve(prob, method="bruteforce")
+
+
+@pytest.mark.parametrize(
+    "options,exc,match",
+    [
+        ({"gap": 2.0}, ValueError, "gap must be"),
+        ({"time_limit": -1}, ValueError, "time_limit must be"),
+        ({"threads": 0}, ValueError, "threads must be"),
+        ({"max_size": 0}, ValueError, "max_size must be"),
+        ({"timelimit": 3}, TypeError, r"Unknown option\(s\) \['timelimit'\].*valid options: \['time_limit'"),
+        ({"warm_start": {"weight": torch.ones(1, 10, dtype=torch.bool)}}, ValueError, "warm_start is over the budget"),
+        ({"warm_start": {"weight": torch.ones(2, 10, dtype=torch.bool)}}, ValueError, "has shape"),
+        ({"warm_start": {"w": torch.ones(1, 10, dtype=torch.bool)}}, ValueError, "missing \\['weight'\\]"),
+    ],
+)
+def test_exact_option_errors(options, exc, match):
+    prob, _ = mo.datasets.planted_layerwise(n_samples=20, n_in=10, density=0.3)
+    with pytest.raises(exc, match=match):
+        mo.solve(prob, method="exact", **options)
+
+
+def test_inactive_weights_are_never_kept():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((12, 6))
+    X[:, 2] = 0.0
+    W = rng.standard_normal((1, 6))
+    W[0, 4] = 0.0
+    prob = mo.LayerwiseProblem(X, W, rng.standard_normal((12, 1)), mo.Budget(density=1.0))
+    res = mo.solve(prob, method="exact")
+    assert not res.masks["weight"][0, 2] and not res.masks["weight"][0, 4]
+    assert res.objective == pytest.approx(mo.solve(prob, method="bruteforce").objective, rel=1e-6)
