@@ -99,13 +99,12 @@ class MaskSet(Mapping[str, torch.Tensor]):
         ]
 
     def report_table(self) -> str:
-        """:meth:`report` as an aligned text table."""
-        rows = [(r["name"], str(r["shape"]), str(r["kept"]), str(r["size"]), f"{r['density']:.4f}") for r in self.report()]
-        rows.append(("total", "", str(self.kept), str(self.size), f"{self.density:.4f}"))
-        head = ("name", "shape", "kept", "size", "density")
-        widths = [max(len(x) for x in col) for col in zip(head, *rows)]
-        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-        return "\n".join(fmt.format(*r) for r in [head, *rows])
+        """:meth:`report` plus a total row, as an aligned text table."""
+        from maskopt.report import format_table
+
+        rows = [*self.report(), {"name": "total", "shape": "", "kept": self.kept, "size": self.size,
+                                 "density": self.density}]
+        return format_table(rows, ("name", "shape", "kept", "size", "density"))
 
     def check_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
         """Raise ValueError unless the masks have exactly these names and shapes."""
@@ -212,7 +211,9 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
     for name, module, pname in targets:
         current = getattr(module, pname)
         if tuple(current.shape) != tuple(masks[name].shape):
-            raise ValueError(f"Mask {name!r} has shape {tuple(masks[name].shape)}; parameter has {tuple(current.shape)}.")
+            raise ValueError(
+                f"Mask {name!r} has shape {tuple(masks[name].shape)}; parameter has {tuple(current.shape)}."
+            )
     for name, module, pname in targets:
         mask = masks[name].to(getattr(module, pname).device)
         if parametrize.is_parametrized(module, pname):

@@ -111,7 +111,8 @@ class LayerwiseProblem(Problem):
 
     def __repr__(self) -> str:
         n, d_in = self.inputs.shape
-        return f"LayerwiseProblem(N={n}, in={d_in}, out={self.weight.shape[0]}, loss={self.loss!r}, budget={self.budget})"
+        out = self.weight.shape[0]
+        return f"LayerwiseProblem(N={n}, in={d_in}, out={out}, loss={self.loss!r}, budget={self.budget})"
 
     def mask_shapes(self) -> dict[str, tuple[int, ...]]:
         return {"weight": tuple(self.weight.shape)}

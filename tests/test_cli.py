@@ -7,9 +7,8 @@ import json
 import subprocess
 import sys
 
-from maskopt.cli import main
-
 import maskopt as mo
+from maskopt.cli import main
 
 
 def test_demo_quick_writes_consistent_results(tmp_path, capsys):

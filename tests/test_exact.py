@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from maskopt.solvers.exact.highs import HighsSession, MipSettings
+from maskopt.solvers.exact.layerwise import _build_l1, _build_l2
 from oracles import numpy_loss, tiny_instances
 
 import maskopt as mo
-from maskopt.solvers.exact.highs import HighsSession, MipSettings
-from maskopt.solvers.exact.layerwise import _build_l1, _build_l2
 
 TINY = tiny_instances()
 
@@ -96,7 +96,8 @@ def test_warm_start_is_used():
 @pytest.mark.parametrize("loss,scope", [("l1", "global"), ("l1", "row"), ("l2", "global")])
 def test_time_limit_returns_incumbent_and_valid_bound(loss, scope):
     prob, planted = mo.datasets.planted_layerwise(
-        n_samples=192, n_in=96, n_out=2 if scope == "row" else 1, density=0.25, noise=0.2, loss=loss, scope=scope, seed=2
+        n_samples=192, n_in=96, n_out=2 if scope == "row" else 1, density=0.25, noise=0.2, loss=loss, scope=scope,
+        seed=2,
     )
     res = mo.solve(prob, method="exact", time_limit=0.3)
     assert res.status == "time_limit"

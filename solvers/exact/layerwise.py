@@ -36,7 +36,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from maskopt.solvers.exact.highs import HighsSession, MipSettings
 
 Unit = tuple[int, int, int]  # (start, stop, cap) over the flattened (p, d) mask
