@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from oracles import numpy_loss, random_layerwise
 
 import maskopt as mo
+
+from oracles import numpy_loss, random_layerwise
 
 
 def test_methods_registered():

@@ -5,11 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from maskopt.solvers.exact.highs import HighsSession, MipSettings
-from maskopt.solvers.exact.layerwise import _build_l1, _build_l2
-from oracles import numpy_loss, tiny_instances
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import maskopt as mo
+from maskopt.solvers.exact.highs import HighsSession, MipSettings
+from maskopt.solvers.exact.layerwise import _build_l1, _build_l2
+
+from oracles import numpy_loss, random_layerwise, tiny_instances
 
 TINY = tiny_instances()
 
@@ -158,3 +161,32 @@ def test_inactive_weights_are_never_kept():
     res = mo.solve(prob, method="exact")
     assert not res.masks["weight"][0, 2] and not res.masks["weight"][0, 4]
     assert res.objective == pytest.approx(mo.solve(prob, method="bruteforce").objective, rel=1e-6)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    d=st.integers(1, 5),
+    p=st.integers(1, 2),
+    n=st.integers(1, 6),
+    loss=st.sampled_from(["l1", "l2"]),
+    scope=st.sampled_from(["global", "row"]),
+    density=st.sampled_from([0.0, 0.2, 0.5, 0.8, 1.0]),
+    bias=st.booleans(),
+)
+def test_exact_equals_bruteforce_hypothesis(seed, d, p, n, loss, scope, density, bias):
+    prob = random_layerwise(seed, n=n, d=d, p=p, budget=mo.Budget(density=density, scope=scope), loss=loss, bias=bias)
+    exact = mo.solve(prob, method="exact", gap=0.0)
+    brute = mo.solve(prob, method="bruteforce")
+    assert abs(exact.objective - brute.objective) <= 1e-6 * max(1.0, brute.objective)
+    assert exact.bound <= brute.objective + 1e-6 * max(1.0, brute.objective)
+    assert prob.allocation.violations(exact.masks) == []
+
+
+def test_verbose_streams_the_highs_log(capfd):
+    prob, _ = mo.datasets.planted_layerwise(n_samples=20, n_in=10)
+    mo.solve(prob, method="exact", verbose=False)
+    assert "HiGHS" not in capfd.readouterr().out
+    res = mo.solve(prob, method="exact", verbose=True, threads=1)
+    assert "HiGHS" in capfd.readouterr().out
+    assert res.status == "optimal"

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from maskopt.solvers.exact.highs import HighsSession, MipSettings
 
 Unit = tuple[int, int, int]  # (start, stop, cap) over the flattened (p, d) mask
