@@ -64,22 +64,25 @@ class HighsSession:
         cfg = self._solver.config
         cfg.load_solution = False
         cfg.stream_solver = settings.verbose
-        cfg.mip_gap = settings.gap
         options = {"mip_abs_gap": 1e-9}
         if settings.threads is not None:
             options["threads"] = int(settings.threads)
         self._solver.highs_options = options
 
-    def solve(self, model, variables: Sequence, time_limit: float | None, warm_start: bool) -> MipOutcome:
+    def solve(
+        self, model, variables: Sequence, time_limit: float | None, warm_start: bool, gap: float | None = None
+    ) -> MipOutcome:
         """Solve ``model``; return the values of ``variables`` at the incumbent.
 
-        ``warm_start=True`` hands the current Pyomo variable values to HiGHS as a MIP start.
+        ``warm_start=True`` hands the current Pyomo variable values to HiGHS as a MIP start;
+        ``gap`` overrides the settings' relative gap for this solve.
         """
         from pyomo.contrib.appsi.base import TerminationCondition as TC
 
         cfg = self._solver.config
         cfg.time_limit = float("inf") if time_limit is None else max(float(time_limit), 1e-3)
         cfg.warmstart = warm_start
+        cfg.mip_gap = self.settings.gap if gap is None else gap
         t0 = time.perf_counter()
         res = self._solver.solve(model)
         elapsed = time.perf_counter() - t0
