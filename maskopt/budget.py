@@ -135,13 +135,14 @@ class Budget:
                 rows = 1 if self.scope == "layer" else _n_rows(shape)
                 caps[name] = np.full(rows, self.k)
             return Allocation(self, shapes, caps)
-        layer_counts = _layer_counts(self.target_density, shapes, self.allocation)
+        densities = _layer_densities(self.target_density, shapes, self.allocation)
         if self.scope == "layer":
-            return Allocation(self, shapes, {n: np.array([c]) for n, c in layer_counts.items()})
-        caps = {}
-        for name, shape in shapes.items():
-            d = layer_counts[name] / sizes[name] if sizes[name] else 0.0
-            caps[name] = np.full(_n_rows(shape), count_for_density(d, _row_size(shape)))
+            counts = _round_to_total(densities, shapes, count_for_density(self.target_density, total))
+            return Allocation(self, shapes, {n: np.array([c]) for n, c in counts.items()})
+        caps = {
+            name: np.full(_n_rows(shape), count_for_density(densities[name], _row_size(shape)))
+            for name, shape in shapes.items()
+        }
         return Allocation(self, shapes, caps)
 
 
@@ -157,16 +158,18 @@ def _erk_factor(shape: tuple[int, ...]) -> float:
     return sum(shape) / math.prod(shape) if shape and math.prod(shape) else 1.0
 
 
-def _layer_counts(density: float, shapes: dict[str, tuple[int, ...]], allocation: str) -> dict[str, int]:
-    """Integer kept counts per layer summing exactly to the global count of ``density``.
+def _layer_densities(density: float, shapes: dict[str, tuple[int, ...]], allocation: str) -> dict[str, float]:
+    """Continuous per-layer densities d_l whose counts Σ d_l·n_l equal the global count.
 
-    Continuous targets c_l = min(1, ε·r_l)·n_l (r_l = 1 for uniform, the ERK factor for erk)
-    with ε chosen so Σ c_l = K; layers with ε·r_l ≥ 1 are saturated (kept dense) and ε is
-    re-solved over the rest. Largest-remainder rounding then makes the counts sum to K.
+    ``"uniform"``: d_l = the requested density.
+    ``"erk"``: d_l = min(1, ε·r_l) with r_l = sum(shape)/prod(shape); layers with ε·r_l ≥ 1
+    are saturated (kept dense) and ε is re-solved over the rest until none saturates.
     """
+    if allocation == "uniform":
+        return {n: density for n in shapes}
     sizes = {n: math.prod(s) for n, s in shapes.items()}
     K = count_for_density(density, sum(sizes.values()))
-    ratio = {n: (1.0 if allocation == "uniform" else _erk_factor(s)) for n, s in shapes.items()}
+    ratio = {n: _erk_factor(s) for n, s in shapes.items()}
     dense: set[str] = set()
     while True:
         free = [n for n in shapes if n not in dense and sizes[n] > 0]
@@ -177,9 +180,16 @@ def _layer_counts(density: float, shapes: dict[str, tuple[int, ...]], allocation
         if not saturated or not free:
             break
         dense |= saturated
-    cont = {n: float(sizes[n]) if n in dense else eps * ratio[n] * sizes[n] for n in shapes}
+    return {n: 1.0 if n in dense else min(1.0, eps * ratio[n]) for n in shapes}
+
+
+def _round_to_total(densities: dict[str, float], shapes: dict[str, tuple[int, ...]], total: int) -> dict[str, int]:
+    """Integer counts ≈ d_l·n_l that sum exactly to ``total`` (largest-remainder rounding,
+    ties to the earlier layer), never above n_l."""
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    cont = {n: round(densities[n] * sizes[n], 9) for n in shapes}
     counts = {n: min(sizes[n], int(math.floor(c + 1e-9))) for n, c in cont.items()}
-    short = K - sum(counts.values())
+    short = total - sum(counts.values())
     order = sorted(shapes, key=lambda n: (-(cont[n] - counts[n]), list(shapes).index(n)))
     for n in order:
         if short <= 0:
@@ -236,7 +246,14 @@ class Allocation:
         return out
 
     def violations(self, masks: Mapping[str, torch.Tensor]) -> list[str]:
-        """Human-readable descriptions of every scope unit whose kept count exceeds its cap."""
+        """Human-readable descriptions of every scope unit whose kept count exceeds its cap.
+
+        Raises ValueError when a mask is missing or has the wrong shape.
+        """
+        for name, shape in self.shapes.items():
+            if name not in masks or tuple(masks[name].shape) != shape:
+                got = tuple(masks[name].shape) if name in masks else "missing"
+                raise ValueError(f"Mask {name!r} must have shape {shape}; got {got}.")
         flat = torch.cat([masks[n].reshape(-1).to(torch.int64).cpu() for n in self.shapes])
         csum = torch.cat([torch.zeros(1, dtype=torch.int64), flat.cumsum(0)])
         bad = []
@@ -257,7 +274,7 @@ class Allocation:
             if name not in scores or tuple(scores[name].shape) != shape:
                 raise ValueError(f"Scores for {name!r} must have shape {shape}.")
         if self.scope == "global":
-            flat = torch.cat([scores[n].detach().reshape(-1).float() for n in self.shapes])
+            flat = torch.cat([_sortable(scores[n]).reshape(-1) for n in self.shapes])
             keep = torch.zeros_like(flat, dtype=torch.bool)
             cap = int(self.caps["*"][0])
             keep[torch.sort(flat, descending=True, stable=True).indices[:cap]] = True
@@ -269,10 +286,16 @@ class Allocation:
             return out
         out = {}
         for n, shape in self.shapes.items():
-            s = scores[n].detach().float().reshape(_n_rows(shape) if self.scope == "row" else 1, -1)
+            s = _sortable(scores[n]).reshape(_n_rows(shape) if self.scope == "row" else 1, -1)
             order = torch.sort(s, dim=1, descending=True, stable=True).indices
             rank = torch.empty_like(order)
             rank.scatter_(1, order, torch.arange(s.shape[1], device=s.device).expand_as(order).contiguous())
             caps = torch.as_tensor(self.caps[n], device=s.device).reshape(-1, 1)
             out[n] = (rank < caps).reshape(shape)
         return out
+
+
+def _sortable(scores: torch.Tensor) -> torch.Tensor:
+    """Scores in a dtype that orders them exactly: floats keep theirs, others become float64."""
+    s = scores.detach()
+    return s if s.is_floating_point() else s.to(torch.float64)

@@ -3,7 +3,8 @@
 File format (``MaskSet.save``): a safetensors file with one ``bool`` tensor per masked
 parameter, keyed by its ``state_dict`` name (e.g. ``"0.weight"``), True = weight kept.
 The safetensors metadata (str → str) holds ``maskopt_version``, ``method``, ``budget``
-(JSON of :meth:`Budget.to_dict`, or ``"null"``) and any user metadata.
+(JSON of :meth:`Budget.to_dict`, or ``"null"``), ``names`` (JSON list: the mapping's
+order, which safetensors itself does not keep) and any user metadata.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch.nn.utils import parametrize
 
 from maskopt.budget import Budget
 
-_RESERVED_META = ("maskopt_version", "method", "budget")
+_RESERVED_META = ("maskopt_version", "method", "budget", "names")
 
 
 class MaskSet(Mapping[str, torch.Tensor]):
@@ -134,6 +135,7 @@ class MaskSet(Mapping[str, torch.Tensor]):
         meta["maskopt_version"] = __version__
         meta["method"] = self.method or ""
         meta["budget"] = json.dumps(self.budget.to_dict() if self.budget else None)
+        meta["names"] = json.dumps(list(self._masks))
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
         os.close(fd)
         try:
@@ -154,6 +156,8 @@ class MaskSet(Mapping[str, torch.Tensor]):
             meta = dict(f.metadata() or {})
             for name in f.keys():
                 tensors[name] = f.get_tensor(name)
+        order = json.loads(meta.pop("names", "null")) or sorted(tensors)
+        tensors = {name: tensors[name] for name in order}
         budget = json.loads(meta.pop("budget", "null"))
         method = meta.pop("method", "") or None
         saved_with = meta.pop("maskopt_version", None)
