@@ -98,10 +98,17 @@ class MethodSpec:
 _REGISTRY: dict[str, MethodSpec] = {}
 
 
-def register(name: str, *, options: type, problems: tuple[type, ...], summary: str):
-    """Decorator registering ``fn(problem, options) -> MethodOutput`` under ``name``."""
+MethodFn = Callable[[Problem, object], MethodOutput]
 
-    def deco(fn):
+
+def register(name: str, *, options: type, problems: tuple[type, ...], summary: str) -> Callable[[MethodFn], MethodFn]:
+    """Decorator registering ``fn(problem, options) -> MethodOutput`` under ``name``.
+
+    ``options`` is a dataclass whose fields are the method's options (with defaults);
+    ``problems`` the problem types it accepts; ``summary`` one line for listings.
+    """
+
+    def deco(fn: MethodFn) -> MethodFn:
         if name in _REGISTRY:
             raise ValueError(f"A method named {name!r} is already registered.")
         _REGISTRY[name] = MethodSpec(name, fn, options, problems, summary)
@@ -134,7 +141,7 @@ def evaluate(problem: Problem, masks: Mapping[str, torch.Tensor]) -> float:
     return problem.objective(ms)
 
 
-def make_options(spec: MethodSpec, options: Mapping[str, object]):
+def make_options(spec: MethodSpec, options: Mapping[str, object]) -> object:
     """Build ``spec``'s options dataclass; unknown names list the valid ones."""
     valid = [f.name for f in dataclasses.fields(spec.options)]
     unknown = [k for k in options if k not in valid]

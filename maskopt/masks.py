@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -62,6 +61,16 @@ class MaskSet(Mapping[str, torch.Tensor]):
 
     def __len__(self) -> int:
         return len(self._masks)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when both have the same names and identical mask values (metadata ignored)."""
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return list(self) == list(other) and all(
+            torch.equal(self._masks[n], torch.as_tensor(other[n]).cpu().to(torch.bool)) for n in self
+        )
+
+    __hash__ = None  # mutable-looking container of tensors: not hashable
 
     def __repr__(self) -> str:
         return f"MaskSet({len(self)} tensors, density={self.density:.4f}, method={self.method!r})"
@@ -129,6 +138,7 @@ class MaskSet(Mapping[str, torch.Tensor]):
         from safetensors.torch import save_file
 
         from maskopt import __version__
+        from maskopt.report import atomic_path
 
         path = Path(path)
         meta = dict(self.metadata)
@@ -136,15 +146,8 @@ class MaskSet(Mapping[str, torch.Tensor]):
         meta["method"] = self.method or ""
         meta["budget"] = json.dumps(self.budget.to_dict() if self.budget else None)
         meta["names"] = json.dumps(list(self._masks))
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             save_file({n: m.contiguous() for n, m in self._masks.items()}, tmp, metadata=meta)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> MaskSet:

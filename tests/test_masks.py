@@ -635,3 +635,12 @@ def test_load_keeps_the_saved_name_order(tmp_path):
     masks = MaskSet({"z.weight": torch.ones(2, dtype=torch.bool), "a.weight": torch.zeros(3, dtype=torch.bool)})
     masks.save(tmp_path / "m.safetensors")
     assert list(MaskSet.load(tmp_path / "m.safetensors")) == ["z.weight", "a.weight"]
+
+
+def test_maskset_equality():
+    a = MaskSet({"w": torch.tensor([True, False])}, method="x")
+    assert a == MaskSet({"w": torch.tensor([1, 0])}, method="y")
+    assert a == {"w": torch.tensor([True, False])}
+    assert a != MaskSet({"w": torch.tensor([True, True])})
+    assert a != MaskSet({"v": torch.tensor([True, False])})
+    assert a != MaskSet({"w": torch.tensor([True, False]), "v": torch.tensor([True])})
