@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import maskopt as mo
 from maskopt.solvers.exact.highs import HighsSession, MipSettings
-from maskopt.solvers.exact.layerwise import _build_l1, _build_l2
+from maskopt.solvers.exact.layerwise import _build_l1, _build_l2, local_search
 
 from oracles import numpy_loss, random_layerwise, tiny_instances
 
@@ -190,3 +190,39 @@ def test_verbose_streams_the_highs_log(capfd):
     res = mo.solve(prob, method="exact", verbose=True, threads=1)
     assert "HiGHS" in capfd.readouterr().out
     assert res.status == "optimal"
+
+
+@pytest.mark.parametrize("loss", ["l1", "l2"])
+@pytest.mark.parametrize("scope_units", ["global", "row"])
+def test_local_search_reaches_a_one_opt_minimum(loss, scope_units):
+    """The MIP-start heuristic: feasible, never worse than its start, and no single remove,
+    add or same-unit swap improves it (checked by enumerating every such move)."""
+    rng = np.random.default_rng(7)
+    p, d, n = 2, 6, 9
+    X, W, T = rng.standard_normal((n, d)), rng.standard_normal((p, d)), rng.standard_normal((n, p))
+    units = [(0, p * d, 5)] if scope_units == "global" else [(o * d, (o + 1) * d, 2) for o in range(p)]
+    active = np.ones((p, d), dtype=bool)
+    start = np.zeros((p, d), dtype=bool)
+
+    def f(m):
+        r = X @ (m * W).T - T
+        return float(np.abs(r).sum() if loss == "l1" else np.square(r).sum())
+
+    def feasible(m):
+        flat = m.reshape(-1)
+        return all(flat[s:e].sum() <= c for s, e, c in units)
+
+    out = local_search(X, W, -T, active, units, loss, start)
+    assert feasible(out) and f(out) <= f(start)
+    flat = out.reshape(-1)
+    unit = {i: u for u, (s, e, _) in enumerate(units) for i in range(s, e)}
+    for i in range(p * d):
+        for j in [None, *range(p * d)]:
+            m = flat.copy()
+            m[i] = not m[i]
+            if j is not None:
+                if flat[i] == flat[j] or unit[i] != unit[j]:
+                    continue
+                m[j] = not m[j]
+            if feasible(m.reshape(p, d)):
+                assert f(m.reshape(p, d)) >= f(out) - 1e-9
