@@ -54,6 +54,12 @@ def _appsi_highs():
     return solver
 
 
+def _highs_status(name: str):
+    import highspy
+
+    return getattr(highspy.HighsModelStatus, name)
+
+
 class HighsSession:
     """A persistent HiGHS solver for one Pyomo model; re-solving after adding constraints
     only sends the changes (used by outer approximation)."""
@@ -91,6 +97,8 @@ class HighsSession:
             status = "optimal"
         elif tc == TC.maxTimeLimit:
             status = "time_limit"
+        elif self._solver._solver_model.getModelStatus() == _highs_status("kInterrupt"):
+            raise KeyboardInterrupt("HiGHS was interrupted (Ctrl-C)")
         else:
             raise RuntimeError(f"HiGHS stopped with {tc} on a model that is feasible by construction.")
         values = None
