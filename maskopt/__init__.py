@@ -10,13 +10,23 @@ from maskopt import datasets  # noqa: E402
 from maskopt import exact as _exact  # noqa: E402,F401  (registers methods)
 from maskopt.api import MethodOutput, SolveResult, evaluate, methods, register, relative_gap, solve  # noqa: E402
 from maskopt.budget import Allocation, Budget, count_for_density  # noqa: E402
-from maskopt.exact import ProblemTooLargeError, SolverUnavailableError, TooManyCandidatesError  # noqa: E402
+from maskopt.distill import DistillProblem  # noqa: E402
+from maskopt.exact import (  # noqa: E402
+    Certificate,
+    ProblemTooLargeError,
+    SolverUnavailableError,
+    TooManyCandidatesError,
+    UnsupportedProblemError,
+    certify,
+)
 from maskopt.masks import MaskSet, apply_masks, masks_of, remove_masks  # noqa: E402
 from maskopt.problems import LayerwiseProblem, Problem  # noqa: E402
 
 __all__ = [
     "Allocation",
     "Budget",
+    "Certificate",
+    "DistillProblem",
     "LayerwiseProblem",
     "MaskSet",
     "MethodOutput",
@@ -25,7 +35,9 @@ __all__ = [
     "SolveResult",
     "SolverUnavailableError",
     "TooManyCandidatesError",
+    "UnsupportedProblemError",
     "apply_masks",
+    "certify",
     "count_for_density",
     "datasets",
     "evaluate",

@@ -3,20 +3,30 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from torch import nn
 
-from maskopt.api import MethodOutput, evaluate, register
+from maskopt.api import MethodOutput, SolveResult, evaluate, register, relative_gap, solve
+from maskopt.distill import DistillProblem
 from maskopt.masks import MaskSet
-from maskopt.problems import LayerwiseProblem
+from maskopt.problems import LayerwiseProblem, Problem
+from maskopt.solvers.exact import network
 from maskopt.solvers.exact.bruteforce import TooManyCandidatesError, bruteforce
 from maskopt.solvers.exact.highs import MipSettings, SolverUnavailableError
 from maskopt.solvers.exact.layerwise import model_size, solve_layerwise
 
-__all__ = ["ExactOptions", "BruteforceOptions", "ProblemTooLargeError", "SolverUnavailableError",
-           "TooManyCandidatesError"]
+__all__ = ["BruteforceOptions", "Certificate", "ExactOptions", "ProblemTooLargeError", "SolverUnavailableError",
+           "TooManyCandidatesError", "UnsupportedProblemError", "certify"]
+
+
+class UnsupportedProblemError(ValueError):
+    """The exact solver cannot encode this problem (architecture or loss)."""
 
 
 class ProblemTooLargeError(ValueError):
@@ -36,6 +46,8 @@ class ExactOptions:
         warm_start: a mask within the budget, given to HiGHS as a MIP start.
         verbose: stream the HiGHS log to stdout.
         max_size: refuse models with more than this many constraint-matrix nonzeros.
+        bounds: activation bounds of the network MILP (DistillProblem only): ``"global"``
+            (one big-M), ``"interval"`` (default) or ``"lp"`` (LP-based tightening).
     """
 
     time_limit: float | None = None
@@ -44,8 +56,11 @@ class ExactOptions:
     warm_start: Mapping[str, torch.Tensor] | None = None
     verbose: bool = False
     max_size: int = 2_000_000
+    bounds: str | None = None
 
     def __post_init__(self) -> None:
+        if self.bounds is not None and self.bounds not in network.BOUNDS:
+            raise ValueError(f"bounds must be one of {network.BOUNDS}; got {self.bounds!r}.")
         if self.time_limit is not None and not self.time_limit > 0:
             raise ValueError(f"time_limit must be a positive number of seconds or None; got {self.time_limit}.")
         if not 0 <= self.gap < 1:
@@ -63,7 +78,7 @@ class BruteforceOptions:
     max_candidates: int = 2**20
 
 
-def _checked_warm_start(problem: LayerwiseProblem, warm: Mapping[str, torch.Tensor]) -> MaskSet:
+def _checked_warm_start(problem: Problem, warm: Mapping[str, torch.Tensor]) -> MaskSet:
     ms = warm if isinstance(warm, MaskSet) else MaskSet(warm)
     ms.check_shapes(problem.mask_shapes())
     bad = problem.allocation.violations(ms)
@@ -72,9 +87,13 @@ def _checked_warm_start(problem: LayerwiseProblem, warm: Mapping[str, torch.Tens
     return ms
 
 
-@register("exact", options=ExactOptions, problems=(LayerwiseProblem,),
+@register("exact", options=ExactOptions, problems=(LayerwiseProblem, DistillProblem),
           summary="MILP built with Pyomo, solved by HiGHS; proven bound and gap")
-def _exact(problem: LayerwiseProblem, opts: ExactOptions) -> MethodOutput:
+def _exact(problem: LayerwiseProblem | DistillProblem, opts: ExactOptions) -> MethodOutput:
+    if isinstance(problem, DistillProblem):
+        return _exact_network(problem, opts)
+    if opts.bounds is not None:
+        raise ValueError("bounds= applies to the network MILP of a DistillProblem; a LayerwiseProblem needs none.")
     n, d = problem.inputs.shape
     p = problem.weight.shape[0]
     units = problem.allocation.units()
@@ -110,14 +129,149 @@ def _exact(problem: LayerwiseProblem, opts: ExactOptions) -> MethodOutput:
     return MethodOutput({"weight": torch.from_numpy(res.mask)}, res.status, res.bound, res.history, stats)
 
 
-@register("bruteforce", options=BruteforceOptions, problems=(LayerwiseProblem,),
+@register("bruteforce", options=BruteforceOptions, problems=(LayerwiseProblem, DistillProblem),
           summary="enumerate every mask within the budget (oracle for tiny problems)")
-def _bruteforce(problem: LayerwiseProblem, opts: BruteforceOptions) -> MethodOutput:
-    shape = problem.weight.shape
+def _bruteforce(problem: Problem, opts: BruteforceOptions) -> MethodOutput:
+    shapes = problem.mask_shapes()
 
     def batch(flat):
-        return problem.objective_batch(torch.from_numpy(flat).reshape(-1, *shape)).numpy()
+        return problem.objective_batch(_unflatten(torch.from_numpy(flat), shapes, batch=True)).numpy()
 
-    mask, value, count = bruteforce(batch, shape.numel(), problem.allocation.units(), opts.max_candidates)
-    return MethodOutput({"weight": torch.from_numpy(mask).reshape(shape)}, "optimal", value, [],
-                        {"candidates": count})
+    mask, value, count = bruteforce(batch, problem.allocation.size, problem.allocation.units(), opts.max_candidates)
+    return MethodOutput(_unflatten(torch.from_numpy(mask), shapes), "optimal", value, [], {"candidates": count})
+
+
+def _unflatten(flat: torch.Tensor, shapes: Mapping[str, tuple[int, ...]], batch: bool = False) -> dict:
+    """Split a flattened mask (n,) — or a batch (B, n) — into tensors of ``shapes`` (in order)."""
+    out, offset = {}, 0
+    for name, shape in shapes.items():
+        size = math.prod(shape)
+        part = flat[..., offset : offset + size]
+        out[name] = part.reshape(-1, *shape) if batch else part.reshape(shape)
+        offset += size
+    return out
+
+
+def _flatten(masks: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple[int, ...]]) -> np.ndarray:
+    return torch.cat([masks[n].reshape(-1).to(torch.bool).cpu() for n in shapes]).numpy()
+
+
+_NO_OPS = (nn.Identity, nn.Dropout)
+
+
+def network_layers(problem: DistillProblem) -> tuple[np.ndarray, list[network.Layer]]:
+    """The student as (inputs (N, in), Linear layers) for the network MILP; refuses (with
+    UnsupportedProblemError) anything that is not Linear/ReLU (Flatten, Identity, Dropout allowed)."""
+    if problem.loss not in network.NET_LOSSES or problem.alpha > 0:
+        what = f"loss={problem.loss!r}" + (f" with alpha={problem.alpha}" if problem.alpha > 0 else "")
+        raise UnsupportedProblemError(
+            f"The exact network MILP takes loss 'l1' or 'linf' without a cross-entropy term; got {what} "
+            "(HiGHS solves MILPs, not MIQPs or exponential cones). Use loss='l1'/'linf', or a heuristic method."
+        )
+    offsets, off = {}, 0
+    for name, shape in problem.mask_shapes().items():
+        offsets[name] = off
+        off += math.prod(shape)
+    x = problem.inputs.numpy()
+    layers: list[network.Layer] = []
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        nonlocal x
+        if isinstance(module, nn.Sequential):
+            for name, child in module.named_children():
+                walk(child, f"{prefix}{name}.")
+            return
+        where = prefix[:-1] or "<root>"
+        if isinstance(module, nn.Linear):
+            w, b = f"{prefix}weight", f"{prefix}bias"
+            layers.append(network.Layer(
+                module.weight.detach().numpy(), None if module.bias is None else module.bias.detach().numpy(),
+                offsets.get(w), offsets.get(b) if module.bias is not None else None, relu=False))
+        elif isinstance(module, nn.ReLU):
+            if not layers:
+                raise UnsupportedProblemError(f"ReLU at {where} comes before any Linear layer; apply it to the inputs.")
+            layers[-1].relu = True
+        elif isinstance(module, nn.Flatten):
+            if not layers:
+                x = x.reshape(x.shape[0], -1)
+        elif not isinstance(module, _NO_OPS):
+            raise UnsupportedProblemError(
+                f"The exact network MILP takes students made of Linear and ReLU layers (Flatten, Identity and "
+                f"Dropout allowed) inside nn.Sequential; got {type(module).__name__} at {where}. "
+                "Use a heuristic method (see maskopt.methods()) for other architectures."
+            )
+
+    walk(problem.student, "")
+    if not layers:
+        raise UnsupportedProblemError("The student has no Linear layer.")
+    if x.ndim != 2:
+        raise UnsupportedProblemError(f"Inputs must be (N, features) for the first Linear layer; got {x.shape}.")
+    return x, layers
+
+
+def _exact_network(problem: DistillProblem, opts: ExactOptions) -> MethodOutput:
+    x, layers = network_layers(problem)
+    shapes = problem.mask_shapes()
+    n_mask = problem.allocation.size
+    size = network.model_size(x.shape[0], layers, n_mask)
+    if size["nonzeros"] > opts.max_size:
+        raise ProblemTooLargeError(
+            f"The exact network MILP would have about {size['binaries']:,} binaries, {size['constraints']:,} "
+            f"constraints and {size['nonzeros']:,} nonzeros, above max_size={opts.max_size:,} nonzeros. Use fewer "
+            "samples, a smaller student, a heuristic method (see maskopt.methods()), or raise max_size."
+        )
+    scores = {n: w.abs() for n, w in problem.weights().items()}
+    candidates = [_flatten(problem.allocation.project(scores), shapes)]
+    stats = {}
+    if opts.warm_start is not None:
+        warm = _checked_warm_start(problem, opts.warm_start)
+        candidates.insert(0, _flatten(warm, shapes))
+        stats["warm_start_objective"] = evaluate(problem, warm)
+    res = network.solve_network(
+        x, layers, problem.target.numpy(), problem.allocation.units(), n_mask, problem.loss,
+        MipSettings(time_limit=opts.time_limit, gap=opts.gap, threads=opts.threads, verbose=opts.verbose),
+        bounds=opts.bounds or "interval", candidates=candidates,
+    )
+    stats.update(res.stats)
+    stats["solver"] = "HiGHS via Pyomo appsi_highs"
+    stats["formulation"] = f"network MILP ({res.stats['bounds']} bounds)"
+    return MethodOutput(_unflatten(torch.from_numpy(res.mask), shapes), res.status, res.bound, res.history, stats)
+
+
+@dataclass
+class Certificate:
+    """How far a given mask is from the best possible one.
+
+    Attributes:
+        objective: ``evaluate(problem, masks)`` of the given mask.
+        bound: a proven lower bound on the optimal objective.
+        gap: ``relative_gap(objective, bound)``: the given mask is at most this far
+            (relatively) from optimal.
+        status: ``"optimal"`` when the bound is the proven optimum (within the exact
+            solver's gap), else ``"time_limit"``.
+        best: the exact solver's result (its incumbent may beat the given mask).
+        time: seconds.
+    """
+
+    objective: float
+    bound: float
+    gap: float
+    status: str
+    best: SolveResult
+    time: float
+
+
+def certify(problem: Problem, masks: Mapping[str, torch.Tensor], time_limit: float | None = None,
+            **options) -> Certificate:
+    """A proven lower bound on the optimum of ``problem`` and the optimality gap of ``masks``.
+
+    Runs ``method="exact"`` with ``masks`` as the MIP start (so the incumbent is at least
+    as good) and ``time_limit`` seconds; other exact options pass through. The bound holds
+    for every mask within the budget, so it certifies masks from any method.
+    """
+    t0 = time.perf_counter()
+    given = _checked_warm_start(problem, masks)
+    objective = evaluate(problem, given)
+    best = solve(problem, method="exact", warm_start=given, time_limit=time_limit, **options)
+    bound = min(best.bound, objective)
+    return Certificate(objective, bound, relative_gap(objective, bound), best.status, best, time.perf_counter() - t0)

@@ -48,6 +48,13 @@ class Problem(abc.ABC):
     def weights(self) -> dict[str, torch.Tensor]:
         """The (fixed) values of the maskable parameters, keyed like :meth:`mask_shapes`."""
 
+    def objective_batch(self, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Objectives ``(B,)`` of a batch of masks ``{name: (B, *shape)}``; the same
+        definition as :meth:`objective` (subclasses vectorise it)."""
+        batch = next(iter(masks.values())).shape[0]
+        return torch.tensor([self.objective({n: m[b] for n, m in masks.items()}) for b in range(batch)],
+                            dtype=torch.float64)
+
 
 def _as_float_tensor(name: str, value, ndim: int | None = None) -> torch.Tensor:
     if isinstance(value, np.ndarray):
@@ -128,9 +135,9 @@ class LayerwiseProblem(Problem):
     def objective(self, masks: Mapping[str, torch.Tensor]) -> float:
         return float(residual_loss(self.predict(masks["weight"]) - self.target, self.loss))
 
-    def objective_batch(self, masks: torch.Tensor) -> torch.Tensor:
-        """Objectives ``(B,)`` of a batch of masks ``(B, out, in)`` (same definition as :meth:`objective`)."""
-        pred = torch.einsum("ni,boi->bno", self.inputs, masks.to(torch.float64) * self.weight)
+    def objective_batch(self, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Objectives ``(B,)`` of masks ``{"weight": (B, out, in)}`` (same definition as :meth:`objective`)."""
+        pred = torch.einsum("ni,boi->bno", self.inputs, masks["weight"].to(torch.float64) * self.weight)
         if self.bias is not None:
             pred = pred + self.bias
         return residual_loss(pred - self.target, self.loss, dims=(1, 2))

@@ -1,0 +1,176 @@
+"""Distilling a teacher ensemble into a masked student at its initialization."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from maskopt.budget import Budget
+from maskopt.problems import Problem, _as_float_tensor
+
+DISTILL_LOSSES = ("l1", "linf", "l2", "kl")
+
+
+class DistillProblem(Problem):
+    """Choose a mask of ``student`` so that it imitates the ensemble of ``teachers``.
+
+    Args:
+        student: an ``nn.Module`` at its initialization; its weights stay fixed (a float64
+            copy is kept; the module itself is never modified).
+        teachers: one or more modules (any architectures) mapping ``inputs`` to logits
+            of the student's output shape.
+        inputs: ``(N, ...)`` the samples, numpy or torch.
+        budget: the sparsity budget over the maskable parameters.
+        loss: with s = student logits (N, K) and t = the ensemble target (N, K):
+            ``"l1"`` = Σ|s − t|, ``"linf"`` = max |s − t| (over all samples and logits),
+            ``"l2"`` = Σ (s − t)², ``"kl"`` = T² · Σ_n KL(p_t ‖ softmax(s_n / T)) with
+            p_t the weighted mean of the teachers' softmax(logits / T) (Hinton et al.).
+            For l1/linf/l2 the target t is the weighted mean of the teachers' logits.
+        temperature: T of ``"kl"`` (> 0).
+        labels: ``(N,)`` class indices; with ``alpha`` > 0 the objective becomes
+            ``(1 − alpha)·loss + alpha·Σ_n CE(s_n, labels_n)``.
+        alpha: weight of the cross-entropy term, in [0, 1].
+        teacher_weights: non-negative weights of the teachers (normalised to sum 1);
+            default equal.
+        params: names of the maskable parameters (``state_dict`` names, e.g.
+            ``"0.weight"``); default: the weights of every Linear and Conv layer.
+
+    The objective is computed by a float64 torch forward pass of the masked student
+    (:meth:`objective`), the one definition every method is scored by.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teachers: nn.Module | Sequence[nn.Module],
+        inputs,
+        budget: Budget,
+        loss: str = "l1",
+        temperature: float = 1.0,
+        labels=None,
+        alpha: float = 0.0,
+        teacher_weights: Sequence[float] | None = None,
+        params: Sequence[str] | None = None,
+    ) -> None:
+        if not isinstance(student, nn.Module):
+            raise TypeError(f"student must be a torch.nn.Module; got {type(student).__name__}.")
+        teachers = [teachers] if isinstance(teachers, nn.Module) else list(teachers)
+        if not teachers or not all(isinstance(t, nn.Module) for t in teachers):
+            raise TypeError("teachers must be a non-empty list of torch.nn.Module.")
+        if not isinstance(budget, Budget):
+            raise TypeError(f"budget must be a maskopt.Budget; got {type(budget).__name__}.")
+        if loss not in DISTILL_LOSSES:
+            raise ValueError(f"DistillProblem loss must be one of {DISTILL_LOSSES}; got {loss!r}.")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {temperature}.")
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must lie in [0, 1]; got {alpha}.")
+        if alpha > 0 and labels is None:
+            raise ValueError("alpha > 0 mixes in cross-entropy, which needs labels=.")
+        self.student = copy.deepcopy(student).double().eval()
+        for p in self.student.parameters():
+            p.requires_grad_(False)
+        self.inputs = _as_float_tensor("inputs", inputs)
+        if self.inputs.ndim < 2:
+            raise ValueError(f"inputs must be (N, ...) with a sample dimension; got shape {tuple(self.inputs.shape)}.")
+        n = self.inputs.shape[0]
+        w = np.ones(len(teachers)) if teacher_weights is None else np.asarray(teacher_weights, dtype=float)
+        if w.shape != (len(teachers),) or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(
+                f"teacher_weights must be {len(teachers)} non-negative numbers with a positive sum; got {w.tolist()}."
+            )
+        self.teacher_weights = torch.as_tensor(w / w.sum(), dtype=torch.float64)
+        self.loss, self.temperature, self.alpha, self.budget = loss, float(temperature), float(alpha), budget
+        with torch.no_grad():
+            s_out = self.student(self.inputs)
+            if s_out.ndim != 2 or s_out.shape[0] != n:
+                raise ValueError(f"the student must map (N, ...) inputs to (N, K) logits; got {tuple(s_out.shape)}.")
+            logits = []
+            for i, t in enumerate(teachers):
+                out = copy.deepcopy(t).double().eval()(self.inputs)
+                if tuple(out.shape) != tuple(s_out.shape):
+                    raise ValueError(
+                        f"teacher {i} outputs shape {tuple(out.shape)}; the student outputs {tuple(s_out.shape)}."
+                    )
+                logits.append(out)
+        stacked = torch.stack(logits)  # (teachers, N, K)
+        wts = self.teacher_weights.reshape(-1, 1, 1)
+        self.target = (wts * stacked).sum(0)  # weighted mean of logits (N, K)
+        self.target_probs = (wts * torch.softmax(stacked / self.temperature, dim=-1)).sum(0)
+        self.labels = None
+        if labels is not None:
+            lab = torch.as_tensor(labels).reshape(-1)
+            if lab.shape[0] != n or lab.dtype.is_floating_point or lab.dtype == torch.bool:
+                raise ValueError(f"labels must be ({n},) integer class indices; got {tuple(lab.shape)} {lab.dtype}.")
+            if int(lab.min()) < 0 or int(lab.max()) >= s_out.shape[1]:
+                raise ValueError(f"labels must lie in [0, {s_out.shape[1]}).")
+            self.labels = lab.to(torch.int64)
+        named = dict(self.student.named_parameters())
+        if params is None:
+            params = [
+                f"{mod_name}.weight" if mod_name else "weight"
+                for mod_name, mod in self.student.named_modules()
+                if isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+            ]
+        unknown = [p for p in params if p not in named]
+        if unknown:
+            raise ValueError(f"params {unknown} are not parameters of the student; its parameters: {list(named)}.")
+        if not params:
+            raise ValueError("No maskable parameters: the student has no Linear/Conv layer; name them with params=.")
+        self.params = list(params)
+        self._weights = {p: named[p].detach() for p in self.params}
+
+    def __repr__(self) -> str:
+        return (f"DistillProblem(N={self.inputs.shape[0]}, params={self.params}, loss={self.loss!r}, "
+                f"budget={self.budget})")
+
+    def mask_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {p: tuple(w.shape) for p, w in self._weights.items()}
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return dict(self._weights)
+
+    def logits(self, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``(N, K)`` float64 logits of the student with ``masks`` applied."""
+        masked = {p: w * masks[p].to(device=w.device, dtype=w.dtype) for p, w in self._weights.items()}
+        with torch.no_grad():
+            return functional_call(self.student, masked, (self.inputs,))
+
+    def loss_of_logits(self, s: torch.Tensor) -> torch.Tensor:
+        """The objective of student logits ``s`` (N, K) (or a batch (B, N, K) → (B,))."""
+        dims = tuple(range(s.ndim - 2, s.ndim))
+        diff = s - self.target
+        if self.loss == "l1":
+            value = diff.abs().sum(dims)
+        elif self.loss == "linf":
+            value = diff.abs().amax(dims)
+        elif self.loss == "l2":
+            value = diff.square().sum(dims)
+        else:
+            logp = torch.log_softmax(s / self.temperature, dim=-1)
+            q = self.target_probs
+            kl = torch.where(q > 0, q * (torch.log(q.clamp_min(1e-300)) - logp), torch.zeros_like(logp))
+            value = self.temperature**2 * kl.sum(dims)
+        if self.alpha > 0:
+            ce = -torch.log_softmax(s, dim=-1).gather(-1, self.labels.expand(*s.shape[:-1]).unsqueeze(-1)).sum(dims)
+            value = (1 - self.alpha) * value + self.alpha * ce
+        return value
+
+    def objective(self, masks: Mapping[str, torch.Tensor]) -> float:
+        return float(self.loss_of_logits(self.logits(masks)))
+
+    def objective_batch(self, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Objectives ``(B,)`` of a batch of masks ``{name: (B, *shape)}`` (vectorised with vmap)."""
+
+        def one(ms):
+            masked = {p: w * ms[p].to(w.dtype) for p, w in self._weights.items()}
+            return functional_call(self.student, masked, (self.inputs,))
+
+        with torch.no_grad():
+            logits = torch.vmap(one)(dict(masks))
+        return self.loss_of_logits(logits)

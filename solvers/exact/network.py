@@ -1,0 +1,412 @@
+r"""Exact mask selection for a feed-forward ReLU network as a MILP (Pyomo + HiGHS).
+
+Network: layers l = 1..L, each z_l = W_l' h_{l−1} + b_l' (optionally followed by ReLU),
+h_0 = x_n (a fixed sample), where a maskable weight enters as W_{j,i}·m_{j,i}, m ∈ {0,1}
+(likewise a maskable bias). Output logits z_L (N, K), target t (N, K).
+
+Layer 1: z_{1,j} = Σ_i x_{n,i} W_{j,i} m_{j,i} + b_j is linear in m — no extra variables.
+
+Deeper layers: each maskable product q_{j,i} = m_{j,i}·h_i, with h_i ∈ [L_i, U_i], is
+linearised exactly (m binary) by
+    q ≤ U·m,   q ≥ L·m,   q ≤ h − L·(1 − m),   q ≥ h − U·(1 − m),
+and z_{l,j} = Σ_i W_{j,i} q_{j,i} + Σ_{unmasked i} W_{j,i} h_i + b_j.
+
+ReLU h = max(0, z), z ∈ [L, U]: U ≤ 0 → h = 0; L ≥ 0 → h = z; otherwise with δ ∈ {0,1}
+    h ≥ z,   h ≥ 0,   h ≤ z − L·(1 − δ),   h ≤ U·δ.
+
+Bounds [L, U] (``bounds=``):
+* ``"global"``: one big-M, M = the largest |interval bound| anywhere: every [L, U] is
+  [−M, M] (and [0, M] after a ReLU).
+* ``"interval"``: per sample and neuron, interval arithmetic that knows a pruned weight
+  contributes zero: weight (j,i) contributes [min(0, W·L_i, W·U_i), max(0, W·L_i, W·U_i)]
+  when maskable, [min(W·L_i, W·U_i), max(…)] otherwise.
+* ``"lp"``: interval bounds, then layer by layer, min and max of every hidden
+  pre-activation over the LP relaxation of the layers before it (binaries in [0, 1],
+  budget rows included), each LP bound intersected with the interval one.
+All three are valid for every mask within the budget, so they never cut off the optimum.
+
+Loss: ``"l1"``: z − t = u − v, u, v ≥ 0, minimise Σ(u + v). ``"linf"``: e ≥ ±(z − t),
+minimise e.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from maskopt.solvers.exact.highs import HighsSession, MipSettings
+
+Unit = tuple[int, int, int]
+BOUNDS = ("global", "interval", "lp")
+NET_LOSSES = ("l1", "linf")
+_LP_PAD = 1e-7
+
+
+@dataclass
+class Layer:
+    """A Linear layer: weight (out, in), bias (out,) or None, where its mask entries sit in
+    the flattened mask vector (None = not maskable), and whether a ReLU follows."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None
+    weight_offset: int | None
+    bias_offset: int | None
+    relu: bool
+
+
+@dataclass
+class NetworkMilpResult:
+    """Outcome of :func:`solve_network`: flattened mask, its loss, a proven lower bound."""
+
+    mask: np.ndarray
+    objective: float
+    bound: float
+    status: str
+    history: list[dict] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+
+def forward(x: np.ndarray, layers: Sequence[Layer], mask: np.ndarray) -> np.ndarray:
+    """Logits (N, K) of the masked network in float64 (the MILP's semantics)."""
+    h = x
+    for layer in layers:
+        W = layer.weight * _layer_mask(layer, mask, "weight")
+        z = h @ W.T
+        if layer.bias is not None:
+            z = z + layer.bias * _layer_mask(layer, mask, "bias")
+        h = np.maximum(z, 0.0) if layer.relu else z
+    return h
+
+
+def net_loss(logits: np.ndarray, target: np.ndarray, loss: str) -> float:
+    """Σ|z − t| (``"l1"``) or max|z − t| (``"linf"``)."""
+    diff = np.abs(logits - target)
+    return float(diff.sum() if loss == "l1" else diff.max(initial=0.0))
+
+
+def _layer_mask(layer: Layer, mask: np.ndarray, which: str) -> np.ndarray:
+    arr = layer.weight if which == "weight" else layer.bias
+    off = layer.weight_offset if which == "weight" else layer.bias_offset
+    if off is None:
+        return np.ones_like(arr)
+    return mask[off : off + arr.size].reshape(arr.shape).astype(float)
+
+
+def interval_bounds(x: np.ndarray, layers: Sequence[Layer]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per layer, (L, U) of the pre-activations z_l, each (N, out), valid for every mask."""
+    return _propagate(x, x, layers)
+
+
+def _propagate(lo_h, hi_h, layers: Sequence[Layer]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Interval arithmetic through ``layers`` from input bounds (N, in); a maskable weight
+    or bias may also contribute 0."""
+    out = []
+    for layer in layers:
+        W = layer.weight
+        a, b = W[None] * lo_h[:, None, :], W[None] * hi_h[:, None, :]
+        c_lo, c_hi = np.minimum(a, b), np.maximum(a, b)
+        if layer.weight_offset is not None:
+            c_lo, c_hi = np.minimum(c_lo, 0.0), np.maximum(c_hi, 0.0)
+        lo, hi = c_lo.sum(-1), c_hi.sum(-1)
+        if layer.bias is not None:
+            if layer.bias_offset is not None:
+                lo, hi = lo + np.minimum(layer.bias, 0.0), hi + np.maximum(layer.bias, 0.0)
+            else:
+                lo, hi = lo + layer.bias, hi + layer.bias
+        out.append((lo, hi))
+        lo_h, hi_h = (np.maximum(lo, 0.0), np.maximum(hi, 0.0)) if layer.relu else (lo, hi)
+    return out
+
+
+def model_size(n_samples: int, layers: Sequence[Layer], n_mask: int) -> dict[str, int]:
+    """Upper estimate of the MILP size (every hidden neuron unstable)."""
+    q = sum(layer.weight.size for layer in layers[1:] if layer.weight_offset is not None) * n_samples
+    hidden = sum(layer.weight.shape[0] for layer in layers if layer.relu) * n_samples
+    k = layers[-1].weight.shape[0] * n_samples
+    return {
+        "binaries": n_mask + hidden,
+        "variables": n_mask + q + 2 * hidden + 2 * k,
+        "constraints": 4 * q + 4 * hidden + k,
+        "nonzeros": 12 * q + 8 * hidden + n_samples * sum(layer.weight.size for layer in layers) + 2 * k,
+    }
+
+
+def _value(z) -> float:
+    """Value of a (coefs, vars, const) linear form at the variables' current values."""
+    coefs, vars_, const = z
+    return const + sum(c * v.value for c, v in zip(coefs, vars_))
+
+
+class _Encoding:
+    """The Pyomo model of the masked network on all samples (or one, for LP tightening)."""
+
+    def __init__(self, x, layers, units, n_mask, bounds, relax=False, upto=None):
+        import pyomo.environ as pyo
+        from pyomo.core.expr.numeric_expr import LinearExpression
+
+        self.pyo = pyo
+        N = x.shape[0]
+        model = pyo.ConcreteModel()
+        model.m = pyo.Var(range(n_mask), within=pyo.UnitInterval if relax else pyo.Binary)
+        self.mvars = [model.m[j] for j in range(n_mask)]
+        model.budget = pyo.ConstraintList()
+        for start, stop, cap in units:
+            if stop - start > cap:
+                model.budget.add(LinearExpression(constant=0.0, linear_coefs=[1.0] * (stop - start),
+                                                  linear_vars=self.mvars[start:stop]) <= cap)
+        model.cons = pyo.ConstraintList()
+        model.blocks = pyo.Block(range(len(layers)))
+        self.model, self.n_relu_binaries, self.n_q = model, 0, 0
+        self.steps: list = []  # closures computing each variable's value from earlier ones (MIP start)
+        self.z: list[list[list]] = []  # per layer, per sample, per neuron: (coefs, vars, const)
+        n_layers = len(layers) if upto is None else upto + 1
+        h_prev: list[list] | None = None  # per sample, per input: (var or None, lo, hi) ; None = layer 1
+        for li in range(n_layers):
+            layer = layers[li]
+            lo_z, hi_z = bounds[li]
+            blk = model.blocks[li]
+            out_dim, in_dim = layer.weight.shape
+            z_layer = []
+            for n in range(N):
+                z_n = []
+                for j in range(out_dim):
+                    coefs, vars_, const = [], [], 0.0
+                    for i in range(in_dim):
+                        w = float(layer.weight[j, i])
+                        if w == 0.0:
+                            continue
+                        mvar = None if layer.weight_offset is None else self.mvars[layer.weight_offset + j * in_dim + i]
+                        if h_prev is None:  # fixed input
+                            xv = float(x[n, i])
+                            if xv == 0.0:
+                                continue
+                            if mvar is None:
+                                const += w * xv
+                            else:
+                                coefs.append(w * xv)
+                                vars_.append(mvar)
+                            continue
+                        hvar, hlo, hhi = h_prev[n][i]
+                        if hvar is None:  # input neuron is constant 0
+                            continue
+                        if mvar is None:
+                            coefs.append(w)
+                            vars_.append(hvar)
+                        else:
+                            q = self._q(blk, mvar, hvar, hlo, hhi)
+                            coefs.append(w)
+                            vars_.append(q)
+                    if layer.bias is not None and layer.bias[j] != 0.0:
+                        if layer.bias_offset is None:
+                            const += float(layer.bias[j])
+                        else:
+                            coefs.append(float(layer.bias[j]))
+                            vars_.append(self.mvars[layer.bias_offset + j])
+                    z_n.append((coefs, vars_, const))
+                z_layer.append(z_n)
+            self.z.append(z_layer)
+            if li == n_layers - 1:
+                break
+            h_prev = [[self._activation(blk, z_layer[n][j], lo_z[n, j], hi_z[n, j], layer.relu, relax)
+                       for j in range(out_dim)] for n in range(N)]
+
+    def _new_var(self, blk, lo, hi):
+        pyo = self.pyo
+        if not hasattr(blk, "v"):
+            blk.v = pyo.VarList()
+        v = blk.v.add()
+        v.setlb(float(lo))
+        v.setub(float(hi))
+        return v
+
+    def expr(self, coefs, vars_, const):
+        from pyomo.core.expr.numeric_expr import LinearExpression
+
+        return LinearExpression(constant=float(const), linear_coefs=list(coefs), linear_vars=list(vars_))
+
+    def _q(self, blk, mvar, hvar, lo, hi):
+        """q = m·h with h ∈ [lo, hi] (exact for binary m)."""
+        q = self._new_var(blk, min(lo, 0.0), max(hi, 0.0))
+        self.n_q += 1
+        c = self.model.cons
+        c.add(self.expr([1.0, -hi], [q, mvar], 0.0) <= 0.0)  # q ≤ U m
+        c.add(self.expr([1.0, -lo], [q, mvar], 0.0) >= 0.0)  # q ≥ L m
+        c.add(self.expr([1.0, -1.0, -lo], [q, hvar, mvar], lo) <= 0.0)  # q ≤ h − L(1 − m)
+        c.add(self.expr([1.0, -1.0, -hi], [q, hvar, mvar], hi) >= 0.0)  # q ≥ h − U(1 − m)
+        self.steps.append(lambda: q.set_value(mvar.value * hvar.value))
+        return q
+
+    def _activation(self, blk, z, lo, hi, relu, relax):
+        """The variable holding the layer output (ReLU or identity), with its bounds."""
+        coefs, vars_, const = z
+        c = self.model.cons
+        if not relu:
+            h = self._new_var(blk, lo, hi)
+            c.add(self.expr([*coefs, -1.0], [*vars_, h], const) == 0.0)
+            self.steps.append(lambda: h.set_value(_value(z)))
+            return h, lo, hi
+        if hi <= 0.0:
+            return None, 0.0, 0.0
+        h = self._new_var(blk, max(lo, 0.0), hi)
+        if lo >= 0.0:
+            c.add(self.expr([*coefs, -1.0], [*vars_, h], const) == 0.0)
+            self.steps.append(lambda: h.set_value(_value(z)))
+            return h, max(lo, 0.0), hi
+        pyo = self.pyo
+        if not hasattr(blk, "d"):
+            blk.d = pyo.VarList(within=pyo.UnitInterval if relax else pyo.Binary)
+        d = blk.d.add()
+        self.n_relu_binaries += 1
+        c.add(self.expr([*coefs, -1.0], [*vars_, h], const) <= 0.0)  # h ≥ z
+        c.add(self.expr([*coefs, -1.0, lo], [*vars_, h, d], const - lo) >= 0.0)  # h ≤ z − L(1 − δ)
+        c.add(self.expr([1.0, -hi], [h, d], 0.0) <= 0.0)  # h ≤ U δ
+
+        def step():
+            zv = _value(z)
+            h.set_value(max(zv, 0.0))
+            d.set_value(1.0 if zv > 0 else 0.0)
+
+        self.steps.append(step)
+        return h, 0.0, hi
+
+    def add_loss(self, target, loss):
+        pyo = self.pyo
+        model, out = self.model, self.z[-1]
+        N, K = target.shape
+        if loss == "l1":
+            model.u = pyo.Var(range(N * K), within=pyo.NonNegativeReals)
+            model.w = pyo.Var(range(N * K), within=pyo.NonNegativeReals)
+            for n in range(N):
+                for k in range(K):
+                    coefs, vars_, const = out[n][k]
+                    i = n * K + k
+                    model.cons.add(self.expr([*coefs, -1.0, 1.0], [*vars_, model.u[i], model.w[i]],
+                                             const - float(target[n, k])) == 0.0)
+            model.obj = pyo.Objective(expr=self.expr([1.0] * (2 * N * K),
+                                                     [*model.u.values(), *model.w.values()], 0.0))
+
+            def step():
+                for n in range(N):
+                    for k in range(K):
+                        r = _value(out[n][k]) - float(target[n, k])
+                        model.u[n * K + k].set_value(max(r, 0.0))
+                        model.w[n * K + k].set_value(max(-r, 0.0))
+        else:
+            model.e = pyo.Var(within=pyo.NonNegativeReals)
+            for n in range(N):
+                for k in range(K):
+                    coefs, vars_, const = out[n][k]
+                    t = float(target[n, k])
+                    model.cons.add(self.expr([*coefs, -1.0], [*vars_, model.e], const - t) <= 0.0)
+                    model.cons.add(self.expr([*coefs, 1.0], [*vars_, model.e], const - t) >= 0.0)
+            model.obj = pyo.Objective(expr=model.e)
+
+            def step():
+                model.e.set_value(max(abs(_value(out[n][k]) - float(target[n, k])) for n in range(N) for k in range(K)))
+
+        self.steps.append(step)
+
+    def set_start(self, mask: np.ndarray) -> None:
+        """Give every variable the value the network takes under ``mask`` (a MIP start)."""
+        for var, v in zip(self.mvars, mask):
+            var.set_value(float(v))
+        for step in self.steps:
+            step()
+
+
+def compute_bounds(x, layers, units, n_mask, mode: str, settings: MipSettings):
+    """Pre-activation bounds per layer ((N, out) arrays) for ``mode`` in :data:`BOUNDS`."""
+    bounds = interval_bounds(x, layers)
+    if mode == "global":
+        M = max(max(np.abs(lo).max(initial=0.0), np.abs(hi).max(initial=0.0)) for lo, hi in bounds)
+        return [(np.full_like(lo, -M), np.full_like(hi, M)) for lo, hi in bounds]
+    if mode == "interval":
+        return bounds
+    import pyomo.environ as pyo
+
+    for li in range(len(layers) - 1):  # the output layer's bounds are never used
+        for n in range(x.shape[0]):
+            enc = _Encoding(x[n : n + 1], layers, units, n_mask, [(lo[n : n + 1], hi[n : n + 1]) for lo, hi in bounds],
+                            relax=True, upto=li)
+            session = HighsSession(MipSettings(gap=0.0, threads=settings.threads))
+            for j in range(layers[li].weight.shape[0]):
+                for sense in (pyo.minimize, pyo.maximize):
+                    if hasattr(enc.model, "obj"):
+                        enc.model.del_component(enc.model.obj)
+                    enc.model.obj = pyo.Objective(expr=enc.expr(*enc.z[li][0][j]), sense=sense)
+                    out = session.solve(enc.model, [], None, warm_start=False)
+                    pad = _LP_PAD * (1.0 + abs(out.bound))  # LP tolerances: never cut a feasible point
+                    if sense == pyo.minimize:
+                        bounds[li][0][n, j] = max(bounds[li][0][n, j], out.bound - pad)
+                    else:
+                        bounds[li][1][n, j] = min(bounds[li][1][n, j], out.bound + pad)
+        lo, hi = bounds[li]
+        relu = layers[li].relu
+        bounds[li + 1:] = _propagate(np.maximum(lo, 0.0) if relu else lo, np.maximum(hi, 0.0) if relu else hi,
+                                     layers[li + 1:])
+    return bounds
+
+
+def solve_network(
+    x: np.ndarray,
+    layers: Sequence[Layer],
+    target: np.ndarray,
+    units: Sequence[Unit],
+    n_mask: int,
+    loss: str,
+    settings: MipSettings,
+    bounds: str = "interval",
+    candidates: Sequence[np.ndarray] = (),
+    fixed: np.ndarray | None = None,
+) -> NetworkMilpResult:
+    """Solve the network mask MILP (see module docstring).
+
+    Args:
+        x: (N, in) inputs. layers: the Linear layers in order. target: (N, K).
+        units: budget scope units over the flattened mask of length ``n_mask``.
+        loss: ``"l1"`` or ``"linf"``. bounds: ``"global"``, ``"interval"`` or ``"lp"``.
+        candidates: feasible flattened masks; the best is the MIP start and the fallback.
+        fixed: a flattened mask to fix (the MILP then evaluates that mask).
+    """
+    t0 = time.perf_counter()
+    x = np.asarray(x, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    cands = [np.asarray(c, dtype=bool) for c in candidates] or [np.zeros(n_mask, dtype=bool)]
+    values = [net_loss(forward(x, layers, c), target, loss) for c in cands]
+    inc = cands[int(np.argmin(values))]
+    b = compute_bounds(x, layers, units, n_mask, bounds, settings)
+    bound_time = time.perf_counter() - t0
+    enc = _Encoding(x, layers, units, n_mask, b)
+    enc.add_loss(target, loss)
+    if fixed is not None:
+        for var, v in zip(enc.mvars, fixed):
+            var.fix(float(v))
+    build_time = time.perf_counter() - t0 - bound_time
+    enc.set_start(inc if fixed is None else fixed)
+    session = HighsSession(settings)
+    remaining = None if settings.time_limit is None else max(settings.time_limit - (time.perf_counter() - t0), 0.0)
+    out = session.solve(enc.model, enc.mvars, remaining, warm_start=True)
+    mask, value = inc, net_loss(forward(x, layers, inc), target, loss)
+    if out.values is not None:
+        found = out.values > 0.5
+        found_val = net_loss(forward(x, layers, found), target, loss)
+        if found_val < value or fixed is not None:
+            mask, value = found, found_val
+    stats = {
+        "bounds": bounds,
+        "bound_time": bound_time,
+        "build_time": build_time,
+        "nodes": out.nodes,
+        "binaries": n_mask + enc.n_relu_binaries,
+        "relu_binaries": enc.n_relu_binaries,
+        "products": enc.n_q,
+        "variables": enc.model.nvariables(),
+        "constraints": enc.model.nconstraints(),
+        "milp_objective": out.objective,
+    }
+    lower = float(min(max(out.bound, 0.0), value))
+    history = [{"lower_bound": lower, "upper_bound": value, "time": time.perf_counter() - t0, "status": out.status}]
+    return NetworkMilpResult(mask, value, lower, out.status, history, stats)
