@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -32,6 +30,9 @@ import numpy as np
 import maskopt as mo
 from maskopt.report import atomic_write_text, format_table
 from maskopt.solvers.exact.layerwise import local_search
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, replace_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GAP = 1e-4
@@ -146,18 +147,12 @@ def summarize(rows):
     return out
 
 
-def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} " \
-           f"{platform.python_version()}, HiGHS {highspy.Highs().version()}, {platform.platform()}"
-
-
 def write_markdown(summary, rows, command):
     cols = list(summary[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for s in summary:
         lines.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in s.values()) + " |")
-    section = "\n".join([
-        "<!-- exact_layerwise:start -->",
+    replace_section("exact_layerwise", "\n".join([
         "## Exact layer-wise MILP (issue 2)",
         "",
         f"Command: `{command}`",
@@ -166,23 +161,14 @@ def write_markdown(summary, rows, command):
         "",
         "Planted noisy instances (out = 1, N = 2·in, density 0.25, noise 0.1), relative gap 1e-4. "
         "`ratio` = maskopt end-to-end time (Pyomo build + appsi + HiGHS + evaluation) / the same L1 MILP built "
-        "directly with highspy arrays (same rows, columns, order and MIP start) and solved in the same run. "
+        "directly with highspy arrays (same rows, columns, order and MIP start, whose local search is timed "
+        "in both) and solved in the same run. "
         "L2 uses outer approximation (a MILP re-solved with tangent cuts until bound and incumbent meet).",
         "",
         *lines,
         "",
         "Per-instance rows: `benchmarks/results/exact_layerwise.json`.",
-        "<!-- exact_layerwise:end -->",
-    ])
-    path = ROOT / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if "<!-- exact_layerwise:start -->" in text:
-        head, rest = text.split("<!-- exact_layerwise:start -->", 1)
-        tail = rest.split("<!-- exact_layerwise:end -->", 1)[1]
-        text = head + section + tail
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    atomic_write_text(path, text)
+    ]))
 
 
 def main() -> None:
