@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,6 +39,19 @@ class MipOutcome:
     values: np.ndarray | None
     nodes: int
     time: float
+
+
+@dataclass
+class MilpResult:
+    """Outcome of an exact mask solver: the mask (bool array), its objective, a proven lower
+    bound, our status, per-round history and solver statistics."""
+
+    mask: np.ndarray
+    objective: float
+    bound: float
+    status: str
+    history: list[dict] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
 
 
 def _appsi_highs():

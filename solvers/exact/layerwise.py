@@ -39,26 +39,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from maskopt.solvers.exact.highs import HighsSession, MipSettings
+from maskopt.solvers.exact.highs import HighsSession, MilpResult, MipSettings
 
 Unit = tuple[int, int, int]  # (start, stop, cap) over the flattened (p, d) mask
 _ABS_TOL = 1e-9
-
-
-@dataclass
-class LayerwiseMilpResult:
-    """Outcome of :func:`solve_layerwise`: mask (p, d) bool, its loss, a proven lower bound."""
-
-    mask: np.ndarray
-    objective: float
-    bound: float
-    status: str
-    history: list[dict] = field(default_factory=list)
-    stats: dict = field(default_factory=dict)
 
 
 def model_size(n_samples: int, n_in: int, n_out: int, n_units: int, loss: str) -> dict[str, int]:
@@ -92,7 +80,7 @@ def solve_layerwise(
     loss: str,
     settings: MipSettings,
     candidates: Sequence[np.ndarray] = (),
-) -> LayerwiseMilpResult:
+) -> MilpResult:
     """Solve the layer-wise mask MILP to proven optimality (within ``settings.gap``) or
     until ``settings.time_limit``.
 
@@ -139,7 +127,7 @@ def solve_layerwise(
     stats["build_time"] = sum(s["build_time"] for s in stats_all)
     stats["incumbent_from_candidates"] = sum(s["incumbent_from_candidates"] for s in stats_all)
     status = "optimal" if all(s == "optimal" for s in statuses) else "time_limit"
-    return LayerwiseMilpResult(mask, objective, bound, status, history, stats)
+    return MilpResult(mask, objective, bound, status, history, stats)
 
 
 def local_search(X, W, offset, active, units, loss, mask, max_moves: int = 100_000) -> np.ndarray:
@@ -196,7 +184,7 @@ class _Model:
     add_cuts: Callable[[np.ndarray], None] | None  # (residuals (N*p,)): add L2 tangents
 
 
-def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_limit) -> LayerwiseMilpResult:
+def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_limit) -> MilpResult:
     p, d = W.shape
     t0 = time.perf_counter()
     deadline = None if time_limit is None else t0 + time_limit
@@ -278,7 +266,7 @@ def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_l
         built.add_cuts(residual(new_mask).reshape(-1))
     stats["constraints"] = built.model.nconstraints()
     stats["incumbent_from_candidates"] = int(any(np.array_equal(inc_mask, c & active) for c in candidates))
-    return LayerwiseMilpResult(inc_mask, inc_val, float(min(max(lower, 0.0), inc_val)), status, history, stats)
+    return MilpResult(inc_mask, inc_val, float(min(max(lower, 0.0), inc_val)), status, history, stats)
 
 
 def _linear_rows(X, W, offset, flat_active):

@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from maskopt.solvers.exact.highs import HighsSession, MipSettings
+from maskopt.solvers.exact.highs import HighsSession, MilpResult, MipSettings
 
 Unit = tuple[int, int, int]
 BOUNDS = ("global", "interval", "lp")
@@ -55,18 +55,6 @@ class Layer:
     weight_offset: int | None
     bias_offset: int | None
     relu: bool
-
-
-@dataclass
-class NetworkMilpResult:
-    """Outcome of :func:`solve_network`: flattened mask, its loss, a proven lower bound."""
-
-    mask: np.ndarray
-    objective: float
-    bound: float
-    status: str
-    history: list[dict] = field(default_factory=list)
-    stats: dict = field(default_factory=dict)
 
 
 def forward(x: np.ndarray, layers: Sequence[Layer], mask: np.ndarray) -> np.ndarray:
@@ -361,7 +349,7 @@ def solve_network(
     bounds: str = "interval",
     candidates: Sequence[np.ndarray] = (),
     fixed: np.ndarray | None = None,
-) -> NetworkMilpResult:
+) -> MilpResult:
     """Solve the network mask MILP (see module docstring).
 
     Args:
@@ -409,4 +397,4 @@ def solve_network(
     }
     lower = float(min(max(out.bound, 0.0), value))
     history = [{"lower_bound": lower, "upper_bound": value, "time": time.perf_counter() - t0, "status": out.status}]
-    return NetworkMilpResult(mask, value, lower, out.status, history, stats)
+    return MilpResult(mask, value, lower, out.status, history, stats)
