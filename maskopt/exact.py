@@ -38,8 +38,10 @@ class ExactOptions:
     """Options of ``method="exact"``.
 
     Attributes:
-        time_limit: seconds (None = no limit). On the limit the incumbent, the proven bound
-            and the gap are returned with status ``"time_limit"``.
+        time_limit: seconds (None = no limit) for the whole solve; bound computation and
+            model building count toward it but are not interrupted (HiGHS gets what is
+            left). On the limit the incumbent, the proven bound and the gap are returned
+            with status ``"time_limit"``.
         gap: relative optimality tolerance (HiGHS ``mip_rel_gap``; default 1e-4 as in
             HiGHS and Gurobi). ``"optimal"`` means proven within this gap.
         threads: HiGHS threads (None = HiGHS's default).
