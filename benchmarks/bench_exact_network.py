@@ -88,12 +88,16 @@ def main() -> None:
     ap.add_argument("--ns", type=int, nargs="+", default=[8, 16, 32])
     ap.add_argument("--time-limit", type=float, default=600.0, help="per solve, seconds")
     ap.add_argument("--largest-limit", type=float, default=60.0)
-    ap.add_argument("--largest", nargs="+", default=["4-4-2", "6-6-3", "8-8-3", "12-12-3", "16-16-4"])
+    ap.add_argument("--largest", nargs="*", default=["4-4-2", "6-6-3", "8-8-3", "12-12-3", "16-16-4"],
+                    help="students (in-hidden-out) for the largest-solved-in-time table; none to skip it")
+    ap.add_argument("--instances", nargs="+", default=["digits", "planted"], choices=["digits", "planted"])
+    ap.add_argument("--section", default="exact_network", help="BENCHMARKS.md section (and JSON file) name")
     args = ap.parse_args()
     rows = []
+    makers = {"digits": digits_instance, "planted": planted_instance}
     for n in args.ns:
-        run_modes(rows, "digits", "8-8-3", n, digits_instance(8, 8, 3, n), args.time_limit)
-        run_modes(rows, "planted", "8-8-3", n, planted_instance(8, 8, 3, n), args.time_limit)
+        for inst in args.instances:
+            run_modes(rows, inst, "8-8-3", n, makers[inst](8, 8, 3, n), args.time_limit)
     largest = []
     for arch in args.largest:
         d_in, hidden, k = (int(v) for v in arch.split("-"))
@@ -101,43 +105,62 @@ def main() -> None:
         largest.append({"student": arch, "N": 16, "status": res.status, "time": res.time, "gap": res.gap,
                         "nodes": res.stats["nodes"]})
         print(format_table([largest[-1]], list(largest[-1])), flush=True)
-    speedups = []
-    for inst in ("digits", "planted"):
-        for n in args.ns:
-            by = {r["bounds"]: r for r in rows if r["instance"] == inst and r["N"] == n}
-            if by["global"]["status"] == "optimal":
-                speedups.append({"instance": inst, "N": n, **{
-                    f"global/{m} time": (by["global"]["time"] / by[m]["time"] if by[m]["status"] == "optimal"
-                                         else f"> {by['global']['time'] / args.time_limit:.2g} ({m} hit the limit)")
-                    for m in ("interval", "lp")}})
     (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    atomic_write_text(ROOT / "benchmarks" / "results" / "exact_network.json",
-                      json.dumps({"machine": machine(), "rows": rows, "largest": largest, "speedups": speedups},
-                                 indent=2, default=str))
+    atomic_write_text(ROOT / "benchmarks" / "results" / f"{args.section}.json",
+                      json.dumps({"machine": machine(), "rows": rows, "largest": largest}, indent=2, default=str))
+    write_section(args.section, rows, largest, args.time_limit, args.largest_limit,
+                  f"python benchmarks/bench_exact_network.py {' '.join(sys.argv[1:])}")
+
+
+def speedup_rows(rows: list[dict], time_limit: float) -> list[dict]:
+    """time(global big-M) / time(mode) per instance; a run that hit the limit gives a bound."""
+    out = []
+    for inst, n in dict.fromkeys((r["instance"], r["N"]) for r in rows):
+        by = {r["bounds"]: r for r in rows if r["instance"] == inst and r["N"] == n}
+        row = {"instance": inst, "N": n}
+        for m in ("interval", "lp"):
+            g, t = by["global"], by[m]
+            if g["status"] == "optimal" and t["status"] == "optimal":
+                row[f"global/{m} time"] = f"{g['time'] / t['time']:.3g}"
+            elif t["status"] == "optimal":
+                row[f"global/{m} time"] = f">= {time_limit / t['time']:.3g} (big-M hit the limit)"
+            elif g["status"] == "optimal":
+                row[f"global/{m} time"] = f"<= {g['time'] / time_limit:.3g} ({m} hit the limit)"
+            else:
+                row[f"global/{m} time"] = "both hit the limit"
+        out.append(row)
+    return out
+
+
+def write_section(section, rows, largest, time_limit, largest_limit, command) -> None:
     cols = ["instance", "student", "N", "bounds", "status", "time", "nodes", "relu_binaries", "objective", "bound"]
+    speedups = speedup_rows(rows, time_limit)
     body = [
         "## Exact network MILP: global big-M vs interval vs LP bounds (issue 3)",
         "",
-        f"Command: `python benchmarks/bench_exact_network.py {' '.join(sys.argv[1:])}`",
+        f"Command: `{command}`",
         "",
         f"Machine: {machine()}",
         "",
         "Student 8-8-3 ReLU MLP at initialization, loss l1, global density 0.25, relative gap 1e-4, "
-        f"time limit {args.time_limit:g} s per solve (`time` includes bound computation and model build). "
+        f"time limit {time_limit:g} s per solve (`time` includes bound computation and model build). "
         "`digits`: PCA-8 of load_digits, classes 0-2, 3 trained teachers; `planted`: teacher = masked student "
         "(optimum 0).",
         "",
         "```", format_table(rows, cols), "```",
         "",
-        "Speed-up of the bound modes over one global big-M (instances the global big-M solved):",
+        "Speed-up of the bound modes over one global big-M:",
         "",
-        "```", format_table(speedups, list(speedups[0])) if speedups else "(none solved with the global big-M)", "```",
-        "",
-        f"Largest digits student (N = 16, interval bounds) within {args.largest_limit:g} s:",
-        "",
-        "```", format_table(largest, list(largest[0])), "```",
+        "```", format_table(speedups, list(speedups[0])), "```",
     ]
-    replace_section("exact_network", "\n".join(body))
+    if largest:
+        body += [
+            "",
+            f"Largest digits student (N = 16, interval bounds) within {largest_limit:g} s:",
+            "",
+            "```", format_table(largest, list(largest[0])), "```",
+        ]
+    replace_section(section, "\n".join(body))
 
 
 if __name__ == "__main__":
