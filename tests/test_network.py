@@ -121,6 +121,22 @@ def test_fixed_mask_milp_value_equals_evaluate(bounds, loss):
         assert res.stats["milp_objective"] == pytest.approx(mo.evaluate(prob, masks), rel=1e-7, abs=1e-7)
 
 
+@pytest.mark.parametrize("bounds", network.BOUNDS)
+def test_fixed_mask_encoding_with_relu_on_the_outputs(bounds):
+    torch.manual_seed(8)
+    student = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2), nn.ReLU())
+    prob = mo.DistillProblem(student, [mlp((3, 4, 2), 2)], torch.randn(6, 3), mo.Budget(density=1.0))
+    x, layers = network_layers(prob)
+    shapes = prob.mask_shapes()
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        masks = {n: torch.from_numpy(rng.random(s) < 0.7) for n, s in shapes.items()}
+        flat = _flatten(masks, shapes)
+        res = network.solve_network(x, layers, prob.target.numpy(), prob.allocation.units(), len(flat), "l1",
+                                    MipSettings(gap=0.0), bounds=bounds, fixed=flat)
+        assert res.stats["milp_objective"] == pytest.approx(mo.evaluate(prob, masks), rel=1e-7, abs=1e-7)
+
+
 def test_variable_and_constraint_counts_of_a_tiny_model():
     """1-2-1 ReLU net, one sample x = 1, hidden pre-activations in [-1, 1] and [-1, 2] (both unstable).
     Variables: 4 mask binaries + 2 h + 2 δ + 2 products q + u, v = 12.

@@ -117,8 +117,9 @@ class HighsSession:
         values = None
         objective = res.best_feasible_objective
         if objective is not None:
-            primals = self._solver.get_primals(vars_to_load=list(variables))
-            values = np.array([primals[v] for v in variables], dtype=float)
+            primals = self._solver.get_primals()  # the variables some constraint or the objective uses
+            # a variable used nowhere cannot change the objective: report it as 0 (e.g. weights into a dead neuron)
+            values = np.array([primals[v] if v in primals else 0.0 for v in variables], dtype=float)
         nodes = self._solver._solver_model.getInfo().mip_node_count  # appsi exposes no public node count
         bound = res.best_objective_bound
         if bound is None or not np.isfinite(bound):

@@ -151,6 +151,7 @@ class _Encoding:
         self.steps: list = []  # closures computing each variable's value from earlier ones (MIP start)
         self.z: list[list[list]] = []  # per layer, per sample, per neuron: (coefs, vars, const)
         n_layers = len(layers) if upto is None else upto + 1
+        final_relu = upto is None and layers[-1].relu  # the outputs themselves pass a ReLU
         h_prev: list[list] | None = None  # per sample, per input: (var or None, lo, hi) ; None = layer 1
         for li in range(n_layers):
             layer = layers[li]
@@ -196,10 +197,13 @@ class _Encoding:
                     z_n.append((coefs, vars_, const))
                 z_layer.append(z_n)
             self.z.append(z_layer)
-            if li == n_layers - 1:
+            if li == n_layers - 1 and not final_relu:
                 break
             h_prev = [[self._activation(blk, z_layer[n][j], lo_z[n, j], hi_z[n, j], layer.relu, relax)
                        for j in range(out_dim)] for n in range(N)]
+        # the network's outputs as linear forms: the last pre-activation, or its ReLU
+        self.out = self.z[-1] if not final_relu else [
+            [([1.0], [h], 0.0) if h is not None else ([], [], 0.0) for h, _, _ in row] for row in h_prev]
 
     def _new_var(self, blk, lo, hi):
         pyo = self.pyo
@@ -262,7 +266,7 @@ class _Encoding:
 
     def add_loss(self, target, loss):
         pyo = self.pyo
-        model, out = self.model, self.z[-1]
+        model, out = self.model, self.out
         N, K = target.shape
         if loss == "l1":
             model.u = pyo.Var(range(N * K), within=pyo.NonNegativeReals)
