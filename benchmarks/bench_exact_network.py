@@ -136,7 +136,8 @@ def write_section(section, rows, largest, time_limit, largest_limit, command) ->
     cols = ["instance", "student", "N", "bounds", "status", "time", "nodes", "relu_binaries", "objective", "bound"]
     speedups = speedup_rows(rows, time_limit)
     body = [
-        f"## Exact network MILP: global big-M vs interval vs LP bounds, {time_limit:g} s limit (issue 3)",
+        f"## Exact network MILP: global big-M vs interval vs LP bounds — "
+        f"{' and '.join(dict.fromkeys(r['instance'] for r in rows))}, {time_limit:g} s limit (issue 3)",
         "",
         f"Command: `{command}`",
         "",
