@@ -100,39 +100,34 @@ def test_teacher_shape_mismatch_is_an_error():
 # ---------------------------------------------------------------- the encoding
 
 
-@pytest.mark.parametrize("bounds", network.BOUNDS)
-@pytest.mark.parametrize("loss", network.NET_LOSSES)
-def test_fixed_mask_milp_value_equals_evaluate(bounds, loss):
-    """With the mask fixed, the MILP's optimum is the torch objective: the encoding is the network.
-    Deep student, maskable biases, and two Linear layers without a ReLU between them."""
+def deep_student():
+    """Maskable biases, and two Linear layers without a ReLU between them."""
     torch.manual_seed(4)
     student = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3), nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2))
-    params = ["0.weight", "0.bias", "2.weight", "3.weight", "5.weight", "5.bias"]
+    return student, ["0.weight", "0.bias", "2.weight", "3.weight", "5.weight", "5.bias"]
+
+
+def relu_output_student():
+    """A ReLU on the logits themselves."""
+    torch.manual_seed(8)
+    return nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2), nn.ReLU()), None
+
+
+@pytest.mark.parametrize("make", [deep_student, relu_output_student])
+@pytest.mark.parametrize("bounds", network.BOUNDS)
+@pytest.mark.parametrize("loss", network.NET_LOSSES)
+def test_fixed_mask_milp_value_equals_evaluate(make, bounds, loss):
+    """With the mask fixed, the MILP's optimum is the torch objective: the encoding is the network."""
+    student, params = make()
     prob = mo.DistillProblem(student, [mlp((3, 4, 2), 9)], torch.randn(5, 3), mo.Budget(density=1.0), loss=loss,
                              params=params)
     x, layers = network_layers(prob)
     shapes = prob.mask_shapes()
     rng = np.random.default_rng(0)
-    for _ in range(4):
+    for _ in range(3):
         masks = {n: torch.from_numpy(rng.random(s) < 0.6) for n, s in shapes.items()}
         flat = _flatten(masks, shapes)
         res = network.solve_network(x, layers, prob.target.numpy(), prob.allocation.units(), len(flat), loss,
-                                    MipSettings(gap=0.0), bounds=bounds, fixed=flat)
-        assert res.stats["milp_objective"] == pytest.approx(mo.evaluate(prob, masks), rel=1e-7, abs=1e-7)
-
-
-@pytest.mark.parametrize("bounds", network.BOUNDS)
-def test_fixed_mask_encoding_with_relu_on_the_outputs(bounds):
-    torch.manual_seed(8)
-    student = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2), nn.ReLU())
-    prob = mo.DistillProblem(student, [mlp((3, 4, 2), 2)], torch.randn(6, 3), mo.Budget(density=1.0))
-    x, layers = network_layers(prob)
-    shapes = prob.mask_shapes()
-    rng = np.random.default_rng(1)
-    for _ in range(3):
-        masks = {n: torch.from_numpy(rng.random(s) < 0.7) for n, s in shapes.items()}
-        flat = _flatten(masks, shapes)
-        res = network.solve_network(x, layers, prob.target.numpy(), prob.allocation.units(), len(flat), "l1",
                                     MipSettings(gap=0.0), bounds=bounds, fixed=flat)
         assert res.stats["milp_objective"] == pytest.approx(mo.evaluate(prob, masks), rel=1e-7, abs=1e-7)
 
