@@ -228,21 +228,38 @@ class Allocation:
         """The largest number of weights a mask within this budget can keep."""
         return int(sum(int(c.sum()) for c in self.caps.values()))
 
+    @property
+    def offsets(self) -> dict[str, int]:
+        """Where each parameter's entries start in the flattened mask vector."""
+        out, offset = {}, 0
+        for name, shape in self.shapes.items():
+            out[name] = offset
+            offset += math.prod(shape)
+        return out
+
+    def flatten(self, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The flattened mask vector ``(size,)`` (CPU) of ``masks`` (any dtype, kept)."""
+        return torch.cat([torch.as_tensor(masks[n]).reshape(-1).cpu() for n in self.shapes])
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Inverse of :meth:`flatten`; ``flat`` may carry leading batch dims ``(..., size)``."""
+        lead = tuple(flat.shape[:-1])
+        return {n: flat[..., o : o + math.prod(s)].reshape(*lead, *s) for (n, s), o in
+                zip(self.shapes.items(), self.offsets.values())}
+
     def units(self) -> list[tuple[int, int, int]]:
         """Scope units as ``(start, stop, cap)`` ranges of the flattened mask vector."""
         if self.scope == "global":
             return [(0, self.size, int(self.caps["*"][0]))]
-        out, offset = [], 0
-        for name, shape in self.shapes.items():
-            n = math.prod(shape)
+        out = []
+        for (name, shape), offset in zip(self.shapes.items(), self.offsets.values()):
             if self.scope == "layer":
-                out.append((offset, offset + n, int(self.caps[name][0])))
+                out.append((offset, offset + math.prod(shape), int(self.caps[name][0])))
             else:
                 rs = _row_size(shape)
                 out.extend(
                     (offset + j * rs, offset + (j + 1) * rs, int(c)) for j, c in enumerate(self.caps[name])
                 )
-            offset += n
         return out
 
     def violations(self, masks: Mapping[str, torch.Tensor]) -> list[str]:
@@ -254,7 +271,7 @@ class Allocation:
             if name not in masks or tuple(masks[name].shape) != shape:
                 got = tuple(masks[name].shape) if name in masks else "missing"
                 raise ValueError(f"Mask {name!r} must have shape {shape}; got {got}.")
-        flat = torch.cat([masks[n].reshape(-1).to(torch.int64).cpu() for n in self.shapes])
+        flat = self.flatten(masks).to(torch.int64)
         csum = torch.cat([torch.zeros(1, dtype=torch.int64), flat.cumsum(0)])
         bad = []
         for start, stop, cap in self.units():
@@ -278,12 +295,7 @@ class Allocation:
             keep = torch.zeros_like(flat, dtype=torch.bool)
             cap = int(self.caps["*"][0])
             keep[torch.sort(flat, descending=True, stable=True).indices[:cap]] = True
-            out, offset = {}, 0
-            for n, shape in self.shapes.items():
-                size = math.prod(shape)
-                out[n] = keep[offset : offset + size].reshape(shape)
-                offset += size
-            return out
+            return self.unflatten(keep)
         out = {}
         for n, shape in self.shapes.items():
             s = _sortable(scores[n]).reshape(_n_rows(shape) if self.scope == "row" else 1, -1)

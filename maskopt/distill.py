@@ -137,9 +137,12 @@ class DistillProblem(Problem):
 
     def logits(self, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``(N, K)`` float64 logits of the student with ``masks`` applied."""
-        masked = {p: w * masks[p].to(device=w.device, dtype=w.dtype) for p, w in self._weights.items()}
         with torch.no_grad():
-            return functional_call(self.student, masked, (self.inputs,))
+            return self._forward(masks)
+
+    def _forward(self, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        masked = {p: w * masks[p].to(device=w.device, dtype=w.dtype) for p, w in self._weights.items()}
+        return functional_call(self.student, masked, (self.inputs,))
 
     def loss_of_logits(self, s: torch.Tensor) -> torch.Tensor:
         """The objective of student logits ``s`` (N, K) (or a batch (B, N, K) → (B,))."""
@@ -166,11 +169,6 @@ class DistillProblem(Problem):
 
     def objective_batch(self, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Objectives ``(B,)`` of a batch of masks ``{name: (B, *shape)}`` (vectorised with vmap)."""
-
-        def one(ms):
-            masked = {p: w * ms[p].to(w.dtype) for p, w in self._weights.items()}
-            return functional_call(self.student, masked, (self.inputs,))
-
         with torch.no_grad():
-            logits = torch.vmap(one)(dict(masks))
+            logits = torch.vmap(self._forward)(dict(masks))
         return self.loss_of_logits(logits)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -134,28 +133,13 @@ def _exact(problem: LayerwiseProblem | DistillProblem, opts: ExactOptions) -> Me
 @register("bruteforce", options=BruteforceOptions, problems=(LayerwiseProblem, DistillProblem),
           summary="enumerate every mask within the budget (oracle for tiny problems)")
 def _bruteforce(problem: Problem, opts: BruteforceOptions) -> MethodOutput:
-    shapes = problem.mask_shapes()
+    alloc = problem.allocation
 
     def batch(flat):
-        return problem.objective_batch(_unflatten(torch.from_numpy(flat), shapes, batch=True)).numpy()
+        return problem.objective_batch(alloc.unflatten(torch.from_numpy(flat))).numpy()
 
-    mask, value, count = bruteforce(batch, problem.allocation.size, problem.allocation.units(), opts.max_candidates)
-    return MethodOutput(_unflatten(torch.from_numpy(mask), shapes), "optimal", value, [], {"candidates": count})
-
-
-def _unflatten(flat: torch.Tensor, shapes: Mapping[str, tuple[int, ...]], batch: bool = False) -> dict:
-    """Split a flattened mask (n,) — or a batch (B, n) — into tensors of ``shapes`` (in order)."""
-    out, offset = {}, 0
-    for name, shape in shapes.items():
-        size = math.prod(shape)
-        part = flat[..., offset : offset + size]
-        out[name] = part.reshape(-1, *shape) if batch else part.reshape(shape)
-        offset += size
-    return out
-
-
-def _flatten(masks: Mapping[str, torch.Tensor], shapes: Mapping[str, tuple[int, ...]]) -> np.ndarray:
-    return torch.cat([masks[n].reshape(-1).to(torch.bool).cpu() for n in shapes]).numpy()
+    mask, value, count = bruteforce(batch, alloc.size, alloc.units(), opts.max_candidates)
+    return MethodOutput(alloc.unflatten(torch.from_numpy(mask)), "optimal", value, [], {"candidates": count})
 
 
 _NO_OPS = (nn.Identity, nn.Dropout)
@@ -170,10 +154,7 @@ def network_layers(problem: DistillProblem) -> tuple[np.ndarray, list[network.La
             f"The exact network MILP takes loss 'l1' or 'linf' without a cross-entropy term; got {what} "
             "(HiGHS solves MILPs, not MIQPs or exponential cones). Use loss='l1'/'linf', or a heuristic method."
         )
-    offsets, off = {}, 0
-    for name, shape in problem.mask_shapes().items():
-        offsets[name] = off
-        off += math.prod(shape)
+    offsets = problem.allocation.offsets
     x = problem.inputs.numpy()
     layers: list[network.Layer] = []
 
@@ -213,8 +194,8 @@ def network_layers(problem: DistillProblem) -> tuple[np.ndarray, list[network.La
 
 def _exact_network(problem: DistillProblem, opts: ExactOptions) -> MethodOutput:
     x, layers = network_layers(problem)
-    shapes = problem.mask_shapes()
-    n_mask = problem.allocation.size
+    alloc = problem.allocation
+    n_mask = alloc.size
     size = network.model_size(x.shape[0], layers, n_mask)
     if size["nonzeros"] > opts.max_size:
         raise ProblemTooLargeError(
@@ -223,21 +204,21 @@ def _exact_network(problem: DistillProblem, opts: ExactOptions) -> MethodOutput:
             "samples, a smaller student, a heuristic method (see maskopt.methods()), or raise max_size."
         )
     scores = {n: w.abs() for n, w in problem.weights().items()}
-    candidates = [_flatten(problem.allocation.project(scores), shapes)]
+    candidates = [alloc.flatten(alloc.project(scores)).numpy()]
     stats = {}
     if opts.warm_start is not None:
         warm = _checked_warm_start(problem, opts.warm_start)
-        candidates.insert(0, _flatten(warm, shapes))
+        candidates.insert(0, alloc.flatten(warm).numpy())
         stats["warm_start_objective"] = evaluate(problem, warm)
     res = network.solve_network(
-        x, layers, problem.target.numpy(), problem.allocation.units(), n_mask, problem.loss,
+        x, layers, problem.target.numpy(), alloc.units(), n_mask, problem.loss,
         MipSettings(time_limit=opts.time_limit, gap=opts.gap, threads=opts.threads, verbose=opts.verbose),
         bounds=opts.bounds or "interval", candidates=candidates,
     )
     stats.update(res.stats)
     stats["solver"] = "HiGHS via Pyomo appsi_highs"
     stats["formulation"] = f"network MILP ({res.stats['bounds']} bounds)"
-    return MethodOutput(_unflatten(torch.from_numpy(res.mask), shapes), res.status, res.bound, res.history, stats)
+    return MethodOutput(alloc.unflatten(torch.from_numpy(res.mask)), res.status, res.bound, res.history, stats)
 
 
 @dataclass

@@ -128,16 +128,13 @@ class LayerwiseProblem(Problem):
         return {"weight": self.weight}
 
     def predict(self, mask: torch.Tensor) -> torch.Tensor:
-        """``(N, out)`` predictions for one ``(out, in)`` mask."""
-        out = self.inputs @ (mask.to(torch.float64) * self.weight).T
+        """Predictions ``(..., N, out)`` for a mask ``(..., out, in)`` (optionally batched)."""
+        out = torch.einsum("ni,...oi->...no", self.inputs, mask.to(torch.float64) * self.weight)
         return out if self.bias is None else out + self.bias
 
     def objective(self, masks: Mapping[str, torch.Tensor]) -> float:
-        return float(residual_loss(self.predict(masks["weight"]) - self.target, self.loss))
+        return float(self.objective_batch({"weight": masks["weight"][None]})[0])
 
     def objective_batch(self, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Objectives ``(B,)`` of masks ``{"weight": (B, out, in)}`` (same definition as :meth:`objective`)."""
-        pred = torch.einsum("ni,boi->bno", self.inputs, masks["weight"].to(torch.float64) * self.weight)
-        if self.bias is not None:
-            pred = pred + self.bias
-        return residual_loss(pred - self.target, self.loss, dims=(1, 2))
+        """Objectives ``(B,)`` of masks ``{"weight": (B, out, in)}``."""
+        return residual_loss(self.predict(masks["weight"]) - self.target, self.loss, dims=(-2, -1))

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import maskopt as mo
-from maskopt.exact import _flatten, network_layers
+from maskopt.exact import network_layers
 from maskopt.solvers.exact import network
 from maskopt.solvers.exact.highs import MipSettings
 
@@ -126,7 +126,7 @@ def test_fixed_mask_milp_value_equals_evaluate(make, bounds, loss):
     rng = np.random.default_rng(0)
     for _ in range(3):
         masks = {n: torch.from_numpy(rng.random(s) < 0.6) for n, s in shapes.items()}
-        flat = _flatten(masks, shapes)
+        flat = prob.allocation.flatten(masks).numpy()
         res = network.solve_network(x, layers, prob.target.numpy(), prob.allocation.units(), len(flat), loss,
                                     MipSettings(gap=0.0), bounds=bounds, fixed=flat)
         assert res.stats["milp_objective"] == pytest.approx(mo.evaluate(prob, masks), rel=1e-7, abs=1e-7)

@@ -135,7 +135,7 @@ class _Encoding:
         import pyomo.environ as pyo
         from pyomo.core.expr.numeric_expr import LinearExpression
 
-        self.pyo = pyo
+        self.pyo, self._linear = pyo, LinearExpression
         N = x.shape[0]
         model = pyo.ConcreteModel()
         model.m = pyo.Var(range(n_mask), within=pyo.UnitInterval if relax else pyo.Binary)
@@ -215,9 +215,7 @@ class _Encoding:
         return v
 
     def expr(self, coefs, vars_, const):
-        from pyomo.core.expr.numeric_expr import LinearExpression
-
-        return LinearExpression(constant=float(const), linear_coefs=list(coefs), linear_vars=list(vars_))
+        return self._linear(constant=float(const), linear_coefs=list(coefs), linear_vars=list(vars_))
 
     def _q(self, blk, mvar, hvar, lo, hi):
         """q = m·h with h ∈ [lo, hi] (exact for binary m)."""
