@@ -73,9 +73,9 @@ def planted_instance(d_in: int, hidden: int, k: int, n: int) -> mo.DistillProble
     return mo.DistillProblem(student, [teacher], x, mo.Budget(density=0.25))
 
 
-def run_modes(rows, kind, arch, n, problem, time_limit):
+def run_modes(rows, kind, arch, n, problem, time_limit, threads):
     for mode in ("global", "interval", "lp"):
-        res = mo.solve(problem, method="exact", bounds=mode, time_limit=time_limit)
+        res = mo.solve(problem, method="exact", bounds=mode, time_limit=time_limit, threads=threads)
         row = {"instance": kind, "student": arch, "N": n, "bounds": mode, "status": res.status,
                "time": res.time, "nodes": res.stats["nodes"], "relu_binaries": res.stats["relu_binaries"],
                "bound_time": res.stats["bound_time"], "objective": res.objective, "bound": res.bound, "gap": res.gap}
@@ -90,18 +90,23 @@ def main() -> None:
     ap.add_argument("--largest-limit", type=float, default=60.0)
     ap.add_argument("--largest", nargs="*", default=["4-4-2", "6-6-3", "8-8-3", "12-12-3", "16-16-4"],
                     help="students (in-hidden-out) for the largest-solved-in-time table; none to skip it")
+    ap.add_argument("--students", nargs="+", default=["8-8-3"], help="students (in-hidden-out) of the bound-mode grid")
+    ap.add_argument("--threads", type=int, default=None, help="HiGHS threads (default: HiGHS's choice)")
     ap.add_argument("--instances", nargs="+", default=["digits", "planted"], choices=["digits", "planted"])
     ap.add_argument("--section", default="exact_network", help="BENCHMARKS.md section (and JSON file) name")
     args = ap.parse_args()
     rows = []
     makers = {"digits": digits_instance, "planted": planted_instance}
-    for n in args.ns:
-        for inst in args.instances:
-            run_modes(rows, inst, "8-8-3", n, makers[inst](8, 8, 3, n), args.time_limit)
+    for arch in args.students:
+        d_in, hidden, k = (int(v) for v in arch.split("-"))
+        for n in args.ns:
+            for inst in args.instances:
+                run_modes(rows, inst, arch, n, makers[inst](d_in, hidden, k, n), args.time_limit, args.threads)
     largest = []
     for arch in args.largest:
         d_in, hidden, k = (int(v) for v in arch.split("-"))
-        res = mo.solve(digits_instance(d_in, hidden, k, 16), method="exact", time_limit=args.largest_limit)
+        res = mo.solve(digits_instance(d_in, hidden, k, 16), method="exact", time_limit=args.largest_limit,
+                       threads=args.threads)
         largest.append({"student": arch, "N": 16, "status": res.status, "time": res.time, "gap": res.gap,
                         "nodes": res.stats["nodes"]})
         print(format_table([largest[-1]], list(largest[-1])), flush=True)
@@ -109,15 +114,15 @@ def main() -> None:
     atomic_write_text(ROOT / "benchmarks" / "results" / f"{args.section}.json",
                       json.dumps({"machine": machine(), "rows": rows, "largest": largest}, indent=2, default=str))
     write_section(args.section, rows, largest, args.time_limit, args.largest_limit,
-                  f"python benchmarks/bench_exact_network.py {' '.join(sys.argv[1:])}")
+                  f"python benchmarks/bench_exact_network.py {' '.join(sys.argv[1:])}", args.threads)
 
 
 def speedup_rows(rows: list[dict], time_limit: float) -> list[dict]:
     """time(global big-M) / time(mode) per instance; a run that hit the limit gives a bound."""
     out = []
-    for inst, n in dict.fromkeys((r["instance"], r["N"]) for r in rows):
-        by = {r["bounds"]: r for r in rows if r["instance"] == inst and r["N"] == n}
-        row = {"instance": inst, "N": n}
+    for inst, arch, n in dict.fromkeys((r["instance"], r["student"], r["N"]) for r in rows):
+        by = {r["bounds"]: r for r in rows if (r["instance"], r["student"], r["N"]) == (inst, arch, n)}
+        row = {"instance": inst, "student": arch, "N": n}
         for m in ("interval", "lp"):
             g, t = by["global"], by[m]
             if g["status"] == "optimal" and t["status"] == "optimal":
@@ -132,7 +137,7 @@ def speedup_rows(rows: list[dict], time_limit: float) -> list[dict]:
     return out
 
 
-def write_section(section, rows, largest, time_limit, largest_limit, command) -> None:
+def write_section(section, rows, largest, time_limit, largest_limit, command, threads=None) -> None:
     cols = ["instance", "student", "N", "bounds", "status", "time", "nodes", "relu_binaries", "objective", "bound"]
     speedups = speedup_rows(rows, time_limit)
     body = [
@@ -143,10 +148,12 @@ def write_section(section, rows, largest, time_limit, largest_limit, command) ->
         "",
         f"Machine: {machine()}",
         "",
-        "Student 8-8-3 ReLU MLP at initialization, loss l1, global density 0.25, relative gap 1e-4, "
-        f"time limit {time_limit:g} s per solve (`time` includes bound computation and model build). "
-        "`digits`: PCA-8 of load_digits, classes 0-2, 3 trained teachers; `planted`: teacher = masked student "
-        "(optimum 0).",
+        f"Students {', '.join(dict.fromkeys(r['student'] for r in rows))} (in-hidden-out ReLU MLP) at "
+        "initialization, loss l1, global density 0.25, relative gap 1e-4, "
+        f"time limit {time_limit:g} s per solve (`time` includes bound computation and model build), "
+        f"HiGHS threads: {threads or 'default'}. "
+        "`digits`: PCA of load_digits to the student's input width, classes 0..out-1, 3 trained teachers; "
+        "`planted`: teacher = masked student (optimum 0).",
         "",
         "```", format_table(rows, cols), "```",
         "",

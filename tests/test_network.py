@@ -181,9 +181,38 @@ def test_bound_tightening_never_cuts_off_the_optimum(seed):
         assert res.bound <= brute.objective + 1e-6
 
 
+@pytest.mark.parametrize("scope,density", [("row", 0.34), ("layer", 0.2), ("global", 0.15)])
+def test_budget_aware_interval_bounds_contain_every_mask_and_are_tight_on_layer_one(scope, density):
+    """Oracle: every mask within the budget (enumerated), its pre-activations computed with
+    numpy. The bounds contain them all; on layer 1 the budget-aware bound is attained (the
+    top-c contributions of a row are a feasible mask), and it is tighter than the plain one."""
+    prob = tiny_problem(4, sizes=(3, 3, 2), density=density, scope=scope, n=3)
+    x, layers = network_layers(prob)
+    units, n_mask = prob.allocation.units(), prob.allocation.size
+    aware = network.interval_bounds(x, layers, units)
+    plain = network.interval_bounds(x, layers)
+    seen = [np.full(lo.shape, np.inf) for lo, _ in aware], [np.full(hi.shape, -np.inf) for _, hi in aware]
+    for keep in itertools.product((0, 1), repeat=n_mask):
+        mask = np.array(keep, dtype=bool)
+        if any(mask[a:b].sum() > c for a, b, c in units):
+            continue
+        h = x
+        for li, layer in enumerate(layers):
+            z = h @ (layer.weight * network._layer_mask(layer, mask, "weight")).T + layer.bias
+            seen[0][li], seen[1][li] = np.minimum(seen[0][li], z), np.maximum(seen[1][li], z)
+            h = np.maximum(z, 0.0) if layer.relu else z
+    for li, (lo, hi) in enumerate(aware):
+        assert (lo <= seen[0][li] + 1e-12).all() and (hi >= seen[1][li] - 1e-12).all()
+        assert (lo >= plain[li][0] - 1e-12).all() and (hi <= plain[li][1] + 1e-12).all()
+    np.testing.assert_allclose(aware[0][0], seen[0][0], atol=1e-12)
+    np.testing.assert_allclose(aware[0][1], seen[1][0], atol=1e-12)
+    assert any((lo > p[0] + 1e-9).any() or (hi < p[1] - 1e-9).any() for (lo, hi), p in zip(aware, plain))
+
+
 def test_lp_bounds_are_inside_interval_bounds():
-    """LP tightening stays inside the interval bounds and, with a binding budget, tightens some."""
-    prob = tiny_problem(3, sizes=(4, 5, 5, 2), density=0.1, scope="row", n=4)
+    """LP tightening stays inside the interval bounds and, on this instance (layer budgets couple
+    the first layer's masks with the second layer's activations), tightens some."""
+    prob = tiny_problem(3, sizes=(4, 5, 5, 2), density=0.2, scope="layer", n=4)
     x, layers = network_layers(prob)
     units, n_mask = prob.allocation.units(), prob.allocation.size
     iv = network.compute_bounds(x, layers, units, n_mask, "interval", MipSettings())

@@ -15,11 +15,14 @@ ReLU h = max(0, z), z ∈ [L, U]: U ≤ 0 → h = 0; L ≥ 0 → h = z; otherwis
     h ≥ z,   h ≥ 0,   h ≤ z − L·(1 − δ),   h ≤ U·δ.
 
 Bounds [L, U] (``bounds=``):
-* ``"global"``: one big-M, M = the largest |interval bound| anywhere: every [L, U] is
-  [−M, M] (and [0, M] after a ReLU).
+* ``"global"``: one big-M, M = the largest |interval bound| anywhere (interval arithmetic
+  without the budget): every [L, U] is [−M, M] (and [0, M] after a ReLU).
 * ``"interval"``: per sample and neuron, interval arithmetic that knows a pruned weight
-  contributes zero: weight (j,i) contributes [min(0, W·L_i, W·U_i), max(0, W·L_i, W·U_i)]
-  when maskable, [min(W·L_i, W·U_i), max(…)] otherwise.
+  contributes zero and that at most c_j of row j's weights are kept (c_j = the cap of the
+  budget unit holding the row): maskable weight (j,i) contributes
+  [a_i, b_i] = [min(0, W·L_i, W·U_i), max(0, W·L_i, W·U_i)], an unmasked one
+  [min(W·L_i, W·U_i), max(…)], and the row's maskable part lies in
+  [sum of the c_j smallest a_i, sum of the c_j largest b_i].
 * ``"lp"``: interval bounds, then layer by layer, min and max of every hidden
   pre-activation over the LP relaxation of the layers before it (binaries in [0, 1],
   budget rows included), each LP bound intersected with the interval one.
@@ -83,14 +86,29 @@ def _layer_mask(layer: Layer, mask: np.ndarray, which: str) -> np.ndarray:
     return mask[off : off + arr.size].reshape(arr.shape).astype(float)
 
 
-def interval_bounds(x: np.ndarray, layers: Sequence[Layer]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per layer, (L, U) of the pre-activations z_l, each (N, out), valid for every mask."""
-    return _propagate(x, x, layers)
+def interval_bounds(x: np.ndarray, layers: Sequence[Layer],
+                    units: Sequence[Unit] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per layer, (L, U) of the pre-activations z_l, each (N, out), valid for every mask
+    within the budget ``units`` (every mask at all when None)."""
+    return _propagate(x, x, layers, units)
 
 
-def _propagate(lo_h, hi_h, layers: Sequence[Layer]) -> list[tuple[np.ndarray, np.ndarray]]:
+def row_caps(layer: Layer, units: Sequence[Unit] | None) -> np.ndarray | None:
+    """(out,) the most weights of each row of ``layer`` a mask within ``units`` keeps, or
+    None (no budget, or the layer is not maskable)."""
+    if units is None or layer.weight_offset is None:
+        return None
+    out_dim, in_dim = layer.weight.shape
+    starts = np.array([u[0] for u in units])
+    caps = np.array([u[2] for u in units])
+    rows = layer.weight_offset + in_dim * np.arange(out_dim)
+    return np.minimum(caps[np.searchsorted(starts, rows, side="right") - 1], in_dim)
+
+
+def _propagate(lo_h, hi_h, layers: Sequence[Layer],
+               units: Sequence[Unit] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Interval arithmetic through ``layers`` from input bounds (N, in); a maskable weight
-    or bias may also contribute 0."""
+    or bias may also contribute 0, and a row keeps at most its cap (see :func:`row_caps`)."""
     out = []
     for layer in layers:
         W = layer.weight
@@ -98,7 +116,17 @@ def _propagate(lo_h, hi_h, layers: Sequence[Layer]) -> list[tuple[np.ndarray, np
         c_lo, c_hi = np.minimum(a, b), np.maximum(a, b)
         if layer.weight_offset is not None:
             c_lo, c_hi = np.minimum(c_lo, 0.0), np.maximum(c_hi, 0.0)
-        lo, hi = c_lo.sum(-1), c_hi.sum(-1)
+        caps = row_caps(layer, units)
+        if caps is not None and (caps < W.shape[1]).any():
+            # the c_j most negative / most positive contributions of each row (sorted along inputs)
+            cum_lo = np.cumsum(np.sort(c_lo, axis=-1), axis=-1)
+            cum_hi = np.cumsum(-np.sort(-c_hi, axis=-1), axis=-1)
+            pick = np.broadcast_to((caps - 1)[None, :, None], (*c_lo.shape[:2], 1))
+            zero = (caps == 0)[None, :]
+            lo = np.where(zero, 0.0, np.take_along_axis(cum_lo, np.maximum(pick, 0), -1)[..., 0])
+            hi = np.where(zero, 0.0, np.take_along_axis(cum_hi, np.maximum(pick, 0), -1)[..., 0])
+        else:
+            lo, hi = c_lo.sum(-1), c_hi.sum(-1)
         if layer.bias is not None:
             if layer.bias_offset is not None:
                 lo, hi = lo + np.minimum(layer.bias, 0.0), hi + np.maximum(layer.bias, 0.0)
@@ -309,10 +337,11 @@ class _Encoding:
 
 def compute_bounds(x, layers, units, n_mask, mode: str, settings: MipSettings):
     """Pre-activation bounds per layer ((N, out) arrays) for ``mode`` in :data:`BOUNDS`."""
-    bounds = interval_bounds(x, layers)
     if mode == "global":
-        M = max(max(np.abs(lo).max(initial=0.0), np.abs(hi).max(initial=0.0)) for lo, hi in bounds)
-        return [(np.full_like(lo, -M), np.full_like(hi, M)) for lo, hi in bounds]
+        plain = interval_bounds(x, layers)
+        M = max(max(np.abs(lo).max(initial=0.0), np.abs(hi).max(initial=0.0)) for lo, hi in plain)
+        return [(np.full_like(lo, -M), np.full_like(hi, M)) for lo, hi in plain]
+    bounds = interval_bounds(x, layers, units)
     if mode == "interval":
         return bounds
     import pyomo.environ as pyo
@@ -336,7 +365,7 @@ def compute_bounds(x, layers, units, n_mask, mode: str, settings: MipSettings):
         lo, hi = bounds[li]
         relu = layers[li].relu
         bounds[li + 1:] = _propagate(np.maximum(lo, 0.0) if relu else lo, np.maximum(hi, 0.0) if relu else hi,
-                                     layers[li + 1:])
+                                     layers[li + 1:], units)
     return bounds
 
 
