@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from maskopt.solvers.relax.core import Segments
+
 SCOPES = ("global", "layer", "row")
 ALLOCATIONS = ("uniform", "erk")
 
@@ -290,21 +292,8 @@ class Allocation:
         for name, shape in self.shapes.items():
             if name not in scores or tuple(scores[name].shape) != shape:
                 raise ValueError(f"Scores for {name!r} must have shape {shape}.")
-        if self.scope == "global":
-            flat = torch.cat([_sortable(scores[n]).reshape(-1) for n in self.shapes])
-            keep = torch.zeros_like(flat, dtype=torch.bool)
-            cap = int(self.caps["*"][0])
-            keep[torch.sort(flat, descending=True, stable=True).indices[:cap]] = True
-            return self.unflatten(keep)
-        out = {}
-        for n, shape in self.shapes.items():
-            s = _sortable(scores[n]).reshape(_n_rows(shape) if self.scope == "row" else 1, -1)
-            order = torch.sort(s, dim=1, descending=True, stable=True).indices
-            rank = torch.empty_like(order)
-            rank.scatter_(1, order, torch.arange(s.shape[1], device=s.device).expand_as(order).contiguous())
-            caps = torch.as_tensor(self.caps[n], device=s.device).reshape(-1, 1)
-            out[n] = (rank < caps).reshape(shape)
-        return out
+        flat = torch.cat([_sortable(scores[n]).reshape(-1) for n in self.shapes])
+        return self.unflatten(Segments(self.units(), self.size, flat.device).project(flat))
 
 
 def _sortable(scores: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,7 @@
+"""Mask relaxations trained with torch (CPU or GPU): sigmoid, annealed sigmoid,
+straight-through top-k, and their schedules. Solver side only: takes a loss closure over
+a flat soft mask and the budget's scope units; never imports the rest of maskopt."""
+
+from maskopt.solvers.relax.core import STAGES, Segments, Stage, StageResult, run_stage
+
+__all__ = ["STAGES", "Segments", "Stage", "StageResult", "run_stage"]

@@ -1,0 +1,250 @@
+r"""Relaxations of a binary mask m ∈ {0,1}ⁿ under cardinality budgets, trained by gradient.
+
+Scores s ∈ ℝⁿ parametrise the mask. The budget is a list of scope units, contiguous ranges
+u = [a, b) of the flat mask with a cap c_u (at most c_u of them kept).
+
+Soft stages (``"sigmoid"``, ``"anneal"``) use, with temperature τ,
+
+    m_i = σ((s_i − θ_u) / τ)                       for i ∈ u,
+
+where θ_u is the Lagrange multiplier of the expected-budget constraint Σ_{i∈u} m_i = c_u:
+the unique root of that equation (m maximises Σ s_i m_i + τ·H(m) subject to it), found
+each step by safeguarded Newton iterations warm-started from the previous step's θ. The
+gradient includes θ's dependence on s (implicit function theorem),
+
+    ∂θ_u/∂s_i = σ'_i / Σ_{j∈u} σ'_j,
+
+so the expected density equals the budget at every step (to ``tol``) and the gradient
+is the loss gradient projected onto that constraint. A unit with c_u ≥ |u| is all ones,
+one with c_u = 0 all zeros.
+
+* ``"sigmoid"``: fixed τ.
+* ``"anneal"``: τ_t = 1/β_t with β raised from β₀ to β₁ geometrically (or linearly) over
+  the stage, so m tends to the binary top-c_u mask (continuous sparsification).
+* ``"ste"``: the forward pass uses the hard mask P(s) (the top c_u scores of each unit,
+  ties to the lower index: exactly the budget at every step); the backward pass passes
+  ∂L/∂m straight through to s (as in edge-popup): m = P(s) + s − stop_grad(s).
+
+The answer of a stage is P(s) at the step whose hard mask scored best under ``eval_fn``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+STAGES = ("sigmoid", "anneal", "ste")
+SCHEDULES = ("geometric", "linear")
+
+
+class Segments:
+    """The budget's scope units over a flat mask of ``size`` entries, on ``device``.
+
+    Args:
+        units: ``(start, stop, cap)`` contiguous ranges covering ``[0, size)`` in order.
+    """
+
+    def __init__(self, units: Sequence[tuple[int, int, int]], size: int, device: torch.device | str = "cpu"):
+        if not units or units[0][0] != 0 or units[-1][1] != size or any(
+                a[1] != b[0] for a, b in zip(units, units[1:])):
+            raise ValueError("units must be contiguous ranges covering [0, size) in order.")
+        self.device = torch.device(device)
+        self.size = size
+        self.start = torch.tensor([u[0] for u in units], dtype=torch.int64, device=self.device)
+        self.stop = torch.tensor([u[1] for u in units], dtype=torch.int64, device=self.device)
+        self.lengths = self.stop - self.start
+        self.cap = torch.minimum(torch.tensor([u[2] for u in units], dtype=torch.int64, device=self.device),
+                                 self.lengths)
+        self.unit = torch.repeat_interleave(torch.arange(len(units), device=self.device), self.lengths)
+        full, empty = self.cap == self.lengths, self.cap == 0
+        self.fixed_value = torch.where(full, 1.0, 0.0)[self.unit]  # (size,) value of entries in fixed units
+        self.fixed = (full | empty)[self.unit]  # (size,) entries whose unit leaves no choice
+        self.active = ~(full | empty)  # (U,) units with a choice
+        self._blocks: list[tuple[int, int, int, int]] = []  # runs of units with equal (length, cap)
+        for start, stop, cap in units:
+            length, cap = stop - start, min(cap, stop - start)
+            if self._blocks and self._blocks[-1][2:] == (length, cap):
+                b = self._blocks[-1]
+                self._blocks[-1] = (b[0], b[1] + 1, length, cap)
+            else:
+                self._blocks.append((start, 1, length, cap))
+
+    def __len__(self) -> int:
+        return int(self.start.numel())
+
+    def sums(self, v: torch.Tensor) -> torch.Tensor:
+        """Per-unit sums ``(U,)`` of ``v`` (size,), in float64 (deterministic on every device)."""
+        if len(self) == 1:
+            return v.sum(dtype=torch.float64).reshape(1)
+        csum = torch.cat([v.new_zeros(1, dtype=torch.float64), v.cumsum(0, dtype=torch.float64)])
+        return csum[self.stop] - csum[self.start]
+
+    def expand(self, per_unit: torch.Tensor) -> torch.Tensor:
+        """A per-unit tensor ``(U,)`` broadcast to the entries (size,) (or (1,) for one unit)."""
+        return per_unit if len(self) == 1 else per_unit[self.unit]
+
+    def project(self, scores: torch.Tensor) -> torch.Tensor:
+        """The bool mask (size,) keeping the ``cap`` highest scores of each unit; among equal
+        scores at the cut the lower indices are kept (top-k, no full sort)."""
+        s = scores.detach()
+        keep = torch.zeros(self.size, dtype=torch.bool, device=s.device)
+        for start, count, length, cap in self._blocks:
+            if cap == 0:
+                continue
+            block = s[start : start + count * length].reshape(count, length)
+            if cap >= length:
+                keep[start : start + count * length] = True
+                continue
+            cut = torch.topk(block, cap, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
+            above = block > cut
+            tied = block == cut
+            need = cap - above.sum(dim=1, keepdim=True)
+            keep[start : start + count * length] = (above | (tied & (tied.cumsum(dim=1) <= need))).reshape(-1)
+        return keep
+
+    def threshold(self, scores: torch.Tensor, tau: float, theta: torch.Tensor | None = None,
+                  tol: float = 1e-6, max_iter: int = 100) -> torch.Tensor:
+        """θ (U,) float64 with Σ_{i∈u} σ((s_i − θ_u)/τ) = c_u for every active unit, to
+        ``tol``·|u| (safeguarded Newton from ``theta``; bisection when a step leaves the bracket)."""
+        s = scores.detach()
+        cap = self.cap.to(torch.float64)
+        lo = torch.full((len(self),), float(s.min()) - 40.0 * tau, dtype=torch.float64, device=s.device)  # Σσ ≈ |u|
+        hi = torch.full_like(lo, float(s.max()) + 40.0 * tau)  # Σσ ≈ 0
+        th = (lo + hi) / 2 if theta is None else theta.clamp(lo, hi)
+        limit = tol * self.lengths.to(torch.float64) + 1e-9
+        for _ in range(max_iter):
+            sig = torch.sigmoid((s - self.expand(th).to(s.dtype)) / tau)
+            f = self.sums(sig) - cap  # decreasing in θ
+            if bool(((f.abs() <= limit) | ~self.active).all()):
+                break
+            lo = torch.where(f > 0, th, lo)
+            hi = torch.where(f < 0, th, hi)
+            newton = th + f / (self.sums(sig * (1 - sig)) / tau).clamp_min(1e-300)
+            th = torch.where((newton > lo) & (newton < hi), newton, (lo + hi) / 2)
+        return th
+
+    def soft(self, scores: torch.Tensor, tau: float, theta: torch.Tensor) -> torch.Tensor:
+        """m = σ((s − θ(s))/τ) (size,) with θ = ``theta`` (from :meth:`threshold`) and its
+        implicit gradient; entries of fixed units are their constant 0 or 1."""
+        z = (scores - self.expand(theta).to(scores.dtype)) / tau
+        with torch.no_grad():
+            sig = torch.sigmoid(z)
+            dsig = sig * (1 - sig)
+            weight = dsig / self.expand(self.sums(dsig).clamp_min(1e-300)).to(scores.dtype)
+        # zero-valued shift carrying ∂θ/∂s: Σ_j (σ'_j / Σσ') (s_j − stop_grad(s_j)) per unit
+        shift = self.sums(weight * (scores - scores.detach())).to(scores.dtype)
+        m = torch.sigmoid(z - self.expand(shift) / tau)
+        return torch.where(self.fixed, self.fixed_value.to(m.dtype), m)
+
+    def hard_ste(self, scores: torch.Tensor) -> torch.Tensor:
+        """m = P(s) in the forward pass, gradient straight to s."""
+        return self.project(scores).to(scores.dtype) + scores - scores.detach()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One relaxation stage: ``kind`` in :data:`STAGES`; ``temperature`` τ of ``"sigmoid"``;
+    β₀ → β₁ (τ = 1/β) with ``schedule`` of ``"anneal"``."""
+
+    kind: str
+    temperature: float = 1.0
+    beta0: float = 1.0
+    beta1: float = 200.0
+    schedule: str = "geometric"
+
+    def __post_init__(self) -> None:
+        if self.kind not in STAGES:
+            raise ValueError(f"stage kind must be one of {STAGES}; got {self.kind!r}.")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0; got {self.temperature}.")
+        if not 0 < self.beta0 <= self.beta1:
+            raise ValueError(f"need 0 < beta0 <= beta1; got beta0={self.beta0}, beta1={self.beta1}.")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}.")
+
+    def tau(self, step: int, steps: int) -> float:
+        """Temperature at ``step`` of ``steps`` (nan for ``"ste"``)."""
+        if self.kind == "sigmoid":
+            return self.temperature
+        if self.kind == "ste":
+            return math.nan
+        frac = step / max(steps - 1, 1)
+        if self.schedule == "geometric":
+            beta = self.beta0 * (self.beta1 / self.beta0) ** frac
+        else:
+            beta = self.beta0 + (self.beta1 - self.beta0) * frac
+        return 1.0 / beta
+
+
+@dataclass
+class StageResult:
+    """Scores after the stage, the best hard mask seen (bool, size) and its ``eval_fn``
+    value, the step it was seen at, and per-step history."""
+
+    scores: torch.Tensor
+    mask: torch.Tensor
+    value: float
+    best_step: int
+    history: list[dict] = field(default_factory=list)
+
+
+def run_stage(
+    loss_fn: Callable[[torch.Tensor, object], torch.Tensor],
+    scores: torch.Tensor,
+    segments: Segments,
+    stage: Stage,
+    steps: int,
+    batches: Iterator,
+    make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
+    eval_fn: Callable[[torch.Tensor], float],
+    eval_every: int,
+    verbose: bool = True,
+) -> StageResult:
+    """Train ``scores`` (size,) for ``steps`` steps of ``stage``.
+
+    Args:
+        loss_fn: ``loss_fn(m, batch)`` → scalar loss of the flat mask m (size,) on ``batch``.
+        batches: yields one batch key per step (passed to ``loss_fn``).
+        make_optimizer: builds the optimizer over ``[scores]``.
+        eval_fn: value (lower is better) of a hard bool mask; evaluated every
+            ``eval_every`` steps and after the last one.
+    """
+    scores = scores.detach().clone().requires_grad_(True)
+    opt = make_optimizer([scores])
+    theta = None
+    losses, densities, taus = [], [], []
+    best_mask, best_value, best_step = None, math.inf, -1
+    bar = tqdm(range(steps), desc=stage.kind, disable=not verbose, leave=False)
+    for step in bar:
+        tau = stage.tau(step, steps)
+        if stage.kind == "ste":
+            m = segments.hard_ste(scores)
+        else:
+            theta = segments.threshold(scores, tau, theta)
+            m = segments.soft(scores, tau, theta)
+        loss = loss_fn(m, next(batches))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+        densities.append(m.detach().mean())
+        taus.append(tau)
+        if (step + 1) % eval_every == 0 or step == steps - 1:
+            hard = segments.project(scores)
+            value = eval_fn(hard)
+            if value < best_value:
+                best_mask, best_value, best_step = hard, value, step
+            if verbose:
+                bar.set_postfix(loss=f"{float(loss):.4g}", hard=f"{value:.4g}")
+    bar.close()
+    if best_mask is None:  # steps == 0
+        best_mask = segments.project(scores)
+        best_value = eval_fn(best_mask)
+    hist = [{"stage": stage.kind, "step": i, "loss": float(lv), "density": float(d), "temperature": t}
+            for i, (lv, d, t) in enumerate(zip(torch.stack(losses).tolist() if losses else [],
+                                               torch.stack(densities).tolist() if densities else [], taus))]
+    return StageResult(scores.detach(), best_mask, best_value, best_step, hist)
