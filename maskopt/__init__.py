@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 from maskopt import baselines as _baselines  # noqa: E402,F401  (registers methods)
 from maskopt import datasets  # noqa: E402
 from maskopt import exact as _exact  # noqa: E402,F401  (registers methods)
+from maskopt import relax as _relax  # noqa: E402,F401  (registers methods)
 from maskopt.api import MethodOutput, SolveResult, evaluate, methods, register, relative_gap, solve  # noqa: E402
 from maskopt.budget import Allocation, Budget, count_for_density  # noqa: E402
 from maskopt.distill import DistillProblem  # noqa: E402

@@ -90,18 +90,17 @@ class DistillProblem(Problem):
             s_out = self.student(self.inputs)
             if s_out.ndim != 2 or s_out.shape[0] != n:
                 raise ValueError(f"the student must map (N, ...) inputs to (N, K) logits; got {tuple(s_out.shape)}.")
-            logits = []
+            logits, teacher_copies = [], []
             for i, t in enumerate(teachers):
-                out = copy.deepcopy(t).double().eval()(self.inputs)
+                teacher_copies.append(copy.deepcopy(t).double().eval())
+                out = teacher_copies[-1](self.inputs)
                 if tuple(out.shape) != tuple(s_out.shape):
                     raise ValueError(
                         f"teacher {i} outputs shape {tuple(out.shape)}; the student outputs {tuple(s_out.shape)}."
                     )
                 logits.append(out)
-        stacked = torch.stack(logits)  # (teachers, N, K)
-        wts = self.teacher_weights.reshape(-1, 1, 1)
-        self.target = (wts * stacked).sum(0)  # weighted mean of logits (N, K)
-        self.target_probs = (wts * torch.softmax(stacked / self.temperature, dim=-1)).sum(0)
+        self.teachers = teacher_copies
+        self.target, self.target_probs = ensemble_targets(torch.stack(logits), self.teacher_weights, self.temperature)
         self.labels = None
         if labels is not None:
             lab = torch.as_tensor(labels).reshape(-1)
@@ -146,23 +145,7 @@ class DistillProblem(Problem):
 
     def loss_of_logits(self, s: torch.Tensor) -> torch.Tensor:
         """The objective of student logits ``s`` (N, K) (or a batch (B, N, K) → (B,))."""
-        dims = tuple(range(s.ndim - 2, s.ndim))
-        diff = s - self.target
-        if self.loss == "l1":
-            value = diff.abs().sum(dims)
-        elif self.loss == "linf":
-            value = diff.abs().amax(dims)
-        elif self.loss == "l2":
-            value = diff.square().sum(dims)
-        else:
-            logp = torch.log_softmax(s / self.temperature, dim=-1)
-            q = self.target_probs
-            kl = torch.where(q > 0, q * (torch.log(q.clamp_min(1e-300)) - logp), torch.zeros_like(logp))
-            value = self.temperature**2 * kl.sum(dims)
-        if self.alpha > 0:
-            ce = -torch.log_softmax(s, dim=-1).gather(-1, self.labels.expand(*s.shape[:-1]).unsqueeze(-1)).sum(dims)
-            value = (1 - self.alpha) * value + self.alpha * ce
-        return value
+        return distill_loss(s, self.target, self.target_probs, self.labels, self.loss, self.temperature, self.alpha)
 
     def objective(self, masks: Mapping[str, torch.Tensor]) -> float:
         return float(self.loss_of_logits(self.logits(masks)))
@@ -172,3 +155,34 @@ class DistillProblem(Problem):
         with torch.no_grad():
             logits = torch.vmap(self._forward)(dict(masks))
         return self.loss_of_logits(logits)
+
+
+def ensemble_targets(logits: torch.Tensor, weights: torch.Tensor,
+                     temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ensemble target of teacher logits ``(teachers, N, K)`` with ``weights`` (teachers,)
+    summing to 1: (weighted mean of logits, weighted mean of softmax(logits / T)), each (N, K)."""
+    wts = weights.to(logits).reshape(-1, 1, 1)
+    return (wts * logits).sum(0), (wts * torch.softmax(logits / temperature, dim=-1)).sum(0)
+
+
+def distill_loss(s: torch.Tensor, target: torch.Tensor, target_probs: torch.Tensor, labels: torch.Tensor | None,
+                 loss: str, temperature: float, alpha: float) -> torch.Tensor:
+    """The distillation objective of student logits ``s`` (N, K) or (B, N, K) → scalar or (B,)
+    against ``target``/``target_probs`` (N, K) and ``labels`` (N,): see :class:`DistillProblem`."""
+    dims = tuple(range(s.ndim - 2, s.ndim))
+    diff = s - target
+    if loss == "l1":
+        value = diff.abs().sum(dims)
+    elif loss == "linf":
+        value = diff.abs().amax(dims)
+    elif loss == "l2":
+        value = diff.square().sum(dims)
+    else:
+        logp = torch.log_softmax(s / temperature, dim=-1)
+        q = target_probs
+        kl = torch.where(q > 0, q * (torch.log(q.clamp_min(torch.finfo(q.dtype).tiny)) - logp), torch.zeros_like(logp))
+        value = temperature**2 * kl.sum(dims)
+    if alpha > 0:
+        ce = -torch.log_softmax(s, dim=-1).gather(-1, labels.expand(*s.shape[:-1]).unsqueeze(-1)).sum(dims)
+        value = (1 - alpha) * value + alpha * ce
+    return value

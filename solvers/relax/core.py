@@ -134,7 +134,8 @@ class Segments:
         with torch.no_grad():
             sig = torch.sigmoid(z)
             dsig = sig * (1 - sig)
-            weight = dsig / self.expand(self.sums(dsig).clamp_min(1e-300)).to(scores.dtype)
+            total = self.sums(dsig)  # float64; 0 only when every σ' underflows (then ∂θ/∂s = 0)
+            weight = dsig / self.expand(torch.where(total > 0, total, math.inf)).to(scores.dtype)
         # zero-valued shift carrying ∂θ/∂s: Σ_j (σ'_j / Σσ') (s_j − stop_grad(s_j)) per unit
         shift = self.sums(weight * (scores - scores.detach())).to(scores.dtype)
         m = torch.sigmoid(z - self.expand(shift) / tau)
@@ -239,7 +240,7 @@ def run_stage(
             if value < best_value:
                 best_mask, best_value, best_step = hard, value, step
             if verbose:
-                bar.set_postfix(loss=f"{float(loss):.4g}", hard=f"{value:.4g}")
+                bar.set_postfix(loss=f"{float(loss.detach()):.4g}", hard=f"{value:.4g}")
     bar.close()
     if best_mask is None:  # steps == 0
         best_mask = segments.project(scores)

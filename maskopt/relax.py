@@ -1,0 +1,388 @@
+"""The relaxation methods ``"sigmoid"``, ``"anneal"``, ``"ste"`` and ``"hierarchy"``.
+
+Each turns a problem into a loss closure over a flat soft mask and trains mask scores with
+:mod:`maskopt.solvers.relax` (see its docstring for the relaxations and the exact
+expected-budget multiplier). Training runs in ``dtype`` on ``device`` on a copy of the
+weights (the problem's student is never modified); the masked forward pass is
+``torch.func.functional_call`` with the masked weights, so no module is copied per step.
+Teacher outputs of a fixed input tensor are the problem's cached targets.
+
+The training loss is the problem's objective on a mini-batch divided by the batch size
+(the maximum for ``"linf"``): the same definition as :func:`maskopt.evaluate`, rescaled.
+The answer is the exact-budget projection (top scores of each scope unit) of the scores
+at the checkpoint whose hard mask had the lowest objective on the problem's inputs
+(checked every ``eval_every`` steps and at the end of each stage).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch.func import functional_call
+
+from maskopt.api import MethodOutput, evaluate, register
+from maskopt.distill import DistillProblem, distill_loss, ensemble_targets
+from maskopt.masks import MaskSet
+from maskopt.problems import LayerwiseProblem, Problem, residual_loss
+from maskopt.solvers.relax import Segments, Stage, run_stage
+from maskopt.solvers.relax.polish import polish
+
+OPTIMIZERS = ("adam", "sgd")
+INITS = ("magnitude", "constant")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available) as a torch device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r}.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu' or 'auto'.")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r}.")
+    return dev
+
+
+@dataclass(frozen=True)
+class RelaxOptions:
+    """Options shared by the relaxation methods.
+
+    Attributes:
+        steps: optimizer steps per stage (``"hierarchy"`` runs three stages).
+        epochs: if set, steps per stage = epochs × batches per pass over the data
+            (overrides ``steps``).
+        lr: learning rate of the scores (default 0.1; 0.5 for ``"ste"``).
+        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9); default Adam (SGD for ``"ste"``).
+        batch_size: samples per step (None = all); mini-batches are drawn by a seeded
+            permutation per pass.
+        loader: an iterable of input batches (tensors, or tuples whose first item is the
+            input and second the labels) to train on instead of the problem's inputs
+            (DistillProblem only; targets come from the problem's teachers per batch).
+        init: initial scores, ``"magnitude"`` (|w| / mean |w|) or ``"constant"`` (zeros).
+        scores: given initial scores {name: tensor of the parameter's shape} (overrides init).
+        warm_start: a mask within the budget; scores start at +1 (kept) / −1 (pruned).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        dtype: ``"float32"`` or ``"float64"`` training precision.
+        autocast: run the forward pass under ``torch.autocast`` (bfloat16 on CPU, float16
+            on CUDA); needs dtype float32.
+        seed: seeds the mini-batch order (results are deterministic given the seed on CPU).
+        verbose: tqdm progress bars. eval_every: steps between checks of the hard mask
+            (None = steps // 20, at least 1).
+        polish: after the relaxation, run the swap local search of
+            :mod:`maskopt.solvers.relax.polish` with the problem's objective (a heuristic
+            on top of the relaxation, off by default; its effect is in ``stats``).
+        polish_candidates: masks evaluated per local-search pass (at most).
+    """
+
+    steps: int = 300
+    epochs: int | None = None
+    lr: float = 0.1
+    optimizer: str = "adam"
+    batch_size: int | None = None
+    loader: Iterable | None = None
+    init: str = "magnitude"
+    scores: Mapping[str, torch.Tensor] | None = None
+    warm_start: Mapping[str, torch.Tensor] | None = None
+    device: str = "auto"
+    dtype: str = "float32"
+    autocast: bool = False
+    seed: int = 0
+    verbose: bool = True
+    eval_every: int | None = None
+    polish: bool = False
+    polish_candidates: int = 2048
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "epochs", "batch_size", "eval_every", "seed", "polish_candidates"):
+            v = getattr(self, name)
+            low = 0 if name in ("steps", "seed") else 1
+            if v is None and name not in ("steps", "seed"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} must be an integer ≥ {low}; got {v!r}.")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0; got {self.lr}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}.")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}; got {self.init!r}.")
+        if self.scores is not None and self.warm_start is not None:
+            raise ValueError("Give either scores= or warm_start=, not both.")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {tuple(DTYPES)}; got {self.dtype!r}.")
+        if self.autocast and self.dtype != "float32":
+            raise ValueError("autocast needs dtype='float32' (it lowers float32 operations).")
+        resolve_device(self.device)
+
+    def stages(self) -> list[Stage]:
+        """The relaxation stages this method runs (defined by each method's options)."""
+        raise NotImplementedError(f"{type(self).__name__} is the shared base; use a method's options class.")
+
+
+@dataclass(frozen=True)
+class SigmoidOptions(RelaxOptions):
+    """``"sigmoid"``: m = σ((s − θ)/τ) at the fixed ``temperature`` τ (see :class:`RelaxOptions`)."""
+
+    temperature: float = 1.0
+
+    def stages(self) -> list[Stage]:
+        return [Stage("sigmoid", temperature=self.temperature)]
+
+
+@dataclass(frozen=True)
+class AnnealOptions(RelaxOptions):
+    """``"anneal"``: m = σ(β(s − θ)) with β from ``beta0`` to ``beta1`` on ``schedule``
+    (``"geometric"`` or ``"linear"``)."""
+
+    beta0: float = 1.0
+    beta1: float = 200.0
+    schedule: str = "geometric"
+
+    def stages(self) -> list[Stage]:
+        return [Stage("anneal", beta0=self.beta0, beta1=self.beta1, schedule=self.schedule)]
+
+
+@dataclass(frozen=True)
+class SteOptions(RelaxOptions):
+    """``"ste"``: hard top-k forward, straight-through backward; SGD with momentum by
+    default, as in edge-popup (Adam's per-score steps tend to cycle the hard mask)."""
+
+    lr: float = 0.5
+    optimizer: str = "sgd"
+
+    def stages(self) -> list[Stage]:
+        return [Stage("ste")]
+
+
+@dataclass(frozen=True)
+class HierarchyOptions(RelaxOptions):
+    """``"hierarchy"``: sigmoid at ``temperature`` → anneal from β = 1/temperature to
+    ``beta1`` → ste, each stage ``steps`` steps, warm-started from the previous scores."""
+
+    temperature: float = 1.0
+    beta1: float = 200.0
+    schedule: str = "geometric"
+
+    def stages(self) -> list[Stage]:
+        return [Stage("sigmoid", temperature=self.temperature),
+                Stage("anneal", beta0=1.0 / self.temperature, beta1=self.beta1, schedule=self.schedule),
+                Stage("ste")]
+
+
+class _Closure:
+    """The training loss and the hard-mask evaluation of a problem on a device."""
+
+    loss: Callable[[torch.Tensor, object], torch.Tensor]
+    evaluate: Callable[[torch.Tensor], float]
+    batches: Iterator
+    steps_per_pass: int
+
+
+def _index_batches(n: int, batch_size: int | None, seed: int, device: torch.device) -> tuple[Iterator, int]:
+    if batch_size is None or batch_size >= n:
+        return itertools.repeat(None), 1
+    gen = torch.Generator().manual_seed(seed)
+
+    def gen_batches():
+        while True:
+            perm = torch.randperm(n, generator=gen).to(device)
+            yield from perm.split(batch_size)
+
+    return gen_batches(), math.ceil(n / batch_size)
+
+
+def _chunks(n: int, batch_size: int | None, device: torch.device) -> list[torch.Tensor | None]:
+    if batch_size is None or batch_size >= n:
+        return [None]
+    return list(torch.arange(n, device=device).split(batch_size))
+
+
+def _layerwise_closure(problem: LayerwiseProblem, opts: RelaxOptions, device, dtype) -> _Closure:
+    if opts.loader is not None:
+        raise ValueError("loader= applies to a DistillProblem; a LayerwiseProblem trains on its inputs.")
+    X, W, T = (t.to(device=device, dtype=dtype) for t in (problem.inputs, problem.weight, problem.target))
+    b = None if problem.bias is None else problem.bias.to(device=device, dtype=dtype)
+    n = X.shape[0]
+
+    def total(m: torch.Tensor, idx) -> torch.Tensor:
+        x, t = (X, T) if idx is None else (X[idx], T[idx])
+        pred = x @ (m.view_as(W) * W).T
+        return residual_loss(pred - t if b is None else pred + b - t, problem.loss)
+
+    c = _Closure()
+    c.batches, c.steps_per_pass = _index_batches(n, opts.batch_size, opts.seed, device)
+    c.loss = lambda m, idx: total(m, idx) / (n if idx is None else idx.numel())
+    chunks = _chunks(n, opts.batch_size, device)
+
+    def evaluate(hard: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(sum(total(hard.to(dtype), idx) for idx in chunks))
+
+    c.evaluate = evaluate
+    return c
+
+
+def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype, offsets) -> _Closure:
+    student = copy.deepcopy(problem.student).to(device=device, dtype=dtype)
+    weights = {p: w.to(device=device, dtype=dtype) for p, w in problem.weights().items()}
+    shapes = problem.mask_shapes()
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16)
+                if opts.autocast else contextlib.nullcontext())
+    per_sample = problem.loss != "linf"
+
+    def logits(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        masked = {p: w * m[offsets[p] : offsets[p] + w.numel()].view(shapes[p]) for p, w in weights.items()}
+        with autocast:
+            out = functional_call(student, masked, (x,))
+        return out.to(dtype)
+
+    def loss_of(s, target, probs, labels):
+        return distill_loss(s, target, probs, labels, problem.loss, problem.temperature, problem.alpha)
+
+    X = problem.inputs.to(device=device, dtype=dtype)
+    T, P = problem.target.to(device=device, dtype=dtype), problem.target_probs.to(device=device, dtype=dtype)
+    Y = None if problem.labels is None else problem.labels.to(device)
+    n = X.shape[0]
+    c = _Closure()
+    if opts.loader is None:
+        def loss(m, idx):
+            if idx is None:
+                value = loss_of(logits(m, X), T, P, Y)
+                return value / n if per_sample else value
+            value = loss_of(logits(m, X[idx]), T[idx], P[idx], None if Y is None else Y[idx])
+            return value / idx.numel() if per_sample else value
+
+        c.batches, c.steps_per_pass = _index_batches(n, opts.batch_size, opts.seed, device)
+    else:
+        teachers = [copy.deepcopy(t).to(device=device, dtype=dtype) for t in problem.teachers]
+        try:
+            per_pass = len(opts.loader)
+        except TypeError:
+            raise ValueError("loader must have a length (e.g. a torch DataLoader) so epochs can be counted.") from None
+
+        def loader_batches():
+            while True:
+                yield from opts.loader
+
+        def loss(m, batch):
+            x, labels = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (tuple, list)) \
+                else (batch, None)
+            if problem.alpha > 0 and labels is None:
+                raise ValueError("alpha > 0 needs labels: the loader must yield (inputs, labels) batches.")
+            x = x.to(device=device, dtype=dtype)
+            with torch.no_grad():
+                t, p = ensemble_targets(torch.stack([te(x) for te in teachers]),
+                                        problem.teacher_weights, problem.temperature)
+            value = loss_of(logits(m, x), t, p, None if labels is None else labels.to(device).reshape(-1))
+            return value / x.shape[0] if per_sample else value
+
+        c.batches, c.steps_per_pass = loader_batches(), per_pass
+    c.loss = loss
+    chunks = _chunks(n, opts.batch_size, device)
+
+    def evaluate(hard: torch.Tensor) -> float:
+        values = []
+        with torch.no_grad():
+            for idx in chunks:
+                s = logits(hard.to(dtype), X if idx is None else X[idx])
+                sel = (T, P, Y) if idx is None else (T[idx], P[idx], None if Y is None else Y[idx])
+                values.append(float(loss_of(s, *sel)))
+        return sum(values) if per_sample else max(values)
+
+    c.evaluate = evaluate
+    return c
+
+
+def _initial_scores(problem: Problem, opts: RelaxOptions, device, dtype) -> torch.Tensor:
+    alloc = problem.allocation
+    if opts.scores is not None:
+        given = dict(opts.scores)
+        MaskSet({n: torch.ones(s, dtype=torch.bool) for n, s in problem.mask_shapes().items()}).check_shapes(
+            {n: tuple(v.shape) for n, v in given.items()})
+        flat = alloc.flatten({n: torch.as_tensor(given[n]).detach().to(torch.float64) for n in alloc.shapes})
+    elif opts.warm_start is not None:
+        warm = opts.warm_start if isinstance(opts.warm_start, MaskSet) else MaskSet(opts.warm_start)
+        warm.check_shapes(problem.mask_shapes())
+        bad = alloc.violations(warm)
+        if bad:
+            raise ValueError(f"warm_start is over the budget ({bad[0]}); give a mask within the budget.")
+        flat = alloc.flatten(warm).to(torch.float64) * 2 - 1
+    elif opts.init == "magnitude":
+        flat = alloc.flatten({n: w.abs() for n, w in problem.weights().items()}).to(torch.float64)
+        flat = flat / flat.mean().clamp_min(1e-12)
+    else:
+        flat = torch.zeros(alloc.size, dtype=torch.float64)
+    if not bool(torch.isfinite(flat).all()):
+        raise ValueError("initial scores contain NaN or infinite values.")
+    return flat.to(device=device, dtype=dtype)
+
+
+def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> MethodOutput:
+    device, dtype = resolve_device(opts.device), DTYPES[opts.dtype]
+    alloc = problem.allocation
+    if isinstance(problem, DistillProblem):
+        closure = _distill_closure(problem, opts, device, dtype, alloc.offsets)
+    else:
+        closure = _layerwise_closure(problem, opts, device, dtype)
+    steps = opts.steps if opts.epochs is None else opts.epochs * closure.steps_per_pass
+    eval_every = opts.eval_every or max(1, steps // 20)
+    segments = Segments(alloc.units(), alloc.size, device)
+    scores = _initial_scores(problem, opts, device, dtype)
+
+    def make_optimizer(params):
+        if opts.optimizer == "adam":
+            return torch.optim.Adam(params, lr=opts.lr)
+        return torch.optim.SGD(params, lr=opts.lr, momentum=0.9)
+
+    def loss_fn(m, batch):
+        value = closure.loss(m, batch)
+        if not bool(torch.isfinite(value)):
+            raise FloatingPointError("the training loss became NaN/inf; lower lr or use dtype='float64'.")
+        return value
+
+    history, stage_stats = [], []
+    best_mask, best_value = None, math.inf
+    t0 = time.perf_counter()
+    for stage in opts.stages():
+        res = run_stage(loss_fn, scores, segments, stage, steps, closure.batches, make_optimizer,
+                        closure.evaluate, eval_every, opts.verbose)
+        offset = len(history)
+        history.extend({**h, "step": h["step"] + offset} for h in res.history)
+        stage_stats.append({"stage": stage.kind, "best_value": res.value, "best_step": res.best_step + offset})
+        if res.value < best_value:
+            best_mask, best_value = res.mask, res.value
+        scores = res.scores
+    elapsed = time.perf_counter() - t0
+    total = len(history)
+    stats = {"device": str(device), "dtype": opts.dtype, "steps": total, "stages": stage_stats,
+             "seconds_per_step": elapsed / max(total, 1), "training_objective": best_value}
+    best_mask = best_mask.cpu()
+    if opts.polish:
+        before = evaluate(problem, alloc.unflatten(best_mask))
+        best_mask, after, moves = polish(best_mask, scores, Segments(alloc.units(), alloc.size),
+                                         lambda b: problem.objective_batch(alloc.unflatten(b)), opts.polish_candidates)
+        stats["polish"] = {"objective_before": before, "objective_after": after, "moves": moves,
+                           "seconds": time.perf_counter() - t0 - elapsed}
+    return MethodOutput(alloc.unflatten(best_mask), "feasible", None, history, stats)
+
+
+_PROBLEMS = (LayerwiseProblem, DistillProblem)
+register("sigmoid", options=SigmoidOptions, problems=_PROBLEMS,
+         summary="sigmoid relaxation at a fixed temperature, exact expected budget; top-k projection")(_relax)
+register("anneal", options=AnnealOptions, problems=_PROBLEMS,
+         summary="sigmoid with temperature annealed to a binary mask (continuous sparsification)")(_relax)
+register("ste", options=SteOptions, problems=_PROBLEMS,
+         summary="hard top-k mask forward, straight-through gradient to the scores (edge-popup)")(_relax)
+register("hierarchy", options=HierarchyOptions, problems=_PROBLEMS,
+         summary="sigmoid -> anneal -> ste, each warm-started from the previous scores")(_relax)

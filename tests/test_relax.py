@@ -1,0 +1,302 @@
+"""The relaxation methods: the budget multiplier and its gradient, recovery of planted masks,
+quality against the exact optimum, exact budgets, determinism, devices, and a CNN student."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import maskopt as mo
+from maskopt.solvers.relax import Segments, Stage
+
+RELAX = ("sigmoid", "anneal", "ste", "hierarchy")
+QUIET = {"verbose": False}
+
+
+# ---------------------------------------------------------------- the expected-budget multiplier
+
+
+UNITS = [(0, 5, 2), (5, 12, 3), (12, 15, 0), (15, 18, 3), (18, 26, 7)]
+
+
+@pytest.mark.parametrize("tau", [0.05, 0.5, 3.0])
+def test_multiplier_meets_the_expected_budget_of_every_unit(tau):
+    seg = Segments(UNITS, 26)
+    s = torch.randn(26, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2
+    m = seg.soft(s, tau, seg.threshold(s, tau, tol=1e-12))
+    np.testing.assert_allclose(seg.sums(m).numpy(), [2, 3, 0, 3, 7], atol=1e-9)
+    assert m[12:18].tolist() == [0, 0, 0, 1, 1, 1]  # units with no choice are constant
+
+
+def test_multiplier_gradient_is_the_implicit_derivative():
+    """Oracle: central finite differences of s ↦ σ((s − θ(s))/τ) with θ solved to 1e-13."""
+    seg, tau = Segments(UNITS, 26), 0.7
+    s = torch.randn(26, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
+    c = torch.randn(26, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    (seg.soft(s, tau, seg.threshold(s, tau, tol=1e-13)) * c).sum().backward()
+
+    def f(v):
+        return float((seg.soft(v, tau, seg.threshold(v, tau, tol=1e-13)) * c).sum())
+
+    eps = 1e-6
+    fd = [(f(s.detach() + eps * e) - f(s.detach() - eps * e)) / (2 * eps) for e in torch.eye(26, dtype=torch.float64)]
+    np.testing.assert_allclose(s.grad.numpy(), fd, atol=1e-7)
+
+
+def test_ste_mask_is_the_projection_with_identity_gradient():
+    seg = Segments(UNITS, 26)
+    s = torch.randn(26, generator=torch.Generator().manual_seed(4)).requires_grad_(True)
+    m = seg.hard_ste(s)
+    assert torch.equal(m.detach().bool(), seg.project(s))
+    (m * torch.arange(26.0)).sum().backward()
+    assert torch.equal(s.grad, torch.arange(26.0))
+
+
+def test_anneal_schedule_is_geometric_from_beta0_to_beta1():
+    st = Stage("anneal", beta0=2.0, beta1=200.0)
+    assert st.tau(0, 5) == pytest.approx(1 / 2) and st.tau(4, 5) == pytest.approx(1 / 200)
+    assert st.tau(2, 5) == pytest.approx(1 / 20)
+    lin = Stage("anneal", beta0=2.0, beta1=202.0, schedule="linear")
+    assert lin.tau(2, 5) == pytest.approx(1 / 102)
+
+
+# ---------------------------------------------------------------- quality
+
+
+@pytest.mark.parametrize("method", RELAX)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_noise_free_planted_mask_is_recovered(method, seed):
+    prob, planted = mo.datasets.planted_layerwise(n_samples=100, n_in=64, density=0.25, noise=0.0, seed=seed)
+    res = mo.solve(prob, method=method, **QUIET)
+    assert mo.evaluate(prob, planted) < 1e-9
+    assert res.objective < 1e-6
+
+
+@pytest.fixture(scope="module")
+def noisy_instances():
+    """Small noisy layer-wise L1 instances with their proven optima."""
+    out = []
+    for seed in range(4):
+        prob, _ = mo.datasets.planted_layerwise(n_samples=40, n_in=32, n_out=2, density=0.25, noise=0.5, seed=seed)
+        exact = mo.solve(prob, method="exact", gap=0.0)
+        assert exact.status == "optimal"
+        out.append((prob, exact.objective))
+    return out
+
+
+# stated tolerances on the relative gap to the exact optimum over seeds 0-3
+TOLERANCE = {"sigmoid": 0.25, "anneal": 0.15, "ste": 0.25, "hierarchy": 0.08}
+
+
+def test_relaxations_are_close_to_the_exact_optimum(noisy_instances):
+    gaps = {m: [] for m in RELAX}
+    for prob, best in noisy_instances:
+        for m in RELAX:
+            res = mo.solve(prob, method=m, **QUIET)
+            assert res.objective >= best - 1e-9 * max(1.0, best)  # nothing beats the proven optimum
+            gaps[m].append((res.objective - best) / best)
+    for m in RELAX:
+        assert max(gaps[m]) <= TOLERANCE[m], (m, gaps[m])
+    assert all(h <= s + 1e-12 for h, s in zip(gaps["hierarchy"], gaps["sigmoid"]))
+
+
+def test_polish_reaches_the_exact_optimum_within_one_and_a_half_percent(noisy_instances):
+    for prob, best in noisy_instances:
+        res = mo.solve(prob, method="hierarchy", polish=True, **QUIET)
+        assert res.objective <= best * 1.015
+        assert res.stats["polish"]["objective_after"] == pytest.approx(res.objective)
+        assert res.stats["polish"]["objective_after"] <= res.stats["polish"]["objective_before"]
+
+
+# ---------------------------------------------------------------- budgets, determinism, no side effects
+
+
+def mlp(sizes, seed):
+    torch.manual_seed(seed)
+    mods = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        mods += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
+    return nn.Sequential(*mods)
+
+
+def distill(budget, loss="l1", n=32, **kw):
+    x = torch.randn(n, 6, generator=torch.Generator().manual_seed(0))
+    return mo.DistillProblem(mlp((6, 10, 8, 3), 0), [mlp((6, 12, 3), 1), mlp((6, 5, 3), 2)], x, budget, loss=loss, **kw)
+
+
+BUDGETS = [mo.Budget(density=0.2), mo.Budget(sparsity=0.7, scope="layer"), mo.Budget(density=0.3, scope="row"),
+           mo.Budget(density=0.25, scope="layer", allocation="erk"), mo.Budget(k=2, scope="row")]
+
+
+@pytest.mark.parametrize("method", RELAX)
+@pytest.mark.parametrize("budget", BUDGETS, ids=lambda b: f"{b.scope}-{b.allocation}")
+def test_masks_meet_the_budget_exactly_in_every_unit(method, budget):
+    prob = distill(budget)
+    res = mo.solve(prob, method=method, steps=20, **QUIET)
+    flat = prob.allocation.flatten(res.masks).to(torch.int64)
+    for start, stop, cap in prob.allocation.units():
+        assert int(flat[start:stop].sum()) == cap
+
+
+@pytest.mark.parametrize("loss", ["l1", "linf", "l2", "kl"])
+def test_same_seed_same_mask_and_the_student_is_never_modified(loss):
+    prob = distill(mo.Budget(density=0.3), loss=loss, labels=torch.arange(32) % 3, alpha=0.2)
+    before = {k: v.clone() for k, v in prob.student.state_dict().items()}
+    a = mo.solve(prob, method="hierarchy", steps=15, batch_size=8, seed=3, **QUIET)
+    b = mo.solve(prob, method="hierarchy", steps=15, batch_size=8, seed=3, **QUIET)
+    assert a.masks == b.masks and a.objective == b.objective
+    assert all(torch.equal(v, prob.student.state_dict()[k]) for k, v in before.items())
+
+
+def test_history_records_loss_density_and_temperature_per_step():
+    prob = distill(mo.Budget(density=0.25))
+    res = mo.solve(prob, method="hierarchy", steps=10, **QUIET)
+    assert [h["stage"] for h in res.history] == ["sigmoid"] * 10 + ["anneal"] * 10 + ["ste"] * 10
+    assert [h["step"] for h in res.history] == list(range(30))
+    soft = [h for h in res.history if h["stage"] != "ste"]
+    # the multiplier keeps the expected density at the budget in every soft step
+    assert all(h["density"] == pytest.approx(prob.allocation.total / prob.allocation.size, abs=1e-4) for h in soft)
+    assert res.history[0]["temperature"] == 1.0 and res.history[19]["temperature"] == pytest.approx(1 / 200)
+    assert all(np.isfinite(h["loss"]) for h in res.history)
+
+
+def test_relaxation_mask_warm_starts_the_exact_solver_and_is_certified():
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    prob = mo.DistillProblem(mlp((3, 3, 2), 0), [mlp((3, 4, 2), 1)], x, mo.Budget(k=4))
+    relaxed = mo.solve(prob, method="hierarchy", steps=30, **QUIET)
+    exact = mo.solve(prob, method="exact", warm_start=relaxed.masks, gap=0.0)
+    assert exact.stats["warm_start_objective"] == pytest.approx(relaxed.objective)
+    assert exact.objective <= relaxed.objective + 1e-9
+    cert = mo.certify(prob, relaxed.masks)
+    assert cert.bound <= relaxed.objective + 1e-9 and cert.gap >= 0
+
+
+def test_warm_start_and_given_scores_set_the_initial_mask():
+    prob = distill(mo.Budget(density=0.2))
+    warm = mo.solve(prob, method="random", seed=5).masks
+    res = mo.solve(prob, method="ste", warm_start=warm, steps=0, **QUIET)
+    assert res.masks == warm
+    scores = {n: torch.from_numpy(np.random.default_rng(0).standard_normal(s)) for n, s in prob.mask_shapes().items()}
+    res = mo.solve(prob, method="ste", scores=scores, steps=0, **QUIET)
+    assert res.masks == mo.MaskSet(prob.allocation.project(scores))
+
+
+def test_layerwise_mini_batches_and_float64():
+    prob, planted = mo.datasets.planted_layerwise(n_samples=64, n_in=16, density=0.25, noise=0.0, seed=0)
+    res = mo.solve(prob, method="anneal", batch_size=16, epochs=40, dtype="float64", **QUIET)
+    assert res.stats["steps"] == 40 * 4 and res.stats["dtype"] == "float64"
+    assert res.objective < 1e-9
+
+
+# ---------------------------------------------------------------- architectures, data loaders, devices
+
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+
+
+def cnn_student():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), Block(4),
+                         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 5))
+
+
+def teachers():
+    torch.manual_seed(1)
+    mlp_t = nn.Sequential(nn.Flatten(), nn.Linear(64, 20), nn.ReLU(), nn.Linear(20, 5))
+    cnn_t = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5))
+    return [mlp_t, cnn_t]
+
+
+def test_conv_batchnorm_residual_student_distils_two_heterogeneous_teachers_with_kl():
+    x = torch.randn(24, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(24) % 5
+    prob = mo.DistillProblem(cnn_student(), teachers(), x, mo.Budget(sparsity=0.6, scope="layer"), loss="kl",
+                             temperature=2.0, labels=labels, alpha=0.3)
+    assert set(prob.params) == {"0.weight", "3.conv1.weight", "3.conv2.weight", "6.weight"}
+    start = mo.solve(prob, method="magnitude").objective
+    res = mo.solve(prob, method="hierarchy", steps=40, batch_size=8, **QUIET)
+    assert prob.allocation.violations(res.masks) == []
+    assert np.isfinite(res.objective) and res.objective < start
+    model = cnn_student()
+    mo.apply_masks(model, res.masks)
+    assert torch.isfinite(model.eval()(x)).all()
+
+
+def test_data_loader_of_inputs_and_labels():
+    x = torch.randn(40, 6, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(40) % 3
+    prob = mo.DistillProblem(mlp((6, 10, 3), 0), [mlp((6, 12, 3), 1)], x[:8], mo.Budget(density=0.3), loss="kl",
+                             labels=y[:8], alpha=0.5)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=10, shuffle=False)
+    res = mo.solve(prob, method="sigmoid", loader=loader, epochs=3, **QUIET)
+    assert res.stats["steps"] == 3 * 4
+    inputs_only = torch.utils.data.DataLoader(x, batch_size=20)
+    with pytest.raises(ValueError, match="labels"):
+        mo.solve(prob, method="sigmoid", loader=inputs_only, epochs=1, **QUIET)
+
+
+def test_cpu_autocast_runs():
+    res = mo.solve(distill(mo.Budget(density=0.3)), method="hierarchy", steps=5, autocast=True, device="cpu", **QUIET)
+    assert np.isfinite(res.objective)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("autocast", [False, True])
+def test_cuda_matches_the_budget_and_runs(autocast):
+    prob = distill(mo.Budget(density=0.3, scope="row"))
+    res = mo.solve(prob, method="hierarchy", steps=20, device="cuda", autocast=autocast, **QUIET)
+    assert res.stats["device"].startswith("cuda")
+    assert prob.allocation.violations(res.masks) == [] and np.isfinite(res.objective)
+
+
+def test_progress_bar_can_be_silenced(capsys):
+    mo.solve(distill(mo.Budget(density=0.3)), method="sigmoid", steps=5, **QUIET)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+    mo.solve(distill(mo.Budget(density=0.3)), method="sigmoid", steps=5, verbose=True)
+    assert "sigmoid" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"device": "tpu"}, "device"),
+    ({"lr": 0.0}, "lr"),
+    ({"steps": -1}, "steps"),
+    ({"optimizer": "lbfgs"}, "optimizer"),
+    ({"init": "ones"}, "init"),
+    ({"dtype": "float16"}, "dtype"),
+    ({"autocast": True, "dtype": "float64"}, "autocast"),
+    ({"temperature": 0.0}, "temperature"),
+])
+def test_bad_options_say_what_is_wrong(options, match):
+    with pytest.raises(ValueError, match=match):
+        mo.solve(distill(mo.Budget(density=0.3)), method="sigmoid", **options)
+
+
+def test_bad_combinations_are_refused():
+    prob = distill(mo.Budget(density=0.3))
+    warm = mo.solve(prob, method="magnitude").masks
+    with pytest.raises(ValueError, match="either"):
+        mo.solve(prob, method="ste", warm_start=warm, scores={n: w.abs() for n, w in prob.weights().items()})
+    over = mo.MaskSet({n: torch.ones(s, dtype=torch.bool) for n, s in prob.mask_shapes().items()})
+    with pytest.raises(ValueError, match="over the budget"):
+        mo.solve(prob, method="ste", warm_start=over, **QUIET)
+    lw, _ = mo.datasets.planted_layerwise()
+    with pytest.raises(ValueError, match="DistillProblem"):
+        mo.solve(lw, method="sigmoid", loader=[torch.zeros(2, 20)], **QUIET)
+    with pytest.raises(TypeError, match="beta1"):
+        mo.solve(prob, method="ste", beta1=10.0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            mo.solve(prob, method="sigmoid", device="cuda")
