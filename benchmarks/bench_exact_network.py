@@ -27,8 +27,6 @@ import sys
 from pathlib import Path
 
 import torch
-from sklearn.datasets import load_digits
-from sklearn.decomposition import PCA
 from torch import nn
 
 import maskopt as mo
@@ -36,7 +34,7 @@ from maskopt.report import atomic_write_text, format_table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import machine, replace_section  # noqa: E402
+from _common import digits_teachers, machine, replace_section  # noqa: E402
 
 
 def student_mlp(d_in: int, hidden: int, k: int, seed: int = 0) -> nn.Sequential:
@@ -45,21 +43,7 @@ def student_mlp(d_in: int, hidden: int, k: int, seed: int = 0) -> nn.Sequential:
 
 
 def digits_instance(d_in: int, hidden: int, k: int, n: int) -> mo.DistillProblem:
-    X, y = load_digits(return_X_y=True)
-    keep = y < k
-    Z = PCA(d_in, random_state=0).fit_transform(X[keep] / 16.0)
-    Z = (Z - Z.mean(0)) / Z.std(0)
-    xt, yt = torch.tensor(Z, dtype=torch.float32), torch.tensor(y[keep])
-    teachers = []
-    for s, width in enumerate((32, 64, 16)):
-        torch.manual_seed(100 + s)
-        t = nn.Sequential(nn.Linear(d_in, width), nn.ReLU(), nn.Linear(width, k))
-        opt = torch.optim.Adam(t.parameters(), lr=1e-2)
-        for _ in range(200):
-            opt.zero_grad()
-            nn.functional.cross_entropy(t(xt), yt).backward()
-            opt.step()
-        teachers.append(t)
+    xt, teachers = digits_teachers(d_in, k)
     return mo.DistillProblem(student_mlp(d_in, hidden, k), teachers, xt[:n], mo.Budget(density=0.25))
 
 

@@ -1,0 +1,210 @@
+"""Benchmark: the relaxation hierarchy (issue 4).
+
+1. ``quality``: relative gap (objective − optimum) / optimum to the exact solver's proven
+   optimum on 20 layer-wise instances (planted, noisy: N=40, in=32, out=2, density 0.25,
+   noise 0.5; seeds 0-9 with L1, 0-9 with L2) and 10 small networks (student 4-6-3 ReLU MLP
+   at initialization with seeds 0-9, 3 trained teachers, PCA-4 of load_digits classes 0-2,
+   16 samples per instance, L1, global density 0.3), for magnitude, each relaxation with its
+   defaults, and ``hierarchy`` + ``polish``. Only instances proven optimal count.
+2. ``overhead``: seconds per step of mask training (the whole ``solve`` loop, evaluations
+   of the hard mask included) over seconds per dense training step (forward, backward,
+   Adam on the weights) of the same float32 student on the same batch of 128 inputs, for an
+   MLP (784-300-100-10) and a small CNN (Conv-2 style, 3×32×32); measured in the same run.
+3. ``scale``: steps per second of ``hierarchy`` on a ResNet-20 student with random
+   CIFAR-shaped inputs (batch 64), and peak memory (CPU: max RSS growth; CUDA: peak allocated).
+
+    python benchmarks/bench_relax.py --parts quality overhead scale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import maskopt as mo
+from maskopt.models.resnet import ResNet20
+from maskopt.report import atomic_write_text, format_table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _common import digits_teachers, machine, replace_section  # noqa: E402
+
+RELAX = ("sigmoid", "anneal", "ste", "hierarchy")
+QUIET = {"verbose": False, "device": "cpu"}
+
+
+def quality_instances():
+    out = []
+    for loss in ("l1", "l2"):
+        for seed in range(10):
+            prob, _ = mo.datasets.planted_layerwise(n_samples=40, n_in=32, n_out=2, density=0.25, noise=0.5,
+                                                    seed=seed, loss=loss)
+            out.append((f"layerwise-{loss}-{seed}", prob))
+    x, teachers = digits_teachers(4, 3)
+    for seed in range(10):
+        torch.manual_seed(seed)
+        student = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+        out.append((f"network-{seed}", mo.DistillProblem(student, teachers, x[16 * seed : 16 * seed + 16],
+                                                         mo.Budget(density=0.3))))
+    return out
+
+
+def run_quality(time_limit: float) -> dict:
+    rows = []
+    for name, prob in quality_instances():
+        exact = mo.solve(prob, method="exact", time_limit=time_limit)
+        row = {"instance": name, "exact_status": exact.status, "optimum": exact.objective, "exact_time": exact.time}
+        runs = [("magnitude", "magnitude", {})] + [(m, m, QUIET) for m in RELAX] + [
+            ("hierarchy+polish", "hierarchy", {**QUIET, "polish": True})]
+        for label, method, opts in runs:
+            res = mo.solve(prob, method=method, **opts)
+            row[label] = (res.objective - exact.objective) / exact.objective
+            row[f"{label} time"] = res.time
+        rows.append(row)
+        print(format_table([{k: v for k, v in row.items() if not k.endswith(" time")}],
+                           [k for k in row if not k.endswith(" time")]), flush=True)
+    return {"rows": rows}
+
+
+def summarize_quality(rows: list[dict]) -> list[dict]:
+    labels = ["magnitude", *RELAX, "hierarchy+polish"]
+    out = []
+    for family in ("layerwise", "network", "all"):
+        sel = [r for r in rows
+               if r["exact_status"] == "optimal" and (family == "all" or r["instance"].startswith(family))]
+        for label in labels:
+            gaps = [r[label] for r in sel]
+            out.append({"instances": family, "n": len(sel), "method": label,
+                        "median gap %": 100 * statistics.median(gaps), "worst gap %": 100 * max(gaps),
+                        "median time s": statistics.median(r[f"{label} time"] for r in sel)})
+    return out
+
+
+# ---------------------------------------------------------------- overhead
+
+
+def conv2() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64 * 16 * 16, 256), nn.ReLU(), nn.Linear(256, 10))
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
+                         nn.Linear(100, 10))
+
+
+def dense_seconds_per_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor, steps: int) -> float:
+    model = model.float().train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        (model(x) - target).abs().sum().div(x.shape[0]).backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t0) / steps
+
+
+def run_overhead(steps: int, repeats: int) -> dict:
+    rows = []
+    for name, make, shape in (("MLP 784-300-100-10", mlp, (1, 28, 28)), ("CNN Conv-2 3x32x32", conv2, (3, 32, 32))):
+        torch.manual_seed(0)
+        student, teacher = make(), make()
+        x = torch.randn(128, *shape, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            target = teacher(x)
+        prob = mo.DistillProblem(student, [teacher], x, mo.Budget(sparsity=0.9))
+        dense = statistics.median(dense_seconds_per_step(make(), x, target, steps) for _ in range(repeats))
+        row = {"student": name, "weights": prob.allocation.size, "dense s/step": dense}
+        for m in ("sigmoid", "anneal", "ste"):
+            per = statistics.median(mo.solve(prob, method=m, steps=steps, **QUIET).stats["seconds_per_step"]
+                                    for _ in range(repeats))
+            row[f"{m} s/step"] = per
+            row[f"{m} / dense"] = per / dense
+        rows.append(row)
+        print(format_table([row], list(row)), flush=True)
+    return {"rows": rows}
+
+
+# ---------------------------------------------------------------- scale
+
+
+def run_scale(steps: int, device: str) -> dict:
+    torch.manual_seed(0)
+    student, teacher = ResNet20(), ResNet20()
+    x = torch.randn(256, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    prob = mo.DistillProblem(student, [teacher], x, mo.Budget(sparsity=0.9), loss="kl", temperature=4.0)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    res = mo.solve(prob, method="hierarchy", steps=steps, batch_size=64, verbose=False, device=device)
+    elapsed = time.perf_counter() - t0
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda")
+            else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024)
+    row = {"student": "ResNet-20", "weights": prob.allocation.size, "device": res.stats["device"],
+           "steps": res.stats["steps"], "steps/s": res.stats["steps"] / (res.stats["seconds_per_step"] *
+                                                                        res.stats["steps"]),
+           "solve time s": elapsed, "peak memory MiB": peak, "objective": res.objective}
+    print(format_table([row], list(row)), flush=True)
+    return {"rows": [row]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", nargs="+", default=["quality", "overhead", "scale"],
+                    choices=["quality", "overhead", "scale"])
+    ap.add_argument("--exact-time-limit", type=float, default=300.0)
+    ap.add_argument("--overhead-steps", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--scale-steps", type=int, default=20, help="steps per hierarchy stage")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    command = f"python benchmarks/bench_relax.py {' '.join(sys.argv[1:])}"
+    header = [f"Command: `{command}`", "", f"Machine: {machine()}", ""]
+    if "quality" in args.parts:
+        data = run_quality(args.exact_time_limit)
+        data["summary"] = summarize_quality(data["rows"])
+        write("relax_quality", "Relaxations vs the exact optimum", header, data,
+              "Relative gap (objective − proven optimum) / optimum; each method with its defaults (300 steps per "
+              "stage, CPU float32); `hierarchy+polish` adds the swap local search. Instances: 20 layer-wise "
+              "(in 32, out 2, N 40, noisy planted, 10 L1 + 10 L2) and 10 networks (4-6-3 student, 3 digits "
+              "teachers, N 16, L1). Goal: hierarchy median ≤ 1 %, worst ≤ 5 %.")
+    if "overhead" in args.parts:
+        data = run_overhead(args.overhead_steps, args.repeats)
+        write("relax_overhead", "Mask-training step over dense training step", header, data,
+              f"Median of {args.repeats} runs of {args.overhead_steps} steps, batch 128, float32, CPU; mask steps "
+              "include the multiplier, the projection and the periodic hard-mask evaluation. Goal ≤ 1.5×.")
+    if "scale" in args.parts:
+        data = run_scale(args.scale_steps, args.device)
+        write("relax_scale", "Scale: ResNet-20 student", header, data,
+              f"`hierarchy`, {args.scale_steps} steps per stage, batch 64 of 256 random 3×32×32 inputs, KL "
+              "distillation (T = 4) from one ResNet-20 teacher, global sparsity 0.9, float32"
+              + (". No GPU was used: no CUDA row." if args.device == "cpu" else "."))
+
+
+def write(section: str, title: str, header: list[str], data: dict, text: str) -> None:
+    """JSON under benchmarks/results and the BENCHMARKS.md section with ``data["rows"]``."""
+    (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
+    atomic_write_text(ROOT / "benchmarks" / "results" / f"{section}.json",
+                      json.dumps({"machine": machine(), **data}, indent=2, default=str))
+    rows = data.get("summary", data["rows"])
+    replace_section(section, "\n".join([f"## {title} (issue 4)", "", *header, text, "",
+                                        "```", format_table(rows, list(rows[0])), "```"]))
+
+
+if __name__ == "__main__":
+    main()
