@@ -78,7 +78,7 @@ class RelaxOptions:
             on CUDA); needs dtype float32.
         seed: seeds the mini-batch order (results are deterministic given the seed on CPU).
         verbose: tqdm progress bars. eval_every: steps between checks of the hard mask
-            (None = steps // 20, at least 1).
+            (None = steps // 20, at least 10).
         polish: after the relaxation, run the swap local search of
             :mod:`maskopt.solvers.relax.polish` with the problem's objective (a heuristic
             on top of the relaxation, off by default; its effect is in ``stats``).
@@ -336,7 +336,7 @@ def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> Me
     else:
         closure = _layerwise_closure(problem, opts, device, dtype)
     steps = opts.steps if opts.epochs is None else opts.epochs * closure.steps_per_pass
-    eval_every = opts.eval_every or max(1, steps // 20)
+    eval_every = opts.eval_every or max(10, steps // 20)
     segments = Segments(alloc.units(), alloc.size, device)
     scores = _initial_scores(problem, opts, device, dtype)
 

@@ -25,7 +25,7 @@ UNITS = [(0, 5, 2), (5, 12, 3), (12, 15, 0), (15, 18, 3), (18, 26, 7)]
 def test_multiplier_meets_the_expected_budget_of_every_unit(tau):
     seg = Segments(UNITS, 26)
     s = torch.randn(26, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 2
-    m = seg.soft(s, tau, seg.threshold(s, tau, tol=1e-12))
+    m = seg.soft(s, tau, seg.threshold(s, tau, tol=1e-12)[0])
     np.testing.assert_allclose(seg.sums(m).numpy(), [2, 3, 0, 3, 7], atol=1e-9)
     assert m[12:18].tolist() == [0, 0, 0, 1, 1, 1]  # units with no choice are constant
 
@@ -35,10 +35,10 @@ def test_multiplier_gradient_is_the_implicit_derivative():
     seg, tau = Segments(UNITS, 26), 0.7
     s = torch.randn(26, dtype=torch.float64, generator=torch.Generator().manual_seed(2)).requires_grad_(True)
     c = torch.randn(26, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    (seg.soft(s, tau, seg.threshold(s, tau, tol=1e-13)) * c).sum().backward()
+    (seg.soft(s, tau, *seg.threshold(s, tau, tol=1e-13)) * c).sum().backward()
 
     def f(v):
-        return float((seg.soft(v, tau, seg.threshold(v, tau, tol=1e-13)) * c).sum())
+        return float((seg.soft(v, tau, *seg.threshold(v, tau, tol=1e-13)) * c).sum())
 
     eps = 1e-6
     fd = [(f(s.detach() + eps * e) - f(s.detach() - eps * e)) / (2 * eps) for e in torch.eye(26, dtype=torch.float64)]

@@ -64,6 +64,7 @@ class Segments:
         self.fixed_value = torch.where(full, 1.0, 0.0)[self.unit]  # (size,) value of entries in fixed units
         self.fixed = (full | empty)[self.unit]  # (size,) entries whose unit leaves no choice
         self.active = ~(full | empty)  # (U,) units with a choice
+        self.has_fixed = bool(self.fixed.any())
         self._blocks: list[tuple[int, int, int, int]] = []  # runs of units with equal (length, cap)
         for start, stop, cap in units:
             length, cap = stop - start, min(cap, stop - start)
@@ -77,9 +78,10 @@ class Segments:
         return int(self.start.numel())
 
     def sums(self, v: torch.Tensor) -> torch.Tensor:
-        """Per-unit sums ``(U,)`` of ``v`` (size,), in float64 (deterministic on every device)."""
+        """Per-unit sums ``(U,)`` of ``v`` (size,) as float64 (cumulative sums in float64 for
+        several units: deterministic on every device)."""
         if len(self) == 1:
-            return v.sum(dtype=torch.float64).reshape(1)
+            return v.sum().to(torch.float64).reshape(1)
         csum = torch.cat([v.new_zeros(1, dtype=torch.float64), v.cumsum(0, dtype=torch.float64)])
         return csum[self.stop] - csum[self.start]
 
@@ -107,9 +109,10 @@ class Segments:
         return keep
 
     def threshold(self, scores: torch.Tensor, tau: float, theta: torch.Tensor | None = None,
-                  tol: float = 1e-6, max_iter: int = 100) -> torch.Tensor:
+                  tol: float = 1e-6, max_iter: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
         """θ (U,) float64 with Σ_{i∈u} σ((s_i − θ_u)/τ) = c_u for every active unit, to
-        ``tol``·|u| (safeguarded Newton from ``theta``; bisection when a step leaves the bracket)."""
+        ``tol``·|u| (safeguarded Newton from ``theta``; bisection when a step leaves the
+        bracket), and σ((s − θ)/τ) (size,) at that θ."""
         s = scores.detach()
         cap = self.cap.to(torch.float64)
         lo = torch.full((len(self),), float(s.min()) - 40.0 * tau, dtype=torch.float64, device=s.device)  # Σσ ≈ |u|
@@ -117,7 +120,7 @@ class Segments:
         th = (lo + hi) / 2 if theta is None else theta.clamp(lo, hi)
         limit = tol * self.lengths.to(torch.float64) + 1e-9
         for _ in range(max_iter):
-            sig = torch.sigmoid((s - self.expand(th).to(s.dtype)) / tau)
+            sig = _sigmoid((s - self.expand(th).to(s.dtype)) / tau)
             f = self.sums(sig) - cap  # decreasing in θ
             if bool(((f.abs() <= limit) | ~self.active).all()):
                 break
@@ -125,25 +128,51 @@ class Segments:
             hi = torch.where(f < 0, th, hi)
             newton = th + f / (self.sums(sig * (1 - sig)) / tau).clamp_min(1e-300)
             th = torch.where((newton > lo) & (newton < hi), newton, (lo + hi) / 2)
-        return th
+        return th, sig
 
-    def soft(self, scores: torch.Tensor, tau: float, theta: torch.Tensor) -> torch.Tensor:
-        """m = σ((s − θ(s))/τ) (size,) with θ = ``theta`` (from :meth:`threshold`) and its
-        implicit gradient; entries of fixed units are their constant 0 or 1."""
-        z = (scores - self.expand(theta).to(scores.dtype)) / tau
-        with torch.no_grad():
-            sig = torch.sigmoid(z)
-            dsig = sig * (1 - sig)
-            total = self.sums(dsig)  # float64; 0 only when every σ' underflows (then ∂θ/∂s = 0)
-            weight = dsig / self.expand(torch.where(total > 0, total, math.inf)).to(scores.dtype)
-        # zero-valued shift carrying ∂θ/∂s: Σ_j (σ'_j / Σσ') (s_j − stop_grad(s_j)) per unit
-        shift = self.sums(weight * (scores - scores.detach())).to(scores.dtype)
-        m = torch.sigmoid(z - self.expand(shift) / tau)
-        return torch.where(self.fixed, self.fixed_value.to(m.dtype), m)
+    def soft(self, scores: torch.Tensor, tau: float, theta: torch.Tensor, sig: torch.Tensor | None = None
+             ) -> torch.Tensor:
+        """m = σ((s − θ(s))/τ) (size,) with θ = ``theta`` (from :meth:`threshold`, which also
+        gives ``sig`` = that value) and its implicit gradient; entries of fixed units are
+        their constant 0 or 1."""
+        if sig is None:
+            sig = _sigmoid((scores.detach() - self.expand(theta).to(scores.dtype)) / tau)
+        return _SoftMask.apply(scores, sig, tau, self)
 
     def hard_ste(self, scores: torch.Tensor) -> torch.Tensor:
         """m = P(s) in the forward pass, gradient straight to s."""
         return self.project(scores).to(scores.dtype) + scores - scores.detach()
+
+
+def _sigmoid(z: torch.Tensor) -> torch.Tensor:
+    """σ(z) with z clipped to [−30, 30] (changes σ by < 1e-13): keeps the mask and σ' out of
+    the subnormal range, where CPU arithmetic (and the masked matrix products) slow down
+    by orders of magnitude."""
+    return torch.sigmoid(z.clamp(-30.0, 30.0))
+
+
+class _SoftMask(torch.autograd.Function):
+    """Forward: the given σ((s − θ)/τ) with fixed units overridden. Backward, with
+    d = σ'((s − θ)/τ) (0 in fixed units) and g = ∂L/∂m:
+    ∂L/∂s_j = d_j/τ · (g_j − Σ_{i∈u} g_i d_i / Σ_{i∈u} d_i)  (θ's implicit derivative included)."""
+
+    @staticmethod
+    def forward(ctx, scores, sig, tau, seg):  # noqa: D102
+        ctx.save_for_backward(sig)
+        ctx.tau, ctx.seg = tau, seg
+        return torch.where(seg.fixed, seg.fixed_value.to(sig.dtype), sig) if seg.has_fixed else sig.clone()
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        (sig,) = ctx.saved_tensors
+        seg = ctx.seg
+        d = sig * (1 - sig)
+        if seg.has_fixed:
+            d = torch.where(seg.fixed, 0.0, d)
+        gd = grad * d
+        total = seg.sums(d)
+        mean = seg.sums(gd) / torch.where(total > 0, total, math.inf)
+        return (gd - d * seg.expand(mean).to(d.dtype)) / ctx.tau, None, None, None
 
 
 @dataclass(frozen=True)
@@ -225,8 +254,8 @@ def run_stage(
         if stage.kind == "ste":
             m = segments.hard_ste(scores)
         else:
-            theta = segments.threshold(scores, tau, theta)
-            m = segments.soft(scores, tau, theta)
+            theta, sig = segments.threshold(scores, tau, theta)
+            m = segments.soft(scores, tau, theta, sig)
         loss = loss_fn(m, next(batches))
         opt.zero_grad(set_to_none=True)
         loss.backward()
