@@ -180,6 +180,7 @@ class HierarchyOptions(RelaxOptions):
                 Stage("ste")]
 
 
+@dataclass
 class _Closure:
     """The training loss and the hard-mask evaluation of a problem on a device."""
 
@@ -220,17 +221,14 @@ def _layerwise_closure(problem: LayerwiseProblem, opts: RelaxOptions, device, dt
         pred = x @ (m.view_as(W) * W).T
         return residual_loss(pred - t if b is None else pred + b - t, problem.loss)
 
-    c = _Closure()
-    c.batches, c.steps_per_pass = _index_batches(n, opts.batch_size, opts.seed, device)
-    c.loss = lambda m, idx: total(m, idx) / (n if idx is None else idx.numel())
     chunks = _chunks(n, opts.batch_size, device)
 
     def evaluate(hard: torch.Tensor) -> float:
         with torch.no_grad():
             return float(sum(total(hard.to(dtype), idx) for idx in chunks))
 
-    c.evaluate = evaluate
-    return c
+    return _Closure(lambda m, idx: total(m, idx) / (n if idx is None else idx.numel()), evaluate,
+                    *_index_batches(n, opts.batch_size, opts.seed, device))
 
 
 def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype, offsets) -> _Closure:
@@ -254,7 +252,6 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
     T, P = problem.target.to(device=device, dtype=dtype), problem.target_probs.to(device=device, dtype=dtype)
     Y = None if problem.labels is None else problem.labels.to(device)
     n = X.shape[0]
-    c = _Closure()
     if opts.loader is None:
         def loss(m, idx):
             if idx is None:
@@ -263,7 +260,7 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
             value = loss_of(logits(m, X[idx]), T[idx], P[idx], None if Y is None else Y[idx])
             return value / idx.numel() if per_sample else value
 
-        c.batches, c.steps_per_pass = _index_batches(n, opts.batch_size, opts.seed, device)
+        batches, per_pass = _index_batches(n, opts.batch_size, opts.seed, device)
     else:
         teachers = [copy.deepcopy(t).to(device=device, dtype=dtype) for t in problem.teachers]
         try:
@@ -287,8 +284,7 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
             value = loss_of(logits(m, x), t, p, None if labels is None else labels.to(device).reshape(-1))
             return value / x.shape[0] if per_sample else value
 
-        c.batches, c.steps_per_pass = loader_batches(), per_pass
-    c.loss = loss
+        batches = loader_batches()
     chunks = _chunks(n, opts.batch_size, device)
 
     def evaluate(hard: torch.Tensor) -> float:
@@ -300,8 +296,7 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
                 values.append(float(loss_of(s, *sel)))
         return sum(values) if per_sample else max(values)
 
-    c.evaluate = evaluate
-    return c
+    return _Closure(loss, evaluate, batches, per_pass)
 
 
 def _initial_scores(problem: Problem, opts: RelaxOptions, device, dtype) -> torch.Tensor:
