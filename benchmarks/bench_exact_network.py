@@ -37,19 +37,23 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _common import digits_teachers, machine, replace_section  # noqa: E402
 
 
-def student_mlp(d_in: int, hidden: int, k: int, seed: int = 0) -> nn.Sequential:
+def student_mlp(sizes: list[int], seed: int = 0) -> nn.Sequential:
+    """A ReLU MLP with layer widths ``sizes`` (input, hidden..., output)."""
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, k))
+    mods: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        mods += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
+    return nn.Sequential(*mods)
 
 
-def digits_instance(d_in: int, hidden: int, k: int, n: int) -> mo.DistillProblem:
-    xt, teachers = digits_teachers(d_in, k)
-    return mo.DistillProblem(student_mlp(d_in, hidden, k), teachers, xt[:n], mo.Budget(density=0.25))
+def digits_instance(sizes: list[int], n: int) -> mo.DistillProblem:
+    xt, teachers = digits_teachers(sizes[0], sizes[-1])
+    return mo.DistillProblem(student_mlp(sizes), teachers, xt[:n], mo.Budget(density=0.25))
 
 
-def planted_instance(d_in: int, hidden: int, k: int, n: int) -> mo.DistillProblem:
-    student = student_mlp(d_in, hidden, k)
-    x = torch.randn(n, d_in, generator=torch.Generator().manual_seed(1))
+def planted_instance(sizes: list[int], n: int) -> mo.DistillProblem:
+    student = student_mlp(sizes)
+    x = torch.randn(n, sizes[0], generator=torch.Generator().manual_seed(1))
     probe = mo.DistillProblem(student, [student], x, mo.Budget(density=0.25))
     teacher = copy.deepcopy(student)
     mo.apply_masks(teacher, mo.solve(probe, method="random", seed=1).masks)
@@ -73,8 +77,9 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=600.0, help="per solve, seconds")
     ap.add_argument("--largest-limit", type=float, default=60.0)
     ap.add_argument("--largest", nargs="*", default=["4-4-2", "6-6-3", "8-8-3", "12-12-3", "16-16-4"],
-                    help="students (in-hidden-out) for the largest-solved-in-time table; none to skip it")
-    ap.add_argument("--students", nargs="+", default=["8-8-3"], help="students (in-hidden-out) of the bound-mode grid")
+                    help="students (layer widths) for the largest-solved-in-time table; none to skip it")
+    ap.add_argument("--students", nargs="+", default=["8-8-3"],
+                    help="students (layer widths, e.g. 8-8-8-3) of the bound-mode grid")
     ap.add_argument("--threads", type=int, default=None, help="HiGHS threads (default: HiGHS's choice)")
     ap.add_argument("--instances", nargs="+", default=["digits", "planted"], choices=["digits", "planted"])
     ap.add_argument("--section", default="exact_network", help="BENCHMARKS.md section (and JSON file) name")
@@ -82,15 +87,14 @@ def main() -> None:
     rows = []
     makers = {"digits": digits_instance, "planted": planted_instance}
     for arch in args.students:
-        d_in, hidden, k = (int(v) for v in arch.split("-"))
+        sizes = [int(v) for v in arch.split("-")]
         for n in args.ns:
             for inst in args.instances:
-                run_modes(rows, inst, arch, n, makers[inst](d_in, hidden, k, n), args.time_limit, args.threads)
+                run_modes(rows, inst, arch, n, makers[inst](sizes, n), args.time_limit, args.threads)
     largest = []
     for arch in args.largest:
-        d_in, hidden, k = (int(v) for v in arch.split("-"))
-        res = mo.solve(digits_instance(d_in, hidden, k, 16), method="exact", time_limit=args.largest_limit,
-                       threads=args.threads)
+        problem = digits_instance([int(v) for v in arch.split("-")], 16)
+        res = mo.solve(problem, method="exact", time_limit=args.largest_limit, threads=args.threads)
         largest.append({"student": arch, "N": 16, "status": res.status, "time": res.time, "gap": res.gap,
                         "nodes": res.stats["nodes"]})
         print(format_table([largest[-1]], list(largest[-1])), flush=True)
@@ -132,7 +136,7 @@ def write_section(section, rows, largest, time_limit, largest_limit, command, th
         "",
         f"Machine: {machine()}",
         "",
-        f"Students {', '.join(dict.fromkeys(r['student'] for r in rows))} (in-hidden-out ReLU MLP) at "
+        f"Students {', '.join(dict.fromkeys(r['student'] for r in rows))} (layer widths of a ReLU MLP) at "
         "initialization, loss l1, global density 0.25, relative gap 1e-4, "
         f"time limit {time_limit:g} s per solve (`time` includes bound computation and model build), "
         f"HiGHS threads: {threads or 'default'}. "

@@ -139,9 +139,10 @@ class Segments:
             sig = _sigmoid((scores.detach() - self.expand(theta).to(scores.dtype)) / tau)
         return _SoftMask.apply(scores, sig, tau, self)
 
-    def hard_ste(self, scores: torch.Tensor) -> torch.Tensor:
-        """m = P(s) in the forward pass, gradient straight to s."""
-        return self.project(scores).to(scores.dtype) + scores - scores.detach()
+    def hard_ste(self, scores: torch.Tensor, hard: torch.Tensor | None = None) -> torch.Tensor:
+        """m = P(s) (``hard``, computed when None) in the forward pass, gradient straight to s."""
+        hard = self.project(scores) if hard is None else hard
+        return hard.to(scores.dtype) + scores - scores.detach()
 
 
 def _sigmoid(z: torch.Tensor) -> torch.Tensor:
@@ -233,6 +234,7 @@ def run_stage(
     eval_fn: Callable[[torch.Tensor], float],
     eval_every: int,
     verbose: bool = True,
+    hard_value: Callable[[torch.Tensor, object], float | None] | None = None,
 ) -> StageResult:
     """Train ``scores`` (size,) for ``steps`` steps of ``stage``.
 
@@ -242,6 +244,9 @@ def run_stage(
         make_optimizer: builds the optimizer over ``[scores]``.
         eval_fn: value (lower is better) of a hard bool mask; evaluated every
             ``eval_every`` steps and after the last one.
+        hard_value: ``hard_value(loss, batch)`` → ``eval_fn``'s value of the mask whose
+            training loss on ``batch`` is ``loss``, or None when the batch is not all the
+            data. In ``"ste"`` the forward mask is hard, so every step's mask is scored free.
     """
     scores = scores.detach().clone().requires_grad_(True)
     opt = make_optimizer([scores])
@@ -251,12 +256,18 @@ def run_stage(
     bar = tqdm(range(steps), desc=stage.kind, disable=not verbose, leave=False)
     for step in bar:
         tau = stage.tau(step, steps)
+        batch = next(batches)
         if stage.kind == "ste":
-            m = segments.hard_ste(scores)
+            hard = segments.project(scores)
+            m = segments.hard_ste(scores, hard)
         else:
             theta, sig = segments.threshold(scores, tau, theta)
             m = segments.soft(scores, tau, theta, sig)
-        loss = loss_fn(m, next(batches))
+        loss = loss_fn(m, batch)
+        if stage.kind == "ste" and hard_value is not None:
+            value = hard_value(loss.detach(), batch)
+            if value is not None and value < best_value:
+                best_mask, best_value, best_step = hard, value, step
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
