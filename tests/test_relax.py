@@ -30,6 +30,14 @@ def test_multiplier_meets_the_expected_budget_of_every_unit(tau):
     assert m[12:18].tolist() == [0, 0, 0, 1, 1, 1]  # units with no choice are constant
 
 
+def test_multiplier_recovers_from_a_bad_warm_start():
+    seg = Segments(UNITS, 26)
+    s = torch.randn(26, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    for tau in (0.01, 1.0):
+        theta, sig = seg.threshold(s, tau, theta=torch.tensor([1e6, -1e6, 0.0, 5.0, 1e300], dtype=torch.float64))
+        np.testing.assert_allclose(seg.sums(seg.soft(s, tau, theta, sig)).numpy(), [2, 3, 0, 3, 7], atol=1e-4)
+
+
 def test_multiplier_gradient_is_the_implicit_derivative():
     """Oracle: central finite differences of s ↦ σ((s − θ(s))/τ) with θ solved to 1e-13."""
     seg, tau = Segments(UNITS, 26), 0.7

@@ -115,19 +115,31 @@ class Segments:
         bracket), and σ((s − θ)/τ) (size,) at that θ."""
         s = scores.detach()
         cap = self.cap.to(torch.float64)
-        lo = torch.full((len(self),), float(s.min()) - 40.0 * tau, dtype=torch.float64, device=s.device)  # Σσ ≈ |u|
-        hi = torch.full_like(lo, float(s.max()) + 40.0 * tau)  # Σσ ≈ 0
-        th = (lo + hi) / 2 if theta is None else theta.clamp(lo, hi)
         limit = tol * self.lengths.to(torch.float64) + 1e-9
-        for _ in range(max_iter):
+
+        def outer() -> tuple[torch.Tensor, torch.Tensor]:  # Σσ ≈ |u| ≥ c_u at lo, Σσ ≈ 0 at hi
+            lo = torch.full((len(self),), float(s.min()) - 40.0 * tau, dtype=torch.float64, device=s.device)
+            return lo, torch.full_like(lo, float(s.max()) + 40.0 * tau)
+
+        if theta is None:
+            lo, hi = outer()
+            th = (lo + hi) / 2
+        else:  # warm start: the bracket is built from the signs seen, the outer one only if needed
+            th = theta
+            lo, hi = torch.full_like(th, -math.inf), torch.full_like(th, math.inf)
+        for it in range(max_iter):
             sig = _sigmoid((s - self.expand(th).to(s.dtype)) / tau)
             f = self.sums(sig) - cap  # decreasing in θ
             if bool(((f.abs() <= limit) | ~self.active).all()):
                 break
             lo = torch.where(f > 0, th, lo)
             hi = torch.where(f < 0, th, hi)
+            if it == 2:  # not converged from the warm start: add the outer bracket
+                out_lo, out_hi = outer()
+                lo, hi = torch.maximum(lo, out_lo), torch.minimum(hi, out_hi)
             newton = th + f / (self.sums(sig * (1 - sig)) / tau).clamp_min(1e-300)
-            th = torch.where((newton > lo) & (newton < hi), newton, (lo + hi) / 2)
+            ok = (newton > lo) & (newton < hi) & torch.isfinite(newton)
+            th = torch.where(ok, newton, (lo + hi) / 2)
         return th, sig
 
     def soft(self, scores: torch.Tensor, tau: float, theta: torch.Tensor, sig: torch.Tensor | None = None
