@@ -41,7 +41,9 @@ class DistillProblem(Problem):
             ``"0.weight"``); default: the weights of every Linear and Conv layer.
 
     The objective is computed by a float64 torch forward pass of the masked student
-    (:meth:`objective`), the one definition every method is scored by.
+    (:meth:`objective`), the one definition every method is scored by. The teachers are
+    kept as float64 eval-mode copies (``teachers``) so methods can compute targets of new
+    inputs (e.g. a DataLoader); ``target``/``target_probs`` cache them for ``inputs``.
     """
 
     def __init__(
