@@ -48,7 +48,9 @@ class ExactOptions:
         verbose: stream the HiGHS log to stdout.
         max_size: refuse models with more than this many constraint-matrix nonzeros.
         bounds: activation bounds of the network MILP (DistillProblem only): ``"global"``
-            (one big-M), ``"interval"`` (default) or ``"lp"`` (LP-based tightening).
+            (one big-M), ``"interval"`` (default), ``"lp"`` (LP-based tightening) or
+            ``"milp"`` (MILP-based tightening, 1 s per bound); see
+            :mod:`maskopt.solvers.exact.network`.
     """
 
     time_limit: float | None = None

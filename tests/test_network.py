@@ -209,6 +209,29 @@ def test_budget_aware_interval_bounds_contain_every_mask_and_are_tight_on_layer_
     assert any((lo > p[0] + 1e-9).any() or (hi < p[1] - 1e-9).any() for (lo, hi), p in zip(aware, plain))
 
 
+def test_milp_bounds_are_the_exact_range_over_all_masks_on_layer_two():
+    """Oracle: every mask within the budget enumerated; layer-2 pre-activations computed with
+    numpy. MILP bounds (solved to optimality on this size) contain them and are attained."""
+    prob = tiny_problem(6, sizes=(2, 3, 2, 2), density=0.3, n=2)
+    x, layers = network_layers(prob)
+    units, n_mask = prob.allocation.units(), prob.allocation.size
+    milp = network.compute_bounds(x, layers, units, n_mask, "milp", MipSettings())
+    lp = network.compute_bounds(x, layers, units, n_mask, "lp", MipSettings())
+    lo_seen, hi_seen = np.full(milp[1][0].shape, np.inf), np.full(milp[1][0].shape, -np.inf)
+    for keep in itertools.product((0, 1), repeat=n_mask):
+        mask = np.array(keep, dtype=bool)
+        if any(mask[a:b].sum() > c for a, b, c in units):
+            continue
+        h = np.maximum(x @ (layers[0].weight * network._layer_mask(layers[0], mask, "weight")).T + layers[0].bias, 0)
+        z = h @ (layers[1].weight * network._layer_mask(layers[1], mask, "weight")).T + layers[1].bias
+        lo_seen, hi_seen = np.minimum(lo_seen, z), np.maximum(hi_seen, z)
+    lo, hi = milp[1]
+    tol = 1e-4 * (1 + np.abs(hi_seen) + np.abs(lo_seen))
+    assert (lo <= lo_seen + 1e-9).all() and (hi >= hi_seen - 1e-9).all()
+    assert (lo >= lo_seen - tol).all() and (hi <= hi_seen + tol).all()
+    assert (lo >= lp[1][0] - 1e-9).all() and (hi <= lp[1][1] + 1e-9).all()
+
+
 def test_lp_bounds_are_inside_interval_bounds():
     """LP tightening stays inside the interval bounds and, on this instance (layer budgets couple
     the first layer's masks with the second layer's activations), tightens some."""

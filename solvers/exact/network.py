@@ -26,7 +26,13 @@ Bounds [L, U] (``bounds=``):
 * ``"lp"``: interval bounds, then layer by layer, min and max of every hidden
   pre-activation over the LP relaxation of the layers before it (binaries in [0, 1],
   budget rows included), each LP bound intersected with the interval one.
-All three are valid for every mask within the budget, so they never cut off the optimum.
+* ``"milp"``: as ``"lp"`` but over the MILP of the layers before (binary masks and ReLU
+  indicators), each min/max given ``MILP_BOUND_TIME`` seconds; its proven dual bound is used
+  (valid even when the time runs out).
+On the first layer (inputs fixed, no maskable bias) the budget-aware intervals are attained
+by a mask within the budget, so ``"lp"``/``"milp"`` start at the second layer; with one
+hidden layer ``"interval"``, ``"lp"`` and ``"milp"`` give the same bounds.
+All are valid for every mask within the budget, so they never cut off the optimum.
 
 Loss: ``"l1"``: z − t = u − v, u, v ≥ 0, minimise Σ(u + v). ``"linf"``: e ≥ ±(z − t),
 minimise e.
@@ -43,7 +49,8 @@ import numpy as np
 from maskopt.solvers.exact.highs import HighsSession, MilpResult, MipSettings
 
 Unit = tuple[int, int, int]
-BOUNDS = ("global", "interval", "lp")
+BOUNDS = ("global", "interval", "lp", "milp")
+MILP_BOUND_TIME = 1.0  # seconds per bound of ``bounds="milp"``
 NET_LOSSES = ("l1", "linf")
 _LP_PAD = 1e-7
 
@@ -346,18 +353,23 @@ def compute_bounds(x, layers, units, n_mask, mode: str, settings: MipSettings):
         return bounds
     import pyomo.environ as pyo
 
+    relax = mode == "lp"
     for li in range(len(layers) - 1):  # the output layer's bounds are never used
+        if li == 0 and layers[0].bias_offset is None:
+            continue  # budget-aware intervals are attained on the first layer: nothing to tighten
         for n in range(x.shape[0]):
             enc = _Encoding(x[n : n + 1], layers, units, n_mask, [(lo[n : n + 1], hi[n : n + 1]) for lo, hi in bounds],
-                            relax=True, upto=li)
-            session = HighsSession(MipSettings(gap=0.0, threads=settings.threads))
+                            relax=relax, upto=li)
+            session = HighsSession(MipSettings(gap=0.0 if relax else 1e-4, threads=settings.threads))
             for j in range(layers[li].weight.shape[0]):
                 for sense in (pyo.minimize, pyo.maximize):
                     if hasattr(enc.model, "obj"):
                         enc.model.del_component(enc.model.obj)
                     enc.model.obj = pyo.Objective(expr=enc.expr(*enc.z[li][0][j]), sense=sense)
-                    out = session.solve(enc.model, [], None, warm_start=False)
-                    pad = _LP_PAD * (1.0 + abs(out.bound))  # LP tolerances: never cut a feasible point
+                    out = session.solve(enc.model, [], None if relax else MILP_BOUND_TIME, warm_start=False)
+                    if not np.isfinite(out.bound):
+                        continue
+                    pad = _LP_PAD * (1.0 + abs(out.bound))  # solver tolerances: never cut a feasible point
                     if sense == pyo.minimize:
                         bounds[li][0][n, j] = max(bounds[li][0][n, j], out.bound - pad)
                     else:
@@ -386,7 +398,7 @@ def solve_network(
     Args:
         x: (N, in) inputs. layers: the Linear layers in order. target: (N, K).
         units: budget scope units over the flattened mask of length ``n_mask``.
-        loss: ``"l1"`` or ``"linf"``. bounds: ``"global"``, ``"interval"`` or ``"lp"``.
+        loss: ``"l1"`` or ``"linf"``. bounds: one of :data:`BOUNDS`.
         candidates: feasible flattened masks; the best is the MIP start and the fallback.
         fixed: a flattened mask to fix (the MILP then evaluates that mask).
     """
