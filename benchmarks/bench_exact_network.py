@@ -31,6 +31,7 @@ from torch import nn
 
 import maskopt as mo
 from maskopt.report import atomic_write_text, format_table
+from maskopt.solvers.exact.network import BOUNDS
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -61,8 +62,8 @@ def planted_instance(sizes: list[int], n: int) -> mo.DistillProblem:
     return mo.DistillProblem(student, [teacher], x, mo.Budget(density=0.25))
 
 
-def run_modes(rows, kind, arch, n, problem, time_limit, threads):
-    for mode in ("global", "interval", "lp"):
+def run_modes(rows, kind, arch, n, problem, time_limit, threads, modes):
+    for mode in modes:
         res = mo.solve(problem, method="exact", bounds=mode, time_limit=time_limit, threads=threads)
         row = {"instance": kind, "student": arch, "N": n, "bounds": mode, "status": res.status,
                "time": res.time, "nodes": res.stats["nodes"], "relu_binaries": res.stats["relu_binaries"],
@@ -80,6 +81,8 @@ def main() -> None:
                     help="students (layer widths) for the largest-solved-in-time table; none to skip it")
     ap.add_argument("--students", nargs="+", default=["8-8-3"],
                     help="students (layer widths, e.g. 8-8-8-3) of the bound-mode grid")
+    ap.add_argument("--modes", nargs="+", default=["global", "interval", "lp"], choices=list(BOUNDS),
+                    help="bound modes to compare (the first is the reference; keep global first)")
     ap.add_argument("--threads", type=int, default=None, help="HiGHS threads (default: HiGHS's choice)")
     ap.add_argument("--instances", nargs="+", default=["digits", "planted"], choices=["digits", "planted"])
     ap.add_argument("--section", default="exact_network", help="BENCHMARKS.md section (and JSON file) name")
@@ -90,7 +93,7 @@ def main() -> None:
         sizes = [int(v) for v in arch.split("-")]
         for n in args.ns:
             for inst in args.instances:
-                run_modes(rows, inst, arch, n, makers[inst](sizes, n), args.time_limit, args.threads)
+                run_modes(rows, inst, arch, n, makers[inst](sizes, n), args.time_limit, args.threads, args.modes)
     largest = []
     for arch in args.largest:
         problem = digits_instance([int(v) for v in arch.split("-")], 16)
@@ -111,7 +114,7 @@ def speedup_rows(rows: list[dict], time_limit: float) -> list[dict]:
     for inst, arch, n in dict.fromkeys((r["instance"], r["student"], r["N"]) for r in rows):
         by = {r["bounds"]: r for r in rows if (r["instance"], r["student"], r["N"]) == (inst, arch, n)}
         row = {"instance": inst, "student": arch, "N": n}
-        for m in ("interval", "lp"):
+        for m in [b for b in by if b != "global"]:
             g, t = by["global"], by[m]
             if g["status"] == "optimal" and t["status"] == "optimal":
                 row[f"global/{m} time"] = f"{g['time'] / t['time']:.3g}"
