@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--students", nargs="+", default=["8-8-3"],
                     help="students (layer widths, e.g. 8-8-8-3) of the bound-mode grid")
     ap.add_argument("--modes", nargs="+", default=["global", "interval", "lp"], choices=list(BOUNDS),
-                    help="bound modes to compare (the first is the reference; keep global first)")
+                    help="bound modes to compare; must include global (the reference)")
     ap.add_argument("--threads", type=int, default=None, help="HiGHS threads (default: HiGHS's choice)")
     ap.add_argument("--instances", nargs="+", default=["digits", "planted"], choices=["digits", "planted"])
     ap.add_argument("--section", default="exact_network", help="BENCHMARKS.md section (and JSON file) name")
