@@ -260,11 +260,9 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
     n = X.shape[0]
     if opts.loader is None:
         def loss(m, idx):
-            if idx is None:
-                value = loss_of(logits(m, X), T, P, Y)
-                return value / n if per_sample else value
-            value = loss_of(logits(m, X[idx]), T[idx], P[idx], None if Y is None else Y[idx])
-            return value / idx.numel() if per_sample else value
+            x, t, p, y = (X, T, P, Y) if idx is None else (X[idx], T[idx], P[idx], None if Y is None else Y[idx])
+            value = loss_of(logits(m, x), t, p, y)
+            return value / x.shape[0] if per_sample else value
 
         batches, per_pass = _index_batches(n, opts.batch_size, opts.seed, device)
     else:
@@ -314,8 +312,9 @@ def _initial_scores(problem: Problem, opts: RelaxOptions, device, dtype) -> torc
     alloc = problem.allocation
     if opts.scores is not None:
         given = dict(opts.scores)
-        MaskSet({n: torch.ones(s, dtype=torch.bool) for n, s in problem.mask_shapes().items()}).check_shapes(
-            {n: tuple(v.shape) for n, v in given.items()})
+        got = {n: tuple(torch.as_tensor(v).shape) for n, v in given.items()}
+        if got != dict(alloc.shapes):
+            raise ValueError(f"scores must map exactly {dict(alloc.shapes)} (name: shape); got {got}.")
         flat = alloc.flatten({n: torch.as_tensor(given[n]).detach().to(torch.float64) for n in alloc.shapes})
     elif opts.warm_start is not None:
         warm = opts.warm_start if isinstance(opts.warm_start, MaskSet) else MaskSet(opts.warm_start)

@@ -300,6 +300,8 @@ def test_bad_combinations_are_refused():
     over = mo.MaskSet({n: torch.ones(s, dtype=torch.bool) for n, s in prob.mask_shapes().items()})
     with pytest.raises(ValueError, match="over the budget"):
         mo.solve(prob, method="ste", warm_start=over, **QUIET)
+    with pytest.raises(ValueError, match="scores must map exactly"):
+        mo.solve(prob, method="ste", scores={"0.weight": torch.zeros(3)}, **QUIET)
     lw, _ = mo.datasets.planted_layerwise()
     with pytest.raises(ValueError, match="DistillProblem"):
         mo.solve(lw, method="sigmoid", loader=[torch.zeros(2, 20)], **QUIET)
