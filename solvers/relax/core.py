@@ -127,8 +127,10 @@ class Segments:
         else:  # warm start: the bracket is built from the signs seen, the outer one only if needed
             th = theta
             lo, hi = torch.full_like(th, -math.inf), torch.full_like(th, math.inf)
+        sig = torch.empty_like(s)  # one buffer for all iterations (fresh tensors cost page faults on CPU)
         for it in range(max_iter):
-            sig = _sigmoid((s - self.expand(th).to(s.dtype)) / tau)
+            torch.sub(s, self.expand(th).to(s.dtype), out=sig)
+            sig.div_(tau).clamp_(-30.0, 30.0).sigmoid_()  # see _sigmoid
             f = self.sums(sig) - cap  # decreasing in θ
             if bool(((f.abs() <= limit) | ~self.active).all()):
                 break
@@ -137,7 +139,9 @@ class Segments:
             if it == 2:  # not converged from the warm start: add the outer bracket
                 out_lo, out_hi = outer()
                 lo, hi = torch.maximum(lo, out_lo), torch.minimum(hi, out_hi)
-            newton = th + f / (self.sums(sig * (1 - sig)) / tau).clamp_min(1e-300)
+            slope = self.sums(sig) - (torch.dot(sig, sig).reshape(1).to(torch.float64) if len(self) == 1
+                                      else self.sums(sig * sig))  # Σσ(1 − σ)
+            newton = th + f / (slope / tau).clamp_min(1e-300)
             ok = (newton > lo) & (newton < hi) & torch.isfinite(newton)
             th = torch.where(ok, newton, (lo + hi) / 2)
         return th, sig
@@ -179,13 +183,13 @@ class _SoftMask(torch.autograd.Function):
     def backward(ctx, grad):  # noqa: D102
         (sig,) = ctx.saved_tensors
         seg = ctx.seg
-        d = sig * (1 - sig)
+        d = torch.addcmul(sig, sig, sig, value=-1.0)  # σ(1 − σ)
         if seg.has_fixed:
-            d = torch.where(seg.fixed, 0.0, d)
-        gd = grad * d
+            d.masked_fill_(seg.fixed, 0.0)
         total = seg.sums(d)
-        mean = seg.sums(gd) / torch.where(total > 0, total, math.inf)
-        return (gd - d * seg.expand(mean).to(d.dtype)) / ctx.tau, None, None, None
+        dot = torch.dot(grad, d).reshape(1).to(torch.float64) if len(seg) == 1 else seg.sums(grad * d)
+        mean = dot / torch.where(total > 0, total, math.inf)
+        return grad.sub(seg.expand(mean).to(d.dtype)).mul_(d).div_(ctx.tau), None, None, None
 
 
 @dataclass(frozen=True)
