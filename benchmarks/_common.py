@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -21,6 +22,13 @@ def machine() -> str:
     """CPU architecture, cores, Python and HiGHS versions, OS."""
     return (f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
             f"{platform.python_version()}, HiGHS {highspy.Highs().version()}, {platform.platform()}")
+
+
+def save_results(name: str, data: dict) -> None:
+    """Write ``data`` plus the machine description to ``benchmarks/results/<name>.json`` (atomically)."""
+    (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
+    atomic_write_text(ROOT / "benchmarks" / "results" / f"{name}.json",
+                      json.dumps({"machine": machine(), **data}, indent=2, default=str))
 
 
 def replace_section(name: str, body: str) -> None:

@@ -12,7 +12,6 @@ relative width shrink against the interval bounds.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,13 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from maskopt.exact import network_layers
-from maskopt.report import atomic_write_text, format_table
+from maskopt.report import format_table
 from maskopt.solvers.exact import network
 from maskopt.solvers.exact.highs import MipSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import machine, replace_section  # noqa: E402
+from _common import machine, replace_section, save_results  # noqa: E402
 from bench_exact_network import digits_instance, planted_instance  # noqa: E402
 
 
@@ -53,9 +52,7 @@ def main() -> None:
                          "neurons": int(lo.size), "median shrink %": 100 * float(np.median(shrink)),
                          "max shrink %": 100 * float(shrink.max())})
             print(format_table([rows[-1]], list(rows[-1])), flush=True)
-    (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    atomic_write_text(ROOT / "benchmarks" / "results" / "bound_widths.json",
-                      json.dumps({"machine": machine(), "rows": rows}, indent=2))
+    save_results("bound_widths", {"rows": rows})
     command = f"python benchmarks/bench_bound_widths.py {' '.join(sys.argv[1:])}".strip()
     replace_section("bound_widths", "\n".join([
         "## Second-layer bounds: interval vs LP vs MILP tightening (issue 3)", "",

@@ -18,7 +18,6 @@ BENCHMARKS.md between its markers.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -28,11 +27,11 @@ import highspy
 import numpy as np
 
 import maskopt as mo
-from maskopt.report import atomic_write_text, format_table
+from maskopt.report import format_table
 from maskopt.solvers.exact.layerwise import local_search
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, replace_section  # noqa: E402
+from _common import machine, replace_section, save_results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GAP = 1e-4
@@ -198,9 +197,7 @@ def main() -> None:
     rows = run(args.sizes, args.seeds, args.time_limit, args.l2_time_limit)
     summary = summarize(rows)
     print(format_table(summary, list(summary[0])))
-    (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    atomic_write_text(ROOT / "benchmarks" / "results" / "exact_layerwise.json",
-                      json.dumps({"machine": machine(), "rows": rows, "summary": summary}, indent=2))
+    save_results("exact_layerwise", {"rows": rows, "summary": summary})
     write_markdown(summary, rows, "python benchmarks/" + Path(__file__).name + " " + " ".join(sys.argv[1:]))
 
 

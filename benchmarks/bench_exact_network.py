@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 from pathlib import Path
 
@@ -30,12 +29,12 @@ import torch
 from torch import nn
 
 import maskopt as mo
-from maskopt.report import atomic_write_text, format_table
+from maskopt.report import format_table
 from maskopt.solvers.exact.network import BOUNDS
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import digits_teachers, machine, replace_section  # noqa: E402
+from _common import digits_teachers, machine, replace_section, save_results  # noqa: E402
 
 
 def student_mlp(sizes: list[int], seed: int = 0) -> nn.Sequential:
@@ -101,9 +100,7 @@ def main() -> None:
         largest.append({"student": arch, "N": 16, "status": res.status, "time": res.time, "gap": res.gap,
                         "nodes": res.stats["nodes"]})
         print(format_table([largest[-1]], list(largest[-1])), flush=True)
-    (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    atomic_write_text(ROOT / "benchmarks" / "results" / f"{args.section}.json",
-                      json.dumps({"machine": machine(), "rows": rows, "largest": largest}, indent=2, default=str))
+    save_results(args.section, {"rows": rows, "largest": largest})
     write_section(args.section, rows, largest, args.time_limit, args.largest_limit,
                   f"python benchmarks/bench_exact_network.py {' '.join(sys.argv[1:])}", args.threads)
 

@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -34,11 +33,11 @@ from torch import nn
 
 import maskopt as mo
 from maskopt.models.resnet import ResNet20
-from maskopt.report import atomic_write_text, format_table
+from maskopt.report import format_table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import digits_teachers, machine, replace_section  # noqa: E402
+from _common import digits_teachers, machine, replace_section, save_results  # noqa: E402
 
 RELAX = ("sigmoid", "anneal", "ste", "hierarchy")
 QUIET = {"verbose": False, "device": "cpu"}
@@ -213,9 +212,7 @@ def main() -> None:
 
 def write(section: str, title: str, header: list[str], data: dict, text: str) -> None:
     """JSON under benchmarks/results and the BENCHMARKS.md section with ``data["rows"]``."""
-    (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    atomic_write_text(ROOT / "benchmarks" / "results" / f"{section}.json",
-                      json.dumps({"machine": machine(), **data}, indent=2, default=str))
+    save_results(section, data)
     rows = data.get("summary", data["rows"])
     replace_section(section, "\n".join([f"## {title} (issue 4)", "", *header, text, "",
                                         "```", format_table(rows, list(rows[0])), "```"]))

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import functional_call
 
-from maskopt.api import MethodOutput, evaluate, register
+from maskopt.api import MethodOutput, register
 from maskopt.distill import DistillProblem, distill_loss, ensemble_targets
 from maskopt.masks import MaskSet
 from maskopt.problems import LayerwiseProblem, Problem, residual_loss
@@ -374,9 +374,9 @@ def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> Me
              "seconds_per_step": elapsed / max(total, 1), "training_objective": best_value}
     best_mask = best_mask.cpu()
     if opts.polish:
-        before = evaluate(problem, alloc.unflatten(best_mask))
-        best_mask, after, moves = polish(best_mask, scores, Segments(alloc.units(), alloc.size),
-                                         lambda b: problem.objective_batch(alloc.unflatten(b)), opts.polish_candidates)
+        best_mask, before, after, moves = polish(best_mask, scores, Segments(alloc.units(), alloc.size),
+                                                 lambda b: problem.objective_batch(alloc.unflatten(b)),
+                                                 opts.polish_candidates)
         stats["polish"] = {"objective_before": before, "objective_after": after, "moves": moves,
                            "seconds": time.perf_counter() - t0 - elapsed}
     return MethodOutput(alloc.unflatten(best_mask), "feasible", None, history, stats)

@@ -181,6 +181,23 @@ def test_bound_tightening_never_cuts_off_the_optimum(seed):
         assert res.bound <= brute.objective + 1e-6
 
 
+def preactivation_ranges(x, layers, units, n_mask):
+    """Oracle: per layer, the elementwise (min, max) of the pre-activations (N, out) over every
+    mask within the budget ``units``, enumerated and computed with numpy."""
+    lows, highs = [None] * len(layers), [None] * len(layers)
+    for keep in itertools.product((0, 1), repeat=n_mask):
+        mask = np.array(keep, dtype=bool)
+        if any(mask[a:b].sum() > c for a, b, c in units):
+            continue
+        h = x
+        for li, layer in enumerate(layers):
+            z = h @ (layer.weight * network._layer_mask(layer, mask, "weight")).T + layer.bias
+            lows[li] = z if lows[li] is None else np.minimum(lows[li], z)
+            highs[li] = z if highs[li] is None else np.maximum(highs[li], z)
+            h = np.maximum(z, 0.0) if layer.relu else z
+    return lows, highs
+
+
 @pytest.mark.parametrize("scope,density", [("row", 0.34), ("layer", 0.2), ("global", 0.15)])
 def test_budget_aware_interval_bounds_contain_every_mask_and_are_tight_on_layer_one(scope, density):
     """Oracle: every mask within the budget (enumerated), its pre-activations computed with
@@ -191,16 +208,7 @@ def test_budget_aware_interval_bounds_contain_every_mask_and_are_tight_on_layer_
     units, n_mask = prob.allocation.units(), prob.allocation.size
     aware = network.interval_bounds(x, layers, units)
     plain = network.interval_bounds(x, layers)
-    seen = [np.full(lo.shape, np.inf) for lo, _ in aware], [np.full(hi.shape, -np.inf) for _, hi in aware]
-    for keep in itertools.product((0, 1), repeat=n_mask):
-        mask = np.array(keep, dtype=bool)
-        if any(mask[a:b].sum() > c for a, b, c in units):
-            continue
-        h = x
-        for li, layer in enumerate(layers):
-            z = h @ (layer.weight * network._layer_mask(layer, mask, "weight")).T + layer.bias
-            seen[0][li], seen[1][li] = np.minimum(seen[0][li], z), np.maximum(seen[1][li], z)
-            h = np.maximum(z, 0.0) if layer.relu else z
+    seen = preactivation_ranges(x, layers, units, n_mask)
     for li, (lo, hi) in enumerate(aware):
         assert (lo <= seen[0][li] + 1e-12).all() and (hi >= seen[1][li] - 1e-12).all()
         assert (lo >= plain[li][0] - 1e-12).all() and (hi <= plain[li][1] + 1e-12).all()
@@ -217,14 +225,8 @@ def test_milp_bounds_are_the_exact_range_over_all_masks_on_layer_two():
     units, n_mask = prob.allocation.units(), prob.allocation.size
     milp = network.compute_bounds(x, layers, units, n_mask, "milp", MipSettings())
     lp = network.compute_bounds(x, layers, units, n_mask, "lp", MipSettings())
-    lo_seen, hi_seen = np.full(milp[1][0].shape, np.inf), np.full(milp[1][0].shape, -np.inf)
-    for keep in itertools.product((0, 1), repeat=n_mask):
-        mask = np.array(keep, dtype=bool)
-        if any(mask[a:b].sum() > c for a, b, c in units):
-            continue
-        h = np.maximum(x @ (layers[0].weight * network._layer_mask(layers[0], mask, "weight")).T + layers[0].bias, 0)
-        z = h @ (layers[1].weight * network._layer_mask(layers[1], mask, "weight")).T + layers[1].bias
-        lo_seen, hi_seen = np.minimum(lo_seen, z), np.maximum(hi_seen, z)
+    lows, highs = preactivation_ranges(x, layers, units, n_mask)
+    lo_seen, hi_seen = lows[1], highs[1]
     lo, hi = milp[1]
     tol = 1e-4 * (1 + np.abs(hi_seen) + np.abs(lo_seen))
     assert (lo <= lo_seen + 1e-9).all() and (hi >= hi_seen - 1e-9).all()

@@ -52,14 +52,13 @@ class Segments:
         if not units or units[0][0] != 0 or units[-1][1] != size or any(
                 a[1] != b[0] for a, b in zip(units, units[1:])):
             raise ValueError("units must be contiguous ranges covering [0, size) in order.")
-        self.device = torch.device(device)
+        device = torch.device(device)
         self.size = size
-        self.start = torch.tensor([u[0] for u in units], dtype=torch.int64, device=self.device)
-        self.stop = torch.tensor([u[1] for u in units], dtype=torch.int64, device=self.device)
+        self.start = torch.tensor([u[0] for u in units], dtype=torch.int64, device=device)
+        self.stop = torch.tensor([u[1] for u in units], dtype=torch.int64, device=device)
         self.lengths = self.stop - self.start
-        self.cap = torch.minimum(torch.tensor([u[2] for u in units], dtype=torch.int64, device=self.device),
-                                 self.lengths)
-        self.unit = torch.repeat_interleave(torch.arange(len(units), device=self.device), self.lengths)
+        self.cap = torch.minimum(torch.tensor([u[2] for u in units], dtype=torch.int64, device=device), self.lengths)
+        self.unit = torch.repeat_interleave(torch.arange(len(units), device=device), self.lengths)
         full, empty = self.cap == self.lengths, self.cap == 0
         self.fixed_value = torch.where(full, 1.0, 0.0)[self.unit]  # (size,) value of entries in fixed units
         self.fixed = (full | empty)[self.unit]  # (size,) entries whose unit leaves no choice
@@ -84,6 +83,10 @@ class Segments:
             return v.sum().to(torch.float64).reshape(1)
         csum = torch.cat([v.new_zeros(1, dtype=torch.float64), v.cumsum(0, dtype=torch.float64)])
         return csum[self.stop] - csum[self.start]
+
+    def dots(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Per-unit sums ``(U,)`` of a·b, float64 (one dot product, no temporary, for one unit)."""
+        return torch.dot(a, b).to(torch.float64).reshape(1) if len(self) == 1 else self.sums(a * b)
 
     def expand(self, per_unit: torch.Tensor) -> torch.Tensor:
         """A per-unit tensor ``(U,)`` broadcast to the entries (size,) (or (1,) for one unit)."""
@@ -129,8 +132,7 @@ class Segments:
             lo, hi = torch.full_like(th, -math.inf), torch.full_like(th, math.inf)
         sig = torch.empty_like(s)  # one buffer for all iterations (fresh tensors cost page faults on CPU)
         for it in range(max_iter):
-            torch.sub(s, self.expand(th).to(s.dtype), out=sig)
-            sig.div_(tau).clamp_(-30.0, 30.0).sigmoid_()  # see _sigmoid
+            _sigmoid_(torch.sub(s, self.expand(th).to(s.dtype), out=sig).div_(tau))
             f = self.sums(sig) - cap  # decreasing in θ
             if bool(((f.abs() <= limit) | ~self.active).all()):
                 break
@@ -139,8 +141,7 @@ class Segments:
             if it == 2:  # not converged from the warm start: add the outer bracket
                 out_lo, out_hi = outer()
                 lo, hi = torch.maximum(lo, out_lo), torch.minimum(hi, out_hi)
-            slope = self.sums(sig) - (torch.dot(sig, sig).reshape(1).to(torch.float64) if len(self) == 1
-                                      else self.sums(sig * sig))  # Σσ(1 − σ)
+            slope = self.sums(sig) - self.dots(sig, sig)  # Σσ(1 − σ)
             newton = th + f / (slope / tau).clamp_min(1e-300)
             ok = (newton > lo) & (newton < hi) & torch.isfinite(newton)
             th = torch.where(ok, newton, (lo + hi) / 2)
@@ -152,7 +153,7 @@ class Segments:
         gives ``sig`` = that value) and its implicit gradient; entries of fixed units are
         their constant 0 or 1."""
         if sig is None:
-            sig = _sigmoid((scores.detach() - self.expand(theta).to(scores.dtype)) / tau)
+            sig = _sigmoid_((scores.detach() - self.expand(theta).to(scores.dtype)) / tau)
         return _SoftMask.apply(scores, sig, tau, self)
 
     def hard_ste(self, scores: torch.Tensor, hard: torch.Tensor | None = None) -> torch.Tensor:
@@ -161,11 +162,11 @@ class Segments:
         return hard.to(scores.dtype) + scores - scores.detach()
 
 
-def _sigmoid(z: torch.Tensor) -> torch.Tensor:
-    """σ(z) with z clipped to [−30, 30] (changes σ by < 1e-13): keeps the mask and σ' out of
-    the subnormal range, where CPU arithmetic (and the masked matrix products) slow down
-    by orders of magnitude."""
-    return torch.sigmoid(z.clamp(-30.0, 30.0))
+def _sigmoid_(z: torch.Tensor) -> torch.Tensor:
+    """σ(z) in place, with z clipped to [−30, 30] (changes σ by < 1e-13): keeps the mask and
+    σ' out of the subnormal range, where CPU arithmetic (and the masked matrix products)
+    slow down by orders of magnitude."""
+    return z.clamp_(-30.0, 30.0).sigmoid_()
 
 
 class _SoftMask(torch.autograd.Function):
@@ -187,8 +188,7 @@ class _SoftMask(torch.autograd.Function):
         if seg.has_fixed:
             d.masked_fill_(seg.fixed, 0.0)
         total = seg.sums(d)
-        dot = torch.dot(grad, d).reshape(1).to(torch.float64) if len(seg) == 1 else seg.sums(grad * d)
-        mean = dot / torch.where(total > 0, total, math.inf)
+        mean = seg.dots(grad, d) / torch.where(total > 0, total, math.inf)
         return grad.sub(seg.expand(mean).to(d.dtype)).mul_(d).div_(ctx.tau), None, None, None
 
 
@@ -280,17 +280,17 @@ def run_stage(
             theta, sig = segments.threshold(scores, tau, theta)
             m = segments.soft(scores, tau, theta, sig)
         loss = loss_fn(m, batch)
-        if stage.kind == "ste" and hard_value is not None:
-            value = hard_value(loss.detach(), batch)
-            if value is not None and value < best_value:
-                best_mask, best_value, best_step = hard, value, step
+        free = hard_value(loss.detach(), batch) if stage.kind == "ste" and hard_value is not None else None
+        if free is not None and free < best_value:
+            best_mask, best_value, best_step = hard, free, step
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.detach())
         densities.append(m.detach().mean())
         taus.append(tau)
-        if (step + 1) % eval_every == 0 or step == steps - 1:
+        # with free scores the next step scores this mask anyway: evaluate only after the last step
+        if step == steps - 1 or (free is None and (step + 1) % eval_every == 0):
             hard = segments.project(scores)
             value = eval_fn(hard)
             if value < best_value:

@@ -28,15 +28,15 @@ def polish(
     max_candidates: int = 2048,
     max_passes: int = 100,
     chunk: int = 256,
-) -> tuple[torch.Tensor, float, int]:
+) -> tuple[torch.Tensor, float, float, int]:
     """Improve ``mask`` (bool, size) by swap/drop/add moves ranked by ``scores`` (size,).
 
     ``evaluate_batch`` maps bool masks ``(B, size)`` to objectives ``(B,)``. Returns the
-    mask, its objective and the number of moves applied.
+    mask, the objective of the given mask, that of the returned one, and the number of moves.
     """
     mask = mask.detach().cpu().clone()
     scores = scores.detach().cpu().to(torch.float64)
-    value = float(evaluate_batch(mask[None])[0])
+    value = start = float(evaluate_batch(mask[None])[0])
     units = [(int(a), int(b), int(c)) for a, b, c in zip(segments.start.tolist(), segments.stop.tolist(),
                                                            segments.cap.tolist()) if 0 < c < b - a]
     r = max(1, int(math.sqrt(max_candidates / max(len(units), 1))))
@@ -68,4 +68,4 @@ def polish(
         mask[list(best[0])] = False
         mask[list(best[1])] = True
         value, moves = best_value, moves + 1
-    return mask, value, moves
+    return mask, start, value, moves
