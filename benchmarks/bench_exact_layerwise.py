@@ -102,16 +102,16 @@ def same_start(problem: mo.LayerwiseProblem) -> np.ndarray:
 
 
 def run(sizes, seeds, time_limit, l2_time_limit):
-    warm, _ = mo.datasets.planted_layerwise(n_samples=16, n_in=8, seed=99)  # imports, HiGHS start-up
+    warm, _ = mo.data.planted_layerwise(n_samples=16, n_in=8, seed=99)  # imports, HiGHS start-up
     direct_highspy_l1(warm, same_start, 10.0)
     mo.solve(warm, method="exact")
     rows = []
     for d in sizes:
         for seed in seeds:
-            prob, planted = mo.datasets.planted_layerwise(n_samples=2 * d, n_in=d, density=0.25, noise=0.1, seed=seed)
+            prob, planted = mo.data.planted_layerwise(n_samples=2 * d, n_in=d, density=0.25, noise=0.1, seed=seed)
             t_direct, obj_direct = direct_highspy_l1(prob, same_start, time_limit)
             res = mo.solve(prob, method="exact", gap=GAP, time_limit=time_limit)
-            prob2, _ = mo.datasets.planted_layerwise(n_samples=2 * d, n_in=d, density=0.25, noise=0.1, seed=seed,
+            prob2, _ = mo.data.planted_layerwise(n_samples=2 * d, n_in=d, density=0.25, noise=0.1, seed=seed,
                                                      loss="l2")
             res2 = mo.solve(prob2, method="exact", gap=GAP, time_limit=l2_time_limit)
             row = {

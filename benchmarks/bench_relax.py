@@ -47,11 +47,11 @@ def quality_instances():
     out = []
     for loss in ("l1", "l2"):
         for seed in range(10):
-            prob, _ = mo.datasets.planted_layerwise(n_samples=40, n_in=32, n_out=2, density=0.25, noise=0.5,
+            prob, _ = mo.data.planted_layerwise(n_samples=40, n_in=32, n_out=2, density=0.25, noise=0.5,
                                                     seed=seed, loss=loss)
             out.append((f"layerwise-{loss}-{seed}", prob))
     for i, loss in enumerate(("l1", "l2") * 5):  # held out: never looked at while choosing defaults
-        prob, _ = mo.datasets.planted_layerwise(n_samples=40, n_in=32, n_out=2, density=0.25, noise=0.5,
+        prob, _ = mo.data.planted_layerwise(n_samples=40, n_in=32, n_out=2, density=0.25, noise=0.5,
                                                 seed=100 + i, loss=loss)
         out.append((f"heldout-{loss}-{100 + i}", prob))
     x, teachers = digits_teachers(4, 3)

@@ -22,7 +22,7 @@ def _demo(args: argparse.Namespace) -> int:
     say(f"maskopt demo: planted layer-wise problem, N={2 * n_in}, in={n_in}, density 0.25, noise 0.1, seed {args.seed}")
     rows = []
     for loss in ("l1", "l2"):
-        prob, planted = mo.datasets.planted_layerwise(
+        prob, planted = mo.data.planted_layerwise(
             n_samples=2 * n_in, n_in=n_in, density=0.25, noise=0.1, seed=args.seed, loss=loss
         )
         runs = [("exact", {"time_limit": args.time_limit}), ("bruteforce", {}), ("magnitude", {}),

@@ -141,16 +141,20 @@ class DistillProblem(Problem):
         with torch.no_grad():
             return self._forward(masks)
 
-    def _forward(self, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        masked = {p: w * masks[p].to(device=w.device, dtype=w.dtype) for p, w in self._weights.items()}
+    def _forward(self, masks: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor] | None = None
+                 ) -> torch.Tensor:
+        weights = self._weights if weights is None else weights
+        masked = {p: weights[p] * masks[p].to(device=weights[p].device, dtype=weights[p].dtype)
+                  for p in self._weights}
         return functional_call(self.student, masked, (self.inputs,))
+
+    def objective_tensor(self, masks: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor] | None = None
+             ) -> torch.Tensor:
+        return self.loss_of_logits(self._forward(masks, weights))
 
     def loss_of_logits(self, s: torch.Tensor) -> torch.Tensor:
         """The objective of student logits ``s`` (N, K) (or a batch (B, N, K) → (B,))."""
         return distill_loss(s, self.target, self.target_probs, self.labels, self.loss, self.temperature, self.alpha)
-
-    def objective(self, masks: Mapping[str, torch.Tensor]) -> float:
-        return float(self.loss_of_logits(self.logits(masks)))
 
     def objective_batch(self, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Objectives ``(B,)`` of a batch of masks ``{name: (B, *shape)}`` (vectorised with vmap)."""

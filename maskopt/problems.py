@@ -36,8 +36,17 @@ class Problem(abc.ABC):
         """Names and shapes of the maskable parameters, in a fixed order."""
 
     @abc.abstractmethod
+    def objective_tensor(self, masks: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor] | None = None
+             ) -> torch.Tensor:
+        """The objective as a differentiable float64 scalar tensor: the network with each
+        maskable weight replaced by ``mask ⊙ weight``; ``masks`` may be real-valued (e.g. all
+        ones with ``requires_grad`` for connection sensitivity) and ``weights`` replaces the
+        problem's fixed weights (default :meth:`weights`)."""
+
     def objective(self, masks: Mapping[str, torch.Tensor]) -> float:
         """The objective (to minimise) of ``masks``; names and shapes already validated."""
+        with torch.no_grad():
+            return float(self.objective_tensor(masks))
 
     @cached_property
     def allocation(self) -> Allocation:
@@ -127,13 +136,17 @@ class LayerwiseProblem(Problem):
     def weights(self) -> dict[str, torch.Tensor]:
         return {"weight": self.weight}
 
-    def predict(self, mask: torch.Tensor) -> torch.Tensor:
-        """Predictions ``(..., N, out)`` for a mask ``(..., out, in)`` (optionally batched)."""
-        out = torch.einsum("ni,...oi->...no", self.inputs, mask.to(torch.float64) * self.weight)
+    def predict(self, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Predictions ``(..., N, out)`` for a mask ``(..., out, in)`` (optionally batched)
+        of ``weight`` (default the problem's)."""
+        weight = self.weight if weight is None else weight
+        out = torch.einsum("ni,...oi->...no", self.inputs, mask.to(torch.float64) * weight)
         return out if self.bias is None else out + self.bias
 
-    def objective(self, masks: Mapping[str, torch.Tensor]) -> float:
-        return float(self.objective_batch({"weight": masks["weight"][None]})[0])
+    def objective_tensor(self, masks: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor] | None = None
+             ) -> torch.Tensor:
+        weight = None if weights is None else weights["weight"]
+        return residual_loss(self.predict(masks["weight"], weight) - self.target, self.loss)
 
     def objective_batch(self, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Objectives ``(B,)`` of masks ``{"weight": (B, out, in)}``."""

@@ -17,14 +17,14 @@ def test_methods_registered():
 
 
 def test_unknown_method_lists_methods():
-    prob, _ = mo.datasets.planted_layerwise()
+    prob, _ = mo.data.planted_layerwise()
     expected = r"Unknown method 'nope'.*anneal, bruteforce, exact, hierarchy, magnitude, random, sigmoid, ste"
     with pytest.raises(ValueError, match=expected):
         mo.solve(prob, method="nope")
 
 
 def test_unknown_option_lists_valid_options():
-    prob, _ = mo.datasets.planted_layerwise()
+    prob, _ = mo.data.planted_layerwise()
     with pytest.raises(TypeError, match=r"\['colour'\].*'magnitude'.*valid options: none"):
         mo.solve(prob, method="magnitude", colour="red")
     with pytest.raises(TypeError, match=r"valid options: \['max_candidates'\]"):
@@ -41,8 +41,8 @@ def test_method_refuses_other_problem_types():
         def weights(self):
             return {"w": torch.tensor([1.0, -2.0])}
 
-        def objective(self, masks):
-            return float(masks["w"].sum())
+        def objective_tensor(self, masks, weights=None):
+            return masks["w"].sum().double()
 
     with pytest.raises(ValueError, match=r"'exact' does not take a Other; it takes LayerwiseProblem.*magnitude"):
         mo.solve(Other(), method="exact")
@@ -95,7 +95,7 @@ def test_random_is_seeded():
 
 
 def test_result_masks_carry_method_and_budget():
-    prob, _ = mo.datasets.planted_layerwise()
+    prob, _ = mo.data.planted_layerwise()
     res = mo.solve(prob, method="magnitude")
     assert res.masks.method == "magnitude" and res.masks.budget == prob.budget
     assert res.summary()["density"] == pytest.approx(0.25)

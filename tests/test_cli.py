@@ -26,7 +26,7 @@ def test_demo_quick_writes_consistent_results(tmp_path, capsys):
         assert float(by["exact"]["bound"]) <= brute + 1e-6
         assert float(by["magnitude"]["objective"]) >= float(by["exact"]["bound"])
         # the saved masks score what the table says
-        prob, _ = mo.datasets.planted_layerwise(n_samples=24, n_in=12, density=0.25, noise=0.1, seed=0, loss=loss)
+        prob, _ = mo.data.planted_layerwise(n_samples=24, n_in=12, density=0.25, noise=0.1, seed=0, loss=loss)
         for method, row in by.items():
             masks = mo.MaskSet.load(out / f"masks_{loss}_{method}.safetensors")
             assert masks.method == method

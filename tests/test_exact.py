@@ -42,14 +42,14 @@ def test_budget_zero_and_full():
 
 
 def test_noise_free_planted_is_recovered():
-    prob, planted = mo.datasets.planted_layerwise(n_samples=40, n_in=20, density=0.25, noise=0.0, seed=1)
+    prob, planted = mo.data.planted_layerwise(n_samples=40, n_in=20, density=0.25, noise=0.0, seed=1)
     res = mo.solve(prob, method="exact")
     assert res.objective <= 1e-6
     assert torch.equal(res.masks["weight"], planted["weight"])
 
 
 def test_l2_outer_approximation_history_is_monotone():
-    prob, _ = mo.datasets.planted_layerwise(n_samples=16, n_in=10, n_out=2, density=0.3, noise=0.3, loss="l2", seed=4)
+    prob, _ = mo.data.planted_layerwise(n_samples=16, n_in=10, n_out=2, density=0.3, noise=0.3, loss="l2", seed=4)
     res = mo.solve(prob, method="exact")
     brute = mo.solve(prob, method="bruteforce")
     assert res.objective == pytest.approx(brute.objective, rel=1e-6)
@@ -87,7 +87,7 @@ def test_milp_counts_and_forward_pass_match_torch():
 
 
 def test_warm_start_is_used():
-    prob, _ = mo.datasets.planted_layerwise(n_samples=128, n_in=64, density=0.25, noise=0.1, seed=0)
+    prob, _ = mo.data.planted_layerwise(n_samples=128, n_in=64, density=0.25, noise=0.1, seed=0)
     best = mo.solve(prob, method="exact")
     res = mo.solve(prob, method="exact", warm_start=best.masks, time_limit=0.2)
     assert res.stats["warm_start_objective"] == pytest.approx(best.objective)
@@ -98,7 +98,7 @@ def test_warm_start_is_used():
 
 @pytest.mark.parametrize("loss,scope", [("l1", "global"), ("l1", "row"), ("l2", "global")])
 def test_time_limit_returns_incumbent_and_valid_bound(loss, scope):
-    prob, planted = mo.datasets.planted_layerwise(
+    prob, planted = mo.data.planted_layerwise(
         n_samples=192, n_in=96, n_out=2 if scope == "row" else 1, density=0.25, noise=0.2, loss=loss, scope=scope,
         seed=2,
     )
@@ -116,7 +116,7 @@ def problem_ok(prob, res) -> bool:
 
 
 def test_size_guard():
-    prob, _ = mo.datasets.planted_layerwise(n_samples=100, n_in=50, density=0.2)
+    prob, _ = mo.data.planted_layerwise(n_samples=100, n_in=50, density=0.2)
     with pytest.raises(mo.ProblemTooLargeError, match=r"nonzeros.*max_size=1,000.*heuristic method"):
         mo.solve(prob, method="exact", max_size=1000)
     rng = np.random.default_rng(0)
@@ -127,7 +127,7 @@ def test_size_guard():
 
 
 def test_bruteforce_refuses_large():
-    prob, _ = mo.datasets.planted_layerwise(n_samples=10, n_in=40, density=0.5)
+    prob, _ = mo.data.planted_layerwise(n_samples=10, n_in=40, density=0.5)
     with pytest.raises(mo.TooManyCandidatesError, match="max_candidates=1,048,576.*method='exact'"):
         mo.solve(prob, method="bruteforce")
 
@@ -146,7 +146,7 @@ def test_bruteforce_refuses_large():
     ],
 )
 def test_exact_option_errors(options, exc, match):
-    prob, _ = mo.datasets.planted_layerwise(n_samples=20, n_in=10, density=0.3)
+    prob, _ = mo.data.planted_layerwise(n_samples=20, n_in=10, density=0.3)
     with pytest.raises(exc, match=match):
         mo.solve(prob, method="exact", **options)
 
@@ -184,7 +184,7 @@ def test_exact_equals_bruteforce_hypothesis(seed, d, p, n, loss, scope, density,
 
 
 def test_verbose_streams_the_highs_log(capfd):
-    prob, _ = mo.datasets.planted_layerwise(n_samples=20, n_in=10)
+    prob, _ = mo.data.planted_layerwise(n_samples=20, n_in=10)
     mo.solve(prob, method="exact", verbose=False)
     assert "HiGHS" not in capfd.readouterr().out
     res = mo.solve(prob, method="exact", verbose=True, threads=1)

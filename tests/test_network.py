@@ -304,4 +304,4 @@ def test_exact_refuses_cross_entropy_mix_and_oversize():
     with pytest.raises(mo.ProblemTooLargeError, match="max_size=100"):
         mo.solve(prob, method="exact", max_size=100)
     with pytest.raises(ValueError, match="bounds= applies"):
-        mo.solve(mo.datasets.planted_layerwise()[0], method="exact", bounds="lp")
+        mo.solve(mo.data.planted_layerwise()[0], method="exact", bounds="lp")

@@ -76,7 +76,7 @@ def test_anneal_schedule_is_geometric_from_beta0_to_beta1():
 @pytest.mark.parametrize("method", RELAX)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_noise_free_planted_mask_is_recovered(method, seed):
-    prob, planted = mo.datasets.planted_layerwise(n_samples=100, n_in=64, density=0.25, noise=0.0, seed=seed)
+    prob, planted = mo.data.planted_layerwise(n_samples=100, n_in=64, density=0.25, noise=0.0, seed=seed)
     res = mo.solve(prob, method=method, **QUIET)
     assert mo.evaluate(prob, planted) < 1e-9
     assert res.objective < 1e-6
@@ -87,7 +87,7 @@ def noisy_instances():
     """Small noisy layer-wise L1 instances with their proven optima."""
     out = []
     for seed in range(4):
-        prob, _ = mo.datasets.planted_layerwise(n_samples=40, n_in=32, n_out=2, density=0.25, noise=0.5, seed=seed)
+        prob, _ = mo.data.planted_layerwise(n_samples=40, n_in=32, n_out=2, density=0.25, noise=0.5, seed=seed)
         exact = mo.solve(prob, method="exact", gap=0.0)
         assert exact.status == "optimal"
         out.append((prob, exact.objective))
@@ -192,7 +192,7 @@ def test_warm_start_and_given_scores_set_the_initial_mask():
 
 
 def test_layerwise_mini_batches_and_float64():
-    prob, planted = mo.datasets.planted_layerwise(n_samples=64, n_in=16, density=0.25, noise=0.0, seed=0)
+    prob, planted = mo.data.planted_layerwise(n_samples=64, n_in=16, density=0.25, noise=0.0, seed=0)
     res = mo.solve(prob, method="anneal", batch_size=16, epochs=40, dtype="float64", **QUIET)
     assert res.stats["steps"] == 40 * 4 and res.stats["dtype"] == "float64"
     assert res.objective < 1e-9
@@ -302,7 +302,7 @@ def test_bad_combinations_are_refused():
         mo.solve(prob, method="ste", warm_start=over, **QUIET)
     with pytest.raises(ValueError, match="scores must map exactly"):
         mo.solve(prob, method="ste", scores={"0.weight": torch.zeros(3)}, **QUIET)
-    lw, _ = mo.datasets.planted_layerwise()
+    lw, _ = mo.data.planted_layerwise()
     with pytest.raises(ValueError, match="DistillProblem"):
         mo.solve(lw, method="sigmoid", loader=[torch.zeros(2, 20)], **QUIET)
     with pytest.raises(TypeError, match="beta1"):

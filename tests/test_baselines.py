@@ -1,0 +1,187 @@
+"""Pruning baselines: exact budgets, nested IMP/SynFlow rounds, scores against hand-computed values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import maskopt as mo
+from maskopt.baselines import (
+    ImpOptions,
+    ImpRound,
+    geometric_caps,
+    grasp_scores,
+    imp_caps,
+    iterative_magnitude_pruning,
+    problem_trainer,
+    snip_scores,
+    synflow_scores,
+)
+
+BASELINES = ["random", "magnitude", "snip", "grasp", "synflow", "imp", "kstarts", "dissipating", "kstarts_dissipating"]
+FAST = {"imp": {"epochs": 1}, "kstarts": {"k": 3, "epochs": 1}, "dissipating": {"epochs": 1},
+        "kstarts_dissipating": {"k": 2, "epochs": 1}, "synflow": {"iterations": 10}}
+
+
+@pytest.fixture(scope="module")
+def task():
+    data, teacher = mo.data.planted_classification(n_train=96, n_test=32, n_in=8, hidden=12, num_classes=3, seed=1)
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Linear(8, 12), nn.ReLU(), nn.Linear(12, 3))
+    return data, teacher, student
+
+
+def kept_per_unit(alloc, masks):
+    flat = alloc.flatten(masks).to(torch.int64)
+    return [int(flat[a:b].sum()) for a, b, _ in alloc.units()]
+
+
+@pytest.mark.parametrize("budget", [mo.Budget(sparsity=0.75), mo.Budget(sparsity=0.6, scope="layer"),
+                                    mo.Budget(k=3, scope="row"), mo.Budget(density=0.3, scope="row", allocation="erk")],
+                         ids=["global", "layer", "row-k", "row-erk"])
+@pytest.mark.parametrize("method", BASELINES)
+def test_every_baseline_keeps_exactly_the_cap_of_every_unit(task, method, budget):
+    data, teacher, student = task
+    prob = mo.DistillProblem(student, [teacher], data.x, budget, labels=data.y)
+    res = mo.solve(prob, method=method, **FAST.get(method, {}))
+    alloc = prob.allocation
+    assert kept_per_unit(alloc, res.masks) == [c for _, _, c in alloc.units()]
+    assert res.stats["step_equivalents"] >= 0
+    assert res.objective == mo.evaluate(prob, res.masks)
+
+
+@pytest.mark.parametrize("method", ["imp", "kstarts", "dissipating", "kstarts_dissipating", "snip", "synflow"])
+def test_baselines_are_deterministic_and_leave_the_student_alone(task, method):
+    data, teacher, student = task
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    prob = mo.DistillProblem(student, [teacher], data.x, mo.Budget(sparsity=0.8), labels=data.y)
+    a = mo.solve(prob, method=method, **FAST.get(method, {}))
+    b = mo.solve(prob, method=method, **FAST.get(method, {}))
+    assert a.masks == b.masks
+    assert all(torch.equal(v, student.state_dict()[k]) for k, v in before.items())
+
+
+def test_imp_masks_are_nested_and_end_on_the_budget(task):
+    data, teacher, student = task
+    prob = mo.DistillProblem(student, [teacher], data.x, mo.Budget(sparsity=0.9, scope="layer"), labels=data.y)
+    trainer = problem_trainer(prob, ImpOptions(epochs=1, train_on="labels"))
+    rounds = [r for r in iterative_magnitude_pruning(trainer, prob.allocation, rate=0.2) if isinstance(r, ImpRound)]
+    assert len(rounds) == len(imp_caps(prob.allocation, 0.2, None)) >= 10  # 0.8^10 ≈ 0.107 > 0.1
+    for prev, cur in zip(rounds, rounds[1:]):
+        for n in cur.masks:
+            assert not (cur.masks[n] & ~prev.masks[n]).any()
+        assert cur.density < prev.density
+    assert kept_per_unit(prob.allocation, rounds[-1].masks) == [c for _, _, c in prob.allocation.units()]
+    # each round removes 20 % of the remaining weights of each layer (up to rounding and the floor)
+    first = kept_per_unit(prob.allocation, rounds[0].masks)
+    assert first == [round(0.8 * 96), round(0.8 * 36)]
+    params = dict(rounds[-1].result.model.named_parameters())  # the last round's trained ticket
+    for n, m in rounds[-1].masks.items():
+        assert torch.all(params[n][~m] == 0) and torch.all(params[n][m] != 0)
+
+
+def test_imp_prunes_by_trained_magnitude_and_rewinds(task):
+    data, teacher, student = task
+    prob = mo.DistillProblem(student, [teacher], data.x, mo.Budget(sparsity=0.5), labels=data.y)
+    trainer = problem_trainer(prob, ImpOptions(epochs=3, lr=0.05, train_on="labels"))
+    init = trainer.state()
+    it = iterative_magnitude_pruning(trainer, prob.allocation, schedule=(0.5,), rewind_step=2)
+    dense = next(it)
+    trained = {n: dense.model.state_dict()[n].clone() for n in prob.params}
+    first = next(it)
+    expected = prob.allocation.project({n: w.abs() for n, w in trained.items()})
+    assert all(torch.equal(first.masks[n], expected[n]) for n in prob.params)
+    assert first.result.steps == dense.steps - 2
+    assert not torch.equal(init["0.weight"], trained["0.weight"])
+    with pytest.raises(StopIteration):
+        next(it)
+
+
+def test_imp_caps_follow_a_schedule_and_refuse_growth():
+    alloc = mo.Budget(sparsity=0.9, scope="layer").allocate({"a": (10, 10), "b": (5, 4)})
+    assert imp_caps(alloc, 0.2, (0.5, 0.8)) == [[50, 10], [20, 4], [10, 2]]
+    with pytest.raises(ValueError, match="must not increase"):
+        imp_caps(alloc, 0.2, (0.8, 0.5))
+    assert geometric_caps(alloc, 0.0) == [100, 20] and geometric_caps(alloc, 1.0) == [10, 2]
+    assert geometric_caps(alloc, 0.5) == [round(100 * 0.1**0.5), round(20 * 0.1**0.5)]
+
+
+def tiny(w1: list[list[float]], w2: list[float]) -> nn.Module:
+    net = nn.Sequential(nn.Linear(len(w1[0]), len(w1), bias=False), nn.ReLU(), nn.Linear(len(w1), 1, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor(w1))
+        net[2].weight.copy_(torch.tensor([w2]))
+    return net
+
+
+class Constant(nn.Module):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x):
+        return torch.full((x.shape[0], 1), self.value, dtype=x.dtype)
+
+
+def test_snip_and_grasp_match_hand_computed_derivatives():
+    # s = w2 · relu(W1 x), L = (s − t)², one sample x = (1, 2), t = 0.5
+    W1, w2, x, t = [[0.5, -0.25], [1.0, 0.5]], [2.0, -1.0], torch.tensor([[1.0, 2.0]]), 0.5
+    prob = mo.DistillProblem(tiny(W1, w2), [Constant(t)], x, mo.Budget(k=2), loss="l2")
+    h = [max(0.0, W1[j][0] * 1 + W1[j][1] * 2) for j in range(2)]  # (0, 2): unit 0 is inactive
+    s = w2[0] * h[0] + w2[1] * h[1]
+    u = s - t  # −2.5
+    g1 = [[2 * u * w2[j] * (h[j] > 0) * xk for xk in (1.0, 2.0)] for j in range(2)]
+    g2 = [2 * u * h[j] for j in range(2)]
+    snip = snip_scores(prob)
+    assert torch.allclose(snip["0.weight"], torch.tensor(W1, dtype=torch.float64).abs() * torch.tensor(g1).abs())
+    assert torch.allclose(snip["2.weight"], (torch.tensor([w2]) * torch.tensor([g2])).abs().double())
+    # Hessian of L in (W1[1,0], W1[1,1], w2[1]) (unit 0 is dead: its rows and columns vanish)
+    # L = (w2_1 (a + 2b) − t)², with a, b = W1[1]; ∂L/∂a = 2u w2_1, ∂L/∂b = 4u w2_1, ∂L/∂w2_1 = 2u h1
+    a, b, c = 1.0, 0.5, -1.0
+    hess = torch.tensor([[2 * c * c, 4 * c * c, 2 * (c * (a + 2 * b) + u)],
+                         [4 * c * c, 8 * c * c, 4 * (c * (a + 2 * b) + u)],
+                         [2 * (c * (a + 2 * b) + u), 4 * (c * (a + 2 * b) + u), 2 * (a + 2 * b) ** 2]],
+                        dtype=torch.float64)
+    g = torch.tensor([2 * u * c, 4 * u * c, 2 * u * (a + 2 * b)], dtype=torch.float64)
+    hg = hess @ g
+    grasp = grasp_scores(prob)
+    assert torch.allclose(grasp["0.weight"][1], torch.tensor([a, b], dtype=torch.float64) * hg[:2])
+    assert grasp["2.weight"][0, 1].item() == pytest.approx(c * hg[2].item())
+    assert torch.all(grasp["0.weight"][0] == 0) and grasp["2.weight"][0, 0] == 0  # w2_0 multiplies h0 = 0
+
+
+def test_synflow_matches_the_path_norm_derivative():
+    # R = Σ_j |w2_j| Σ_k |W1_jk| (all-ones input, absolute weights): score = |w| ∂R/∂|w|
+    W1, w2 = [[0.5, -0.25], [1.0, 0.5]], [2.0, -1.0]
+    prob = mo.DistillProblem(tiny(W1, w2), [Constant(0.0)], torch.ones(1, 2), mo.Budget(k=2))
+    sf = synflow_scores(prob)
+    a1, a2 = torch.tensor(W1).abs().double(), torch.tensor(w2).abs().double()
+    assert torch.allclose(sf["0.weight"], a1 * a2[:, None])
+    assert torch.allclose(sf["2.weight"][0], a2 * a1.sum(dim=1))
+    masked = synflow_scores(prob, {"0.weight": torch.tensor([[True, False], [True, True]]),
+                                   "2.weight": torch.tensor([[True, True]])})
+    assert masked["2.weight"][0, 0].item() == pytest.approx(2.0 * 0.5)
+
+
+def test_training_baselines_refuse_layerwise_problems_and_bad_options(task):
+    prob, _ = mo.data.planted_layerwise(seed=0)
+    with pytest.raises(ValueError, match="'imp' does not take a LayerwiseProblem"):
+        mo.solve(prob, method="imp")
+    assert mo.solve(prob, method="snip").masks.density == pytest.approx(0.25)
+    data, teacher, student = task
+    dprob = mo.DistillProblem(student, [teacher], data.x, mo.Budget(sparsity=0.5))
+    with pytest.raises(ValueError, match="train_on='labels' needs"):
+        mo.solve(dprob, method="imp", train_on="labels")
+    with pytest.raises(ValueError, match="rate must lie"):
+        mo.solve(dprob, method="imp", rate=1.5)
+    with pytest.raises(ValueError, match="fitness must be"):
+        mo.solve(dprob, method="kstarts", fitness="luck")
+
+
+def test_training_baselines_take_a_dataloader(task):
+    data, teacher, student = task
+    prob = mo.DistillProblem(student, [teacher], data.x[:16], mo.Budget(sparsity=0.5))
+    loader, _ = data.loaders(batch_size=32)
+    res = mo.solve(prob, method="dissipating", loader=loader, epochs=1)
+    assert res.stats["step_equivalents"] == len(loader)
