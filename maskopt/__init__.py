@@ -22,6 +22,7 @@ from maskopt.exact import (  # noqa: E402
 )
 from maskopt.masks import MaskSet, apply_masks, masks_of, remove_masks  # noqa: E402
 from maskopt.problems import LayerwiseProblem, Problem  # noqa: E402
+from maskopt.train import TrainResult, load_teachers, train, train_teachers, train_ticket  # noqa: E402
 
 __all__ = [
     "Allocation",
@@ -35,6 +36,7 @@ __all__ = [
     "ProblemTooLargeError",
     "SolveResult",
     "SolverUnavailableError",
+    "TrainResult",
     "TooManyCandidatesError",
     "UnsupportedProblemError",
     "apply_masks",
@@ -48,4 +50,8 @@ __all__ = [
     "relative_gap",
     "remove_masks",
     "solve",
+    "train",
+    "train_teachers",
+    "train_ticket",
+    "load_teachers",
 ]

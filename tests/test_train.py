@@ -1,0 +1,103 @@
+"""Training: masked tickets keep pruned weights exactly zero; teachers train, save and reload."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import maskopt as mo
+from maskopt.train import Trainer, load_teachers, train, train_teachers
+
+
+@pytest.fixture(scope="module")
+def data():
+    return mo.data.planted_classification(n_train=200, n_test=100, n_in=10, hidden=16, num_classes=3, seed=2)[0]
+
+
+def net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 3))
+
+
+def random_masks(model: nn.Module, density: float = 0.3) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return {n: torch.rand(p.shape, generator=gen) < density
+            for n, p in model.named_parameters() if n.endswith("weight")}
+
+
+@pytest.mark.parametrize("optimizer,wd", [("adam", 0.0), ("adamw", 0.1), ("sgd", 1e-3)])
+def test_ticket_training_keeps_pruned_weights_exactly_zero(data, optimizer, wd):
+    model = net()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    masks = random_masks(model)
+    res = mo.train_ticket(model, masks, data, epochs=3, lr=0.05, optimizer=optimizer, weight_decay=wd,
+                          batch_size=32, verbose=False)
+    params = dict(res.model.named_parameters())
+    for n, m in masks.items():
+        assert torch.all(params[n][~m] == 0)
+        assert not torch.equal(params[n][m], before[n][m])  # the kept weights did train
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the input model is untouched
+    assert [h["epoch"] for h in res.history] == [1.0, 2.0, 3.0]
+    assert {"train_loss", "train_acc", "test_loss", "test_acc"} <= set(res.history[-1])
+    assert res.steps == 3 * 7
+
+
+def test_accuracy_and_loss_in_the_history_are_the_models(data):
+    res = train(net(), data, steps=5, batch_size=50, verbose=False)
+    with torch.no_grad():
+        out = res.model(data.x_test)
+    assert res.history[-1]["test_acc"] == pytest.approx(100.0 * float((out.argmax(1) == data.y_test).float().mean()))
+    assert res.history[-1]["test_loss"] == pytest.approx(float(nn.functional.cross_entropy(out, data.y_test)), rel=1e-5)
+    assert res.best("test_acc") >= res.final("test_acc")
+
+
+def test_training_is_deterministic_and_learns(data):
+    a = train(net(), data, epochs=20, lr=0.01, batch_size=32, seed=3, verbose=False)
+    b = train(net(), data, epochs=20, lr=0.01, batch_size=32, seed=3, verbose=False)
+    assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters()))
+    assert a.history[-1]["train_acc"] > 80.0 and a.history[-1]["train_loss"] < a.history[0]["train_loss"]
+
+
+def test_training_takes_loaders_and_rejects_bad_input(data):
+    train_loader, test_loader = data.loaders(batch_size=64)
+    res = train(net(), (train_loader, test_loader), epochs=1, verbose=False)
+    assert res.steps == len(train_loader) and res.history[-1]["test_acc"] is not None
+    model = net()
+    with pytest.raises(ValueError, match="exactly one of steps= or epochs="):
+        train(model, data, verbose=False)
+    with pytest.raises(ValueError, match="names no parameter"):
+        mo.train_ticket(model, {"nope": torch.ones(3, dtype=torch.bool)}, data, verbose=False)
+    with pytest.raises(ValueError, match="has shape"):
+        mo.train_ticket(model, {"0.weight": torch.ones(3, dtype=torch.bool)}, data, verbose=False)
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        train(model, data, steps=1, optimizer="lbfgs", verbose=False)
+    with pytest.raises(TypeError, match="maskopt.data.Dataset or a pair"):
+        train(model, data.x, steps=1, verbose=False)
+
+
+def test_trainer_restarts_from_a_state(data):
+    model = net()
+    trainer = Trainer(model, data, ["0.weight", "2.weight"], options={"steps": 4, "verbose": False})
+    init = trainer.state()
+    trainer.run(None, init)
+    first = trainer.weights()
+    trainer.run(None, init)
+    assert all(torch.equal(first[n], w) for n, w in trainer.weights().items())
+
+
+def test_teachers_train_save_and_reload(tmp_path, data):
+    path = tmp_path / "teachers.safetensors"
+    arch = [("mlp", {"in_features": 10, "hidden": [24], "num_classes": 3})]
+    teachers = train_teachers(data, arch, seeds=(0, 1), epochs=10, lr=0.01, batch_size=32, path=path, verbose=False)
+    assert len(teachers) == 2
+    loaded = load_teachers(path)
+    for t, u in zip(teachers, loaded):
+        assert torch.equal(t(data.x_test), u(data.x_test))
+        assert float((t(data.x_test).argmax(1) == data.y_test).float().mean()) > 0.6
+    assert not torch.equal(teachers[0](data.x_test), teachers[1](data.x_test))
+    prob = mo.DistillProblem(net(), loaded, data.x, mo.Budget(sparsity=0.5), loss="kl")
+    assert mo.solve(prob, method="magnitude").objective > 0
+    mo.MaskSet({"w": torch.ones(2, dtype=torch.bool)}).save(tmp_path / "mask.safetensors")
+    with pytest.raises(ValueError, match="not a maskopt teacher file"):
+        load_teachers(tmp_path / "mask.safetensors")
