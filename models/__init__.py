@@ -54,7 +54,7 @@ def names() -> list[str]:
     return sorted(_MODELS)
 
 
-def create(name: str, seed: int | None = None, **kwargs: Any) -> nn.Module:
+def create(name: str, *, seed: int | None = None, **kwargs: Any) -> nn.Module:
     """Build the model registered as ``name`` with the builder's keyword options ``kwargs``
     (e.g. ``num_classes``). With ``seed``, the parameters are drawn from a generator seeded with
     it (same seed, same model) and torch's global generator is left as it was."""

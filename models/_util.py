@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -11,14 +11,21 @@ import torch
 
 
 @contextmanager
-def fork_seed(seed: int | None) -> Iterator[None]:
-    """Run the block on torch's CPU generator seeded with ``seed``, restoring the global
-    generator afterwards; a no-op for ``seed=None``."""
+def fork_seed(seed: int | None, devices: Iterable[torch.device] = ()) -> Iterator[None]:
+    """Run the block on torch's CPU generator, and the CUDA generators of ``devices``, seeded
+    with ``seed``, restoring them afterwards; a no-op for ``seed=None``. The same seed gives the
+    same numbers on the same kind of device (CPU and CUDA draw differently)."""
     if seed is None:
         yield
         return
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    devices = set(devices)
+    if other := sorted(str(d) for d in devices if d.type not in ("cpu", "cuda")):
+        raise ValueError(f"seed= is supported on CPU and CUDA; the model is on {other}. Initialise it on the CPU.")
+    cuda = sorted({torch.cuda.current_device() if d.index is None else d.index for d in devices if d.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda):
+        torch.random.default_generator.manual_seed(seed)
+        for index in cuda:
+            torch.cuda.default_generators[index].manual_seed(seed)
         yield
 
 

@@ -15,7 +15,6 @@ from maskopt.models._util import check_kwargs, fork_seed
 from maskopt.models.resnet import BasicBlock
 
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 _ACTIVATIONS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
     "relu": lambda z, slope: np.maximum(z, 0.0),
@@ -53,6 +52,10 @@ def residual_branch_ends(model: nn.Module) -> list[nn.Module]:
         elif isinstance(module, BasicBlock):
             ends.append(module.bn2)
     return ends
+
+
+def _is_affine_batch_norm(module: nn.Module) -> bool:
+    return isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)) and module.affine
 
 
 def _kaiming_normal(weight: torch.Tensor, nonlinearity: str = "relu", negative_slope: float = 0.0) -> None:
@@ -98,7 +101,9 @@ def vr_gaussian(
     q = 1 is the fixed point). Every layer's input is treated as a φ-activation, the first
     included (as Kaiming does). A residual stream s_{k+1} = s_k + F_k(s_k) with branches scaled
     to E[F_k²] = E[s_k²]/B grows to (1 + 1/B)^B E[s_0²] < e · E[s_0²] over the B branches
-    (Fixup / SkipInit reasoning: the sum of B branches must not grow with B).
+    (Fixup / SkipInit reasoning: the sum of B branches must not grow with B). Examples: a ReLU
+    MLP gets N(0, 2/fan_in) everywhere (= Kaiming normal); ResNet-20 (B = 9) gets
+    N(0, 2/fan_in) convs and γ = 1/3 on each block's ``bn2``; the MNIST-1D MLP has B = 1, r = 1.
     """
     second_moment = gaussian_second_moment(activation, negative_slope)
     ends = residual_branch_ends(model)
@@ -108,13 +113,15 @@ def vr_gaussian(
         raise ValueError("reduction scales the residual branches, but the model has none (see residual_branch_ends).")
     elif reduction <= 0:
         raise ValueError(f"reduction must be positive; got {reduction}.")
+    if bad := [type(m).__name__ for m in ends if not isinstance(m, WEIGHTED) and not _is_affine_batch_norm(m)]:
+        raise ValueError(f"A residual branch must end in a Linear/Conv layer or an affine BatchNorm; got {bad}.")
     end_ids = {id(m) for m in ends}
     with torch.no_grad():
         for module in model.modules():
             r = reduction if id(module) in end_ids else 1.0
             if isinstance(module, WEIGHTED):
                 module.weight.normal_(0.0, math.sqrt(r / (fan_in(module) * second_moment)))
-            elif isinstance(module, _BATCH_NORMS) and id(module) in end_ids:
+            elif id(module) in end_ids:  # an affine BatchNorm
                 module.weight.fill_(math.sqrt(r))
             else:
                 continue
@@ -133,19 +140,21 @@ def initialize(model: nn.Module, scheme: str, seed: int | None = None, **kwargs:
     Schemes and their keyword options: ``"kaiming_normal"``/``"kaiming_uniform"``
     (``nonlinearity="relu"``, ``negative_slope=0.0``; fan_in mode), ``"xavier_normal"``/
     ``"xavier_uniform"`` (``gain=1.0``), ``"vr_gaussian"`` (``activation="relu"``,
-    ``negative_slope=0.01``, ``reduction=None``; see :func:`vr_gaussian`). ``seed`` draws from a
-    private generator seeded with it, leaving torch's global generator as it was.
+    ``negative_slope=0.01``, ``reduction=None``; see :func:`vr_gaussian`). With ``seed``, the
+    weights are drawn from generators seeded with it (CPU, or the CUDA devices the model is on)
+    and torch's global generators are left as they were.
     """
+    devices = {p.device for p in model.parameters()}
     if scheme == "vr_gaussian":
         check_kwargs("initialize('vr_gaussian')", vr_gaussian, kwargs, model)
-        with fork_seed(seed):
+        with fork_seed(seed, devices):
             vr_gaussian(model, **kwargs)
         return model
     if scheme not in _PER_WEIGHT:
         raise ValueError(f"Unknown initialisation {scheme!r}; known: {', '.join(SCHEMES)}.")
     init = _PER_WEIGHT[scheme]
     check_kwargs(f"initialize({scheme!r})", init, kwargs, torch.empty(0))
-    with fork_seed(seed), torch.no_grad():
+    with fork_seed(seed, devices), torch.no_grad():
         for module in model.modules():
             if isinstance(module, WEIGHTED):
                 init(module.weight, **kwargs)

@@ -127,6 +127,21 @@ def test_unknown_name_and_bad_options_are_refused_clearly():
 # --- initialisations -------------------------------------------------------------------------
 
 
+class _PreActBlock(nn.Module):
+    """s + fc2(relu(fc1(relu(s)))): one residual branch, ending at fc2."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(width, width, bias=False)
+        self.fc2 = nn.Linear(width, width, bias=False)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return s + self.fc2(torch.relu(self.fc1(torch.relu(s))))
+
+    def residual_branch_ends(self) -> list[nn.Module]:
+        return [self.fc2]
+
+
 @pytest.mark.parametrize("scheme", models.SCHEMES)
 def test_every_scheme_is_seeded_and_zeroes_the_biases(scheme):
     model = models.create("lenet5", seed=0)
@@ -138,14 +153,32 @@ def test_every_scheme_is_seeded_and_zeroes_the_biases(scheme):
             assert not p.any()
 
 
+def test_seeded_initialize_leaves_the_global_generator_alone():
+    model = models.create("lenet5")
+    state = torch.random.get_rng_state()
+    models.initialize(model, "kaiming_uniform", seed=0)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_seeded_initialize_is_deterministic_on_cuda():
+    a = models.initialize(models.create("lenet5").cuda(), "vr_gaussian", seed=0)
+    b = models.initialize(models.create("lenet5").cuda(), "vr_gaussian", seed=0)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
 def test_initialize_refuses_unknown_schemes_and_options():
     model = models.create("lenet5")
     with pytest.raises(ValueError, match="Unknown initialisation 'orthogonal'; known: kaiming_normal"):
         models.initialize(model, "orthogonal")
     with pytest.raises(TypeError, match="initialize\\('xavier_normal'\\).*gain"):
         models.initialize(model, "xavier_normal", nonlinearity="relu")
-    with pytest.raises(ValueError, match="no residual branches|has none"):
+    with pytest.raises(ValueError, match="the model has none"):
         models.initialize(model, "vr_gaussian", reduction=0.5)
+    block = _PreActBlock(4)
+    block.residual_branch_ends = lambda: [nn.ReLU()]
+    with pytest.raises(ValueError, match="must end in a Linear/Conv layer or an affine BatchNorm; got \\['ReLU'\\]"):
+        models.initialize(block, "vr_gaussian")
 
 
 @pytest.mark.parametrize(
@@ -196,21 +229,6 @@ def test_vr_gaussian_preserves_activation_variance_through_32_relu_layers():
     assert ((0.5 < ratio["vr_gaussian"]) & (ratio["vr_gaussian"] < 2)).all()
     for scheme in ("pytorch_default", "xavier_normal"):
         assert ratio[scheme].min() < 1e-3  # halves (Xavier) or sixths (default) at every layer
-
-
-class _PreActBlock(nn.Module):
-    """s + fc2(relu(fc1(relu(s)))): one residual branch, ending at fc2."""
-
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(width, width, bias=False)
-        self.fc2 = nn.Linear(width, width, bias=False)
-
-    def forward(self, s: torch.Tensor) -> torch.Tensor:
-        return s + self.fc2(torch.relu(self.fc1(torch.relu(s))))
-
-    def residual_branch_ends(self) -> list[nn.Module]:
-        return [self.fc2]
 
 
 @torch.no_grad()
