@@ -6,7 +6,7 @@ See README.md for the definitions (sparsity, budget scopes, objective, certifica
 __version__ = "0.1.0"
 
 from maskopt import baselines as _baselines  # noqa: E402,F401  (registers methods)
-from maskopt import data  # noqa: E402
+from maskopt import data, models  # noqa: E402
 from maskopt import exact as _exact  # noqa: E402,F401  (registers methods)
 from maskopt import relax as _relax  # noqa: E402,F401  (registers methods)
 from maskopt.api import MethodOutput, SolveResult, evaluate, methods, register, relative_gap, solve  # noqa: E402
@@ -46,6 +46,7 @@ __all__ = [
     "evaluate",
     "masks_of",
     "methods",
+    "models",
     "register",
     "relative_gap",
     "remove_masks",

@@ -7,9 +7,10 @@ weights with final cap c_u, an intermediate cap c_u(r) ≥ c_u that never grows 
 to round (pruned weights score −∞), so their masks are nested and the last round's is
 exactly within the budget.
 
-Compute is reported in ``stats["step_equivalents"]``: forward+backward passes over
-``batch_size`` samples (one optimizer step of training = 1; a full-data gradient over N
-samples = N / batch_size), the unit in which methods are compared.
+Compute is reported in ``stats["gradient_samples"]``: the number of per-sample
+forward+backward passes spent finding the mask (a training step on a batch of B samples
+costs B, a full-data gradient over N samples N, a Hessian-vector product 2N, a SynFlow
+round 1); divided by a batch size it gives training-step equivalents.
 """
 
 from __future__ import annotations
@@ -200,14 +201,14 @@ class KstartsDissipatingOptions(DissipatingOptions):
           summary="keep the largest |w| within each scope unit")
 def _magnitude(problem: Problem, opts: NoOptions) -> MethodOutput:
     scores = {n: w.abs() for n, w in problem.weights().items()}
-    return MethodOutput(problem.allocation.project(scores), stats={"step_equivalents": 0.0})
+    return MethodOutput(problem.allocation.project(scores), stats={"gradient_samples": 0})
 
 
 @register("random", options=RandomOptions, problems=(Problem,),
           summary="keep uniformly random weights within each scope unit (seeded)")
 def _random(problem: Problem, opts: RandomOptions) -> MethodOutput:
     return MethodOutput(problem.allocation.project(_random_scores(problem.mask_shapes(), opts.seed)),
-                        stats={"step_equivalents": 0.0})
+                        stats={"gradient_samples": 0})
 
 
 def _random_scores(shapes: Mapping[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
@@ -256,14 +257,14 @@ def synflow_scores(problem: DistillProblem, masks: Mapping[str, torch.Tensor] | 
           summary="connection sensitivity |w·∂L/∂w| on the problem's data (Lee et al. 2019)")
 def _snip(problem: Problem, opts: NoOptions) -> MethodOutput:
     return MethodOutput(problem.allocation.project(snip_scores(problem)),
-                        stats={"step_equivalents": _step_eq(problem)})
+                        stats={"gradient_samples": _samples(problem)})
 
 
 @register("grasp", options=NoOptions, problems=(Problem,),
           summary="gradient signal preservation w·Hg (Wang et al. 2020)")
 def _grasp(problem: Problem, opts: NoOptions) -> MethodOutput:
     return MethodOutput(problem.allocation.project(grasp_scores(problem)),
-                        stats={"step_equivalents": 2 * _step_eq(problem)})
+                        stats={"gradient_samples": 2 * _samples(problem)})
 
 
 @register("synflow", options=SynflowOptions, problems=(DistillProblem,),
@@ -274,12 +275,12 @@ def _synflow(problem: DistillProblem, opts: SynflowOptions) -> MethodOutput:
         scores = _pruned_to_minus_inf(synflow_scores(problem, masks), masks)
         masks = project_caps(alloc, scores, geometric_caps(alloc, it / opts.iterations))
     return MethodOutput(masks, stats={"iterations": opts.iterations,
-                                      "step_equivalents": opts.iterations / 128.0})
+                                      "gradient_samples": opts.iterations})
 
 
-def _step_eq(problem: Problem) -> float:
-    """Forward+backward over the problem's N samples in units of 128-sample steps."""
-    return (problem.inputs.shape[0] if hasattr(problem, "inputs") else 1) / 128.0
+def _samples(problem: Problem) -> int:
+    """N, the samples of a full-data gradient of the problem's objective."""
+    return int(problem.inputs.shape[0])
 
 
 # ---------------------------------------------------------------- training-based baselines
@@ -418,15 +419,15 @@ def iterative_magnitude_pruning(trainer: Trainer, alloc: Allocation, rate: float
           summary="iterative magnitude pruning with rewinding, 20% per round (lottery tickets)")
 def _imp(problem: DistillProblem, opts: ImpOptions) -> MethodOutput:
     trainer = problem_trainer(problem, opts)
-    steps, history, last = 0, [], None
+    samples, history, last = 0, [], None
     for item in iterative_magnitude_pruning(trainer, problem.allocation, opts.rate, opts.schedule, opts.rewind_step):
         result = item if isinstance(item, TrainResult) else item.result
-        steps += result.steps
+        samples += result.samples
         if isinstance(item, ImpRound):
             last = item
             history.append({"round": item.round, "density": item.density, "steps": result.steps,
                             "train_loss": result.history[-1]["train_loss"]})
-    return MethodOutput(last.masks, history=history, stats={"rounds": last.round, "step_equivalents": float(steps)})
+    return MethodOutput(last.masks, history=history, stats={"rounds": last.round, "gradient_samples": samples})
 
 
 def _fitness(grad_sum: dict[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
@@ -438,7 +439,7 @@ def _fitness(grad_sum: dict[str, torch.Tensor], masks: Mapping[str, torch.Tensor
 
 def _train_candidate(trainer: Trainer, init: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
                      seed: int) -> tuple[float, float, int]:
-    """Train one K-starts candidate; (Σ|w| kept after training, Σ_t Σ|g_t| kept, steps)."""
+    """Train one K-starts candidate; (Σ|w| kept after training, Σ_t Σ|g_t| kept, samples)."""
     params = dict(trainer.model.named_parameters())
     grad_sum = {n: torch.zeros_like(params[n]) for n in trainer.names}
 
@@ -449,7 +450,7 @@ def _train_candidate(trainer: Trainer, init: Mapping[str, torch.Tensor], masks: 
 
     result = trainer.run(masks, init, seed=seed, on_step=on_step)
     magnitude, gradient = _fitness(grad_sum, masks, trainer.weights())
-    return magnitude, gradient, result.steps
+    return magnitude, gradient, result.samples
 
 
 def _fittest(candidates: list[tuple[dict, float, float]], fitness: str) -> int:
@@ -468,21 +469,21 @@ def _fittest(candidates: list[tuple[dict, float, float]], fitness: str) -> int:
           summary="K random masks trained a few epochs, keep the fittest (magnitude/gradient)")
 def _kstarts(problem: DistillProblem, opts: KstartsOptions) -> MethodOutput:
     trainer = problem_trainer(problem, opts)
-    init, steps, candidates, history = trainer.state(), 0, [], []
+    init, samples, candidates, history = trainer.state(), 0, [], []
     for i in range(opts.k):
         masks = problem.allocation.project(_random_scores(problem.mask_shapes(), opts.seed + i))
         mag, grad, n = _train_candidate(trainer, init, masks, opts.seed + i)
-        steps += n
+        samples += n
         candidates.append((masks, mag, grad))
         history.append({"start": i, "magnitude": mag, "gradient": grad})
     best = _fittest(candidates, opts.fitness)
-    return MethodOutput(candidates[best][0], history=history, stats={"chosen": best, "step_equivalents": float(steps)})
+    return MethodOutput(candidates[best][0], history=history, stats={"chosen": best, "gradient_samples": samples})
 
 
 def dissipating_scores(trainer: Trainer, init: Mapping[str, torch.Tensor], seed: int
                        ) -> tuple[dict[str, torch.Tensor], int]:
     """max over the steps of a dense run from ``init`` of |w_t − w_0| / |w_0| per maskable
-    weight (∞ where w_0 = 0 and the weight moved), and the steps taken."""
+    weight (∞ where w_0 = 0 and the weight moved), and the samples processed."""
     params = dict(trainer.model.named_parameters())
     w0 = {n: init[n].to(params[n].device).clone() for n in trainer.names}
     moved = {n: torch.zeros_like(w) for n, w in w0.items()}
@@ -493,30 +494,30 @@ def dissipating_scores(trainer: Trainer, init: Mapping[str, torch.Tensor], seed:
                 torch.maximum(m, (params[n] - w0[n]).abs(), out=m)
 
     result = trainer.run(None, init, seed=seed, on_step=on_step)
-    return {n: (m / w0[n].abs()).cpu().double() for n, m in moved.items()}, result.steps
+    return {n: (m / w0[n].abs()).cpu().double() for n, m in moved.items()}, result.samples
 
 
 @register("dissipating", options=DissipatingOptions, problems=(DistillProblem,),
           summary="drop weights that stay near their initial value in the first epochs")
 def _dissipating(problem: DistillProblem, opts: DissipatingOptions) -> MethodOutput:
     trainer = problem_trainer(problem, opts)
-    scores, steps = dissipating_scores(trainer, trainer.state(), opts.seed)
+    scores, samples = dissipating_scores(trainer, trainer.state(), opts.seed)
     low = sum(int((s <= opts.fraction).sum()) for s in scores.values())
     return MethodOutput(problem.allocation.project(scores),
-                        stats={"dissipating": low, "step_equivalents": float(steps)})
+                        stats={"dissipating": low, "gradient_samples": samples})
 
 
 @register("kstarts_dissipating", options=KstartsDissipatingOptions, problems=(DistillProblem,),
           summary="K-starts whose candidates are dissipating-gradient masks")
 def _kstarts_dissipating(problem: DistillProblem, opts: KstartsDissipatingOptions) -> MethodOutput:
     trainer = problem_trainer(problem, opts)
-    init, steps, candidates, history = trainer.state(), 0, [], []
+    init, samples, candidates, history = trainer.state(), 0, [], []
     for i in range(opts.k):
         scores, n_dense = dissipating_scores(trainer, init, opts.seed + i)
         masks = problem.allocation.project(scores)
         mag, grad, n = _train_candidate(trainer, init, masks, opts.seed + i)
-        steps += n_dense + n
+        samples += n_dense + n
         candidates.append((masks, mag, grad))
         history.append({"start": i, "magnitude": mag, "gradient": grad})
     best = _fittest(candidates, opts.fitness)
-    return MethodOutput(candidates[best][0], history=history, stats={"chosen": best, "step_equivalents": float(steps)})
+    return MethodOutput(candidates[best][0], history=history, stats={"chosen": best, "gradient_samples": samples})

@@ -71,9 +71,13 @@ class Dataset:
 
 
 def _dataset(name: str, x, y, x_test, y_test, num_classes: int) -> Dataset:
-    f = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32)  # noqa: E731
-    i = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.int64)  # noqa: E731
-    return Dataset(name, f(x), i(y), f(x_test), i(y_test), num_classes)
+    def floats(a) -> torch.Tensor:
+        return torch.tensor(np.asarray(a), dtype=torch.float32)
+
+    def labels(a) -> torch.Tensor:
+        return torch.tensor(np.asarray(a), dtype=torch.int64)
+
+    return Dataset(name, floats(x), labels(y), floats(x_test), labels(y_test), num_classes)
 
 
 def digits(test_fraction: float = 0.25, seed: int = 0) -> Dataset:

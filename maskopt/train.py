@@ -33,11 +33,12 @@ class TrainResult:
     (mean training loss since the previous record), ``train_acc`` / ``test_loss`` /
     ``test_acc`` (accuracies in %, on the whole split, in eval mode; the accuracies only
     for class labels, the test entries only when test data was given). ``steps``: optimizer
-    steps taken; ``time``: seconds."""
+    steps taken; ``samples``: training samples processed (Σ batch sizes); ``time``: seconds."""
 
     model: nn.Module
     history: list[dict] = field(default_factory=list)
     steps: int = 0
+    samples: int = 0
     time: float = 0.0
 
     def best(self, key: str = "test_acc") -> float:
@@ -183,7 +184,7 @@ def train(
         for name, m in masks.items():
             params[name].mul_(m)
     opt = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
-    history, running, since = [], 0.0, 0
+    history, running, since, samples = [], 0.0, 0, 0
     t0 = time.perf_counter()
     bar = tqdm(range(total), desc="train", disable=not verbose, leave=False)
     for step in bar:
@@ -203,6 +204,7 @@ def train(
         if on_step is not None:
             on_step(step + 1)
         running += float(loss.detach())
+        samples += x.shape[0]
         since += 1
         if (step + 1) % every == 0 or step == total - 1:
             model.eval()
@@ -217,7 +219,7 @@ def train(
                 bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k in ("train_loss", "test_acc")})
     bar.close()
     model.eval()
-    return TrainResult(model, history, total, time.perf_counter() - t0)
+    return TrainResult(model, history, total, samples, time.perf_counter() - t0)
 
 
 @dataclass
