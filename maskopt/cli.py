@@ -10,6 +10,7 @@ import torch
 
 import maskopt as mo
 from maskopt.report import format_table, write_csv, write_json
+from maskopt.solvers.unrolled.bench import add_arguments, bench_main
 
 DEMO_COLUMNS = ("loss", "method", "objective", "bound", "gap", "status", "time", "density", "hamming_to_planted")
 
@@ -41,6 +42,10 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lista_bench(args: argparse.Namespace) -> int:
+    return bench_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskopt", description="Sparse masks of neural networks by optimization.")
     parser.add_argument("--version", action="version", version=f"maskopt {mo.__version__}")
@@ -52,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a smaller instance (for tests)")
     demo.add_argument("--quiet", action="store_true", help="print only the final table")
     demo.set_defaults(func=_demo)
+    lista = sub.add_parser("lista-bench", help="train/tune an unrolled sparse solver (or run ISTA/FISTA) on the "
+                           "sparse-coding benchmark and print its test NMSE per layer")
+    add_arguments(lista)
+    lista.set_defaults(func=_lista_bench)
     return parser
 
 

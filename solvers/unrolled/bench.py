@@ -1,0 +1,140 @@
+"""One method on the sparse-coding benchmark: train or tune it, then its test NMSE after
+every layer (or iteration). Behind ``maskopt lista-bench``.
+
+All NMSE values are on the test split, in dB; ``nmse_db`` uses the aggregate convention
+10·log10(Σ‖x̂ − x‖² / Σ‖x‖²) and ``nmse_db_per_sample`` the mean of per-sample dB values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+
+from maskopt.solvers.unrolled.classical import Continuation, fista, ista
+from maskopt.solvers.unrolled.models import MODELS, HyperLISTA, build_model
+from maskopt.solvers.unrolled.problem import SparseCodingProblem, nmse_db, nmse_db_per_sample
+from maskopt.solvers.unrolled.train import TrainConfig, evaluate_layers, train_stagewise, tune_hyperlista
+
+METHODS = ("ista", "fista", *MODELS)
+LAMBDAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)
+CONVENTION = "aggregate: 10·log10(Σ‖x̂−x‖² / Σ‖x‖²) over the test set"
+# learning rates of stage 1 (lr·0.2 and lr·0.02 follow): LISTA-CPSS code's 5e-4 for matrices, 1e-2 for ALISTA's scalars
+DEFAULT_LR = {"lista": 5e-4, "lista-cp": 5e-4, "lista-cpss": 5e-4, "alista": 1e-2}
+
+
+def run_method(method: str, *, layers: int = 16, snr_db: float = math.inf, m: int = 250, n: int = 500,
+               seed: int = 0, device: str = "cpu", test_size: int = 1000, config: TrainConfig | None = None,
+               search_points: int = 7, search_rounds: int = 3, checkpoint: str | Path | None = None,
+               verbose: bool = True) -> dict:
+    """Prepare ``method`` (train, tune, or pick λ on the validation split), evaluate it on the
+    test split and return a JSON-ready record: per-layer NMSE in both conventions, the
+    preparation time in seconds and the settings used.
+
+    ista/fista: ``layers`` iterations with the λ of ``LAMBDAS`` best on validation after
+    ``layers`` iterations. hyperlista: ``tune_hyperlista`` on the validation split. Others:
+    ``train_stagewise`` with ``config`` (default: ``TrainConfig`` with ``DEFAULT_LR``).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}.")
+    problem = SparseCodingProblem(m=m, n=n, snr_db=snr_db, seed=seed, device=device)
+    config = config or TrainConfig(lr=DEFAULT_LR.get(method, 1e-3), seed=seed)
+    y_test, x_test = problem.sample("test", test_size)
+    start = time.perf_counter()
+    settings: dict = {}
+    if method in ("ista", "fista"):
+        solver = ista if method == "ista" else fista
+        y_val, x_val = problem.sample("validation", config.val_size)
+        lam = min(LAMBDAS, key=lambda lam: nmse_db(solver(problem.A, y_val, lam, layers).x, x_val))
+        prep = time.perf_counter() - start
+        trace = solver(problem.A, y_test, lam, layers, x_true=x_test)
+        per_sample = [nmse_db_per_sample(solver(problem.A, y_test, lam, k).x, x_test) for k in range(1, layers + 1)]
+        curves, settings = {"aggregate": trace.nmse_db, "per_sample": per_sample}, {"lam": lam}
+    else:
+        model = build_model(method, problem.A, layers)
+        if isinstance(model, HyperLISTA):
+            y_val, x_val = problem.sample("validation", config.val_size)
+            settings = tune_hyperlista(model, y_val, x_val, points=search_points, rounds=search_rounds,
+                                       verbose=verbose)
+        else:
+            result = train_stagewise(model, problem, config, checkpoint=checkpoint, verbose=verbose)
+            settings = {"config": asdict(config), "steps": result.steps, "completed": result.completed,
+                        "val_nmse_db": result.val_nmse_db}
+        prep = time.perf_counter() - start
+        curves = evaluate_layers(model, y_test, x_test)
+    return {"method": method, "layers": layers, "snr_db": snr_db, "m": m, "n": n, "seed": seed,
+            "test_size": test_size, "device": str(device), "convention": CONVENTION,
+            "nmse_db": curves["aggregate"], "nmse_db_per_sample": curves["per_sample"],
+            "prepare_time_s": prep, "settings": settings}
+
+
+def fista_iterations_to_reach(problem: SparseCodingProblem, y: torch.Tensor, x: torch.Tensor,
+                              targets: dict[str, float], *, max_iters: int = 4000,
+                              decays: tuple[float, ...] = (0.99, 0.995, 0.998),
+                              lams: tuple[float, ...] = (1e-4, 1e-3, 1e-2),
+                              lam_final: float = 1e-6, lam0: float = 1.0) -> dict:
+    """For each named target NMSE (aggregate dB), the fewest FISTA iterations on ``(y, x)``
+    that reach it: over λ continuation schedules λ_k = max(``lam_final``, ``lam0``·decay^k),
+    one per ``decays``, and over fixed λ in ``lams``. Returns ``{"targets": {name:
+    {"target_db", "iterations" (None when nothing reaches it in ``max_iters``), "schedule"}},
+    "curves": {schedule: NMSE after each iteration}}``."""
+    curves = {f"continuation decay={d}": fista(problem.A, y, lam_final, max_iters, x_true=x,
+                                               continuation=Continuation(lam0, d)).nmse_db for d in decays}
+    curves.update({f"fixed lam={lam}": fista(problem.A, y, lam, max_iters, x_true=x).nmse_db for lam in lams})
+    found = {}
+    for name, target in targets.items():
+        hits = [(next((k + 1 for k, v in enumerate(c) if v <= target), math.inf), run) for run, c in curves.items()]
+        its, run = min(hits)
+        found[name] = {"target_db": target, "iterations": None if math.isinf(its) else its,
+                       "schedule": None if math.isinf(its) else run}
+    return {"targets": found, "curves": curves}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``maskopt lista-bench``."""
+    parser.add_argument("--method", required=True, choices=METHODS, help="solver or unrolled model")
+    parser.add_argument("--layers", type=int, default=16, help="layers (or iterations for ista/fista), default 16")
+    parser.add_argument("--snr", type=float, default=math.inf, help="SNR in dB, or inf (default) for noise-free")
+    parser.add_argument("--json", help="write the result record to this file")
+    parser.add_argument("--m", type=int, default=250, help="measurements (default 250)")
+    parser.add_argument("--n", type=int, default=500, help="signal length (default 500)")
+    parser.add_argument("--seed", type=int, default=0, help="problem and training seed (default 0)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--test-size", type=int, default=1000, help="test samples (default 1000)")
+    parser.add_argument("--max-steps", type=int, help="training steps per stage at most (default 2000)")
+    parser.add_argument("--batch-size", type=int, help="training batch size (default 128)")
+    parser.add_argument("--lr", type=float, help="stage-1 learning rate (default: per method)")
+    parser.add_argument("--time-limit", type=float, help="seconds of training at most (default: none)")
+    parser.add_argument("--checkpoint", help="checkpoint file (written per layer; resumed from when present)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def bench_main(args: argparse.Namespace) -> int:
+    """Run ``maskopt lista-bench``: print the NMSE per layer, optionally write the JSON record."""
+    if args.layers < 1 or args.m < 1 or args.n < 1 or args.test_size < 1:
+        raise ValueError("--layers, --m, --n and --test-size must be positive.")
+    if math.isnan(args.snr) or args.snr <= -math.inf:
+        raise ValueError(f"--snr must be a number of dB or inf, got {args.snr}.")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as e:
+        raise ValueError(f"bad --device {args.device!r}: {e}") from None
+    overrides = {k: v for k, v in (("max_steps", args.max_steps), ("batch_size", args.batch_size), ("lr", args.lr),
+                                   ("time_limit", args.time_limit)) if v is not None}
+    config = replace(TrainConfig(lr=DEFAULT_LR.get(args.method, 1e-3), seed=args.seed), **overrides)
+    record = run_method(args.method, layers=args.layers, snr_db=args.snr, m=args.m, n=args.n, seed=args.seed,
+                        device=str(device), test_size=args.test_size, config=config, checkpoint=args.checkpoint,
+                        verbose=not args.quiet)
+    print(f"{args.method}: {args.m}x{args.n}, SNR {args.snr} dB, test NMSE in dB ({CONVENTION})")
+    print("layer  nmse_db   nmse_db_per_sample")
+    for k, (a, b) in enumerate(zip(record["nmse_db"], record["nmse_db_per_sample"]), start=1):
+        print(f"{k:<5}  {a:8.2f}  {b:8.2f}")
+    print(f"prepared in {record['prepare_time_s']:.1f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=2))
+    return 0
