@@ -131,6 +131,15 @@ def test_untrained_lista_reproduces_ista_iterates(model_cls):
         assert torch.allclose(xk, ista(prob.A, y, 0.1, k).x, rtol=0, atol=1e-12)
 
 
+def test_lista_cp_with_alista_init_is_untrained_alista():
+    prob = SparseCodingProblem(**SMALL, dtype=torch.float64)
+    y, _ = prob.sample("test", 10)
+    with torch.no_grad():
+        assert torch.allclose(LISTACP(prob.A, 6, init="alista")(y), ALISTA(prob.A, 6)(y), atol=1e-12)
+    with pytest.raises(ValueError, match="init"):
+        LISTACP(prob.A, 2, init="random")
+
+
 def test_alista_weight_satisfies_its_constraints_and_is_optimal():
     prob = SparseCodingProblem(m=15, n=30, dtype=torch.float64)
     A, W = prob.A, alista_weight(prob.A)

@@ -31,7 +31,7 @@ DEFAULT_LR = {"lista": 5e-4, "lista-cp": 5e-4, "lista-cpss": 5e-4, "alista": 1e-
 def run_method(method: str, *, layers: int = 16, snr_db: float = math.inf, m: int = 250, n: int = 500,
                seed: int = 0, device: str = "cpu", test_size: int = 1000, config: TrainConfig | None = None,
                search_points: int = 7, search_rounds: int = 3, checkpoint: str | Path | None = None,
-               verbose: bool = True) -> dict:
+               model_options: dict | None = None, verbose: bool = True) -> dict:
     """Prepare ``method`` (train, tune, or pick λ on the validation split), evaluate it on the
     test split and return a JSON-ready record: per-layer NMSE in both conventions, the
     preparation time in seconds and the settings used.
@@ -39,6 +39,7 @@ def run_method(method: str, *, layers: int = 16, snr_db: float = math.inf, m: in
     ista/fista: ``layers`` iterations with the λ of ``LAMBDAS`` best on validation after
     ``layers`` iterations. hyperlista: ``tune_hyperlista`` on the validation split. Others:
     ``train_stagewise`` with ``config`` (default: ``TrainConfig`` with ``DEFAULT_LR``).
+    ``model_options`` go to the model's constructor (e.g. ``{"init": "alista"}`` for LISTA-CP).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}.")
@@ -56,15 +57,15 @@ def run_method(method: str, *, layers: int = 16, snr_db: float = math.inf, m: in
         per_sample = [nmse_db_per_sample(solver(problem.A, y_test, lam, k).x, x_test) for k in range(1, layers + 1)]
         curves, settings = {"aggregate": trace.nmse_db, "per_sample": per_sample}, {"lam": lam}
     else:
-        model = build_model(method, problem.A, layers)
+        model = build_model(method, problem.A, layers, **(model_options or {}))
         if isinstance(model, HyperLISTA):
             y_val, x_val = problem.sample("validation", config.val_size)
             settings = tune_hyperlista(model, y_val, x_val, points=search_points, rounds=search_rounds,
                                        verbose=verbose)
         else:
             result = train_stagewise(model, problem, config, checkpoint=checkpoint, verbose=verbose)
-            settings = {"config": asdict(config), "steps": result.steps, "completed": result.completed,
-                        "val_nmse_db": result.val_nmse_db}
+            settings = {"config": asdict(config), "model_options": model_options or {}, "steps": result.steps,
+                        "completed": result.completed, "val_nmse_db": result.val_nmse_db}
         prep = time.perf_counter() - start
         curves = evaluate_layers(model, y_test, x_test)
     return {"method": method, "layers": layers, "snr_db": snr_db, "m": m, "n": n, "seed": seed,
@@ -110,6 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="training batch size (default 128)")
     parser.add_argument("--lr", type=float, help="stage-1 learning rate (default: per method)")
     parser.add_argument("--time-limit", type=float, help="seconds of training at most (default: none)")
+    parser.add_argument("--cp-init", choices=("ista", "alista"), default="ista",
+                        help="initialisation of lista-cp/lista-cpss (default ista)")
     parser.add_argument("--checkpoint", help="checkpoint file (written per layer; resumed from when present)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -129,6 +132,7 @@ def bench_main(args: argparse.Namespace) -> int:
     config = replace(TrainConfig(lr=DEFAULT_LR.get(args.method, 1e-3), seed=args.seed), **overrides)
     record = run_method(args.method, layers=args.layers, snr_db=args.snr, m=args.m, n=args.n, seed=args.seed,
                         device=str(device), test_size=args.test_size, config=config, checkpoint=args.checkpoint,
+                        model_options={"init": args.cp_init} if args.method.startswith("lista-cp") else None,
                         verbose=not args.quiet)
     print(f"{args.method}: {args.m}x{args.n}, SNR {args.snr} dB, test NMSE in dB ({CONVENTION})")
     print("layer  nmse_db   nmse_db_per_sample")

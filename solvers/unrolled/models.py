@@ -120,14 +120,19 @@ class LISTA(Unrolled):
 
 
 class LISTACP(Unrolled):
-    """LISTA-CP (``support_selection=False``) or LISTA-CPSS, initialised as ISTA with ``lam``:
-    W_k = A/L (``(m, n)``), θ_k = lam/L."""
+    """LISTA-CP (``support_selection=False``) or LISTA-CPSS. Initialised as ISTA with ``lam``
+    (W_k = A/L ``(m, n)``, θ_k = lam/L), or, with ``init="alista"``, as untrained ALISTA
+    (W_k = W̃, θ_k = lam)."""
 
-    def __init__(self, A: torch.Tensor, layers: int, lam: float = 0.1, support_selection: bool = True):
+    def __init__(self, A: torch.Tensor, layers: int, lam: float = 0.1, support_selection: bool = True,
+                 init: str = "ista"):
         super().__init__(A, layers)
+        if init not in ("ista", "alista"):
+            raise ValueError(f"init must be 'ista' or 'alista', got {init!r}.")
         L = lipschitz(A)
-        self.W = nn.ParameterList(nn.Parameter(A.clone() / L) for _ in range(layers))
-        self.theta = _scalars(lam / L, layers, A)
+        start, theta = (A / L, lam / L) if init == "ista" else (alista_weight(A), lam)
+        self.W = nn.ParameterList(nn.Parameter(start.clone()) for _ in range(layers))
+        self.theta = _scalars(theta, layers, A)
         self.p = ss_schedule(layers) if support_selection else [0.0] * layers
 
     def layer_parameters(self, k: int) -> list[nn.Parameter]:
@@ -184,14 +189,14 @@ class HyperLISTA(Unrolled):
         return support_shrink(x - self.gamma * (r @ self.W) + beta * (x - x_prev), self.c_theta * self.gamma * err, p)
 
 
-def build_model(name: str, A: torch.Tensor, layers: int) -> Unrolled:
-    """The model ``name`` (one of ``MODELS``) with its default initialisation."""
+def build_model(name: str, A: torch.Tensor, layers: int, **options) -> Unrolled:
+    """The model ``name`` (one of ``MODELS``); ``options`` go to its constructor."""
     if name == "lista":
-        return LISTA(A, layers)
+        return LISTA(A, layers, **options)
     if name in ("lista-cp", "lista-cpss"):
-        return LISTACP(A, layers, support_selection=name == "lista-cpss")
+        return LISTACP(A, layers, support_selection=name == "lista-cpss", **options)
     if name == "alista":
-        return ALISTA(A, layers)
+        return ALISTA(A, layers, **options)
     if name == "hyperlista":
-        return HyperLISTA(A, layers)
+        return HyperLISTA(A, layers, **options)
     raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}.")
