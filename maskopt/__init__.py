@@ -11,6 +11,7 @@ from maskopt import exact as _exact  # noqa: E402,F401  (registers methods)
 from maskopt import relax as _relax  # noqa: E402,F401  (registers methods)
 from maskopt.api import MethodOutput, SolveResult, evaluate, methods, register, relative_gap, solve  # noqa: E402
 from maskopt.budget import Allocation, Budget, count_for_density  # noqa: E402
+from maskopt.compare import Comparison, compare, plot_tradeoff  # noqa: E402
 from maskopt.distill import DistillProblem  # noqa: E402
 from maskopt.exact import (  # noqa: E402
     Certificate,
@@ -28,6 +29,7 @@ __all__ = [
     "Allocation",
     "Budget",
     "Certificate",
+    "Comparison",
     "DistillProblem",
     "LayerwiseProblem",
     "MaskSet",
@@ -41,11 +43,13 @@ __all__ = [
     "UnsupportedProblemError",
     "apply_masks",
     "certify",
+    "compare",
     "count_for_density",
     "data",
     "evaluate",
     "masks_of",
     "methods",
+    "plot_tradeoff",
     "models",
     "register",
     "relative_gap",

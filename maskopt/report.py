@@ -33,6 +33,13 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     return "\n".join(s.rstrip() for s in out)
 
 
+def format_markdown(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    """Rows as a GitHub-flavoured markdown table (None shown as '-')."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success move it onto ``path`` with
