@@ -30,12 +30,12 @@ from torch import nn
 from maskopt.models._util import check_kwargs, fork_seed
 from maskopt.models.conv import CNN1D, ConvNet, LeNet5, conv2, conv4, conv6
 from maskopt.models.init import SCHEMES, gaussian_second_moment, initialize, residual_branch_ends, vr_gaussian
-from maskopt.models.mlp import MLP, MNIST1DMLP, lenet300
+from maskopt.models.mlp import MNIST1DMLP, lenet300, mlp
 from maskopt.models.resnet import ResNet20
 from maskopt.models.vgg import VGG, vgg11, vgg16
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {
-    "mlp": MLP,
+    "mlp": mlp,
     "lenet300": lenet300,
     "mnist1d_mlp": MNIST1DMLP,
     "cnn1d": CNN1D,
@@ -67,6 +67,6 @@ def create(name: str, *, seed: int | None = None, **kwargs: Any) -> nn.Module:
 
 
 __all__ = [
-    "CNN1D", "MLP", "MNIST1DMLP", "SCHEMES", "VGG", "ConvNet", "LeNet5", "ResNet20", "create",
+    "CNN1D", "MNIST1DMLP", "SCHEMES", "VGG", "ConvNet", "LeNet5", "ResNet20", "create",
     "gaussian_second_moment", "initialize", "names", "residual_branch_ends", "vr_gaussian",
 ]

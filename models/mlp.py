@@ -23,35 +23,33 @@ def activation_module(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-class MLP(nn.Sequential):
+def mlp(
+    in_features: int,
+    hidden: Sequence[int] = (100,),
+    num_classes: int = 10,
+    bias: bool = True,
+    activation: str = "relu",
+) -> nn.Sequential:
     """Flatten, then ``Linear``–activation pairs for each width in ``hidden``, then a
     ``Linear`` to ``num_classes``: inputs (N, *) with ``in_features`` elements per sample →
     logits (N, num_classes).
 
-    An ``nn.Sequential``, so a ReLU MLP is a student the exact network MILP accepts.
+    A plain ``nn.Sequential`` (slicing, e.g. ``model[:-1]``, works), so a ReLU MLP is a
+    student the exact network MILP accepts.
     """
-
-    def __init__(
-        self,
-        in_features: int,
-        hidden: Sequence[int] = (100,),
-        num_classes: int = 10,
-        bias: bool = True,
-        activation: str = "relu",
-    ) -> None:
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = in_features
-        for h in hidden:
-            layers += [nn.Linear(width, h, bias=bias), activation_module(activation)]
-            width = h
-        layers.append(nn.Linear(width, num_classes, bias=bias))
-        super().__init__(*layers)
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = in_features
+    for h in hidden:
+        layers += [nn.Linear(width, h, bias=bias), activation_module(activation)]
+        width = h
+    layers.append(nn.Linear(width, num_classes, bias=bias))
+    return nn.Sequential(*layers)
 
 
-def lenet300(num_classes: int = 10, in_features: int = 784) -> MLP:
+def lenet300(num_classes: int = 10, in_features: int = 784) -> nn.Sequential:
     """LeNet-300-100 (Frankle & Carbin 2019, Table 1: 266 K parameters): inputs (N, 1, 28, 28)
     or (N, 784) → logits (N, num_classes)."""
-    return MLP(in_features, (300, 100), num_classes)
+    return mlp(in_features, (300, 100), num_classes)
 
 
 class MNIST1DMLP(nn.Module):
