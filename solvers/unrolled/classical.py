@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from maskopt.solvers.unrolled.problem import nmse_db
+from maskopt.solvers.unrolled.problem import nmse_db, nmse_db_per_sample
 
 
 def lipschitz(A: torch.Tensor) -> float:
@@ -41,11 +41,12 @@ class Continuation:
 
 @dataclass
 class ProxTrace:
-    """x: the last iterate ``(batch, n)``; nmse_db: aggregate NMSE (dB) after each iteration
-    (only when the true x was given)."""
+    """x: the last iterate ``(batch, n)``; nmse_db, nmse_db_per_sample: NMSE (dB, aggregate and
+    per-sample mean) after each iteration, empty unless the true x was given."""
 
     x: torch.Tensor
     nmse_db: list[float]
+    nmse_db_per_sample: list[float]
 
 
 def _proximal_gradient(A: torch.Tensor, y: torch.Tensor, lam: float, iters: int, accelerate: bool,
@@ -55,7 +56,7 @@ def _proximal_gradient(A: torch.Tensor, y: torch.Tensor, lam: float, iters: int,
     L = lipschitz(A)
     x = y.new_zeros(y.shape[0], A.shape[1])
     z, t = x, 1.0
-    trace = []
+    trace, trace_per_sample = [], []
     for k in range(iters):
         lam_k = lam if continuation is None else max(lam, continuation.lam0 * continuation.decay ** k)
         x_new = shrink(z - ((z @ A.T - y) @ A) / L, lam_k / L)
@@ -68,7 +69,8 @@ def _proximal_gradient(A: torch.Tensor, y: torch.Tensor, lam: float, iters: int,
         x = x_new
         if x_true is not None:
             trace.append(nmse_db(x, x_true))
-    return ProxTrace(x, trace)
+            trace_per_sample.append(nmse_db_per_sample(x, x_true))
+    return ProxTrace(x, trace, trace_per_sample)
 
 
 def ista(A: torch.Tensor, y: torch.Tensor, lam: float, iters: int, *, continuation: Continuation | None = None,

@@ -32,11 +32,16 @@ from maskopt.solvers.unrolled.problem import SparseCodingProblem, nmse_db, nmse_
 
 @dataclass
 class TrainConfig:
-    """Settings of ``train_stagewise`` (see the module docstring). ``time_limit``: seconds for
-    the whole run; when it is exceeded the run stops at the next check and the remaining
-    layers keep their initial parameters (the result says so)."""
+    """Settings of ``train_stagewise`` (see the module docstring). ``scalar_lr``: learning rate
+    of the scalar parameters (thresholds, step sizes) instead of ``lr``, with the same stage
+    decays (None: ``lr``). ``time_limit``: seconds for
+    the whole run on ``clock`` ("wall", or "process": CPU seconds of this process, which
+    on a shared machine measures the work done rather than the waiting); when it is exceeded
+    the run stops at the next check and the remaining layers keep their initial parameters
+    (the result says so)."""
 
     lr: float = 1e-3
+    scalar_lr: float | None = None
     stage_decays: tuple[float, ...] = (1.0, 0.2, 0.02)
     batch_size: int = 128
     val_size: int = 1000
@@ -44,19 +49,23 @@ class TrainConfig:
     patience: int = 3
     max_steps: int = 2000
     time_limit: float = math.inf
+    clock: str = "wall"
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or not self.stage_decays or min(self.stage_decays) <= 0:
-            raise ValueError("lr and every stage decay must be positive.")
+        if self.lr <= 0 or (self.scalar_lr or 1.0) <= 0 or not self.stage_decays or min(self.stage_decays) <= 0:
+            raise ValueError("lr, scalar_lr and every stage decay must be positive.")
         if min(self.batch_size, self.val_size, self.val_every, self.patience, self.max_steps) < 1:
             raise ValueError("batch_size, val_size, val_every, patience and max_steps must be >= 1.")
+        if self.clock not in ("wall", "process"):
+            raise ValueError(f"clock must be 'wall' or 'process', got {self.clock!r}.")
 
 
 @dataclass
 class TrainResult:
     """val_nmse_db: validation NMSE (aggregate, dB) of x_t after training layer t, for each
-    trained layer; steps, time (s); completed: False when the time limit cut the run short;
+    trained layer; steps; time: seconds on the config's clock; completed: False when the
+    time limit cut the run short;
     log: one record per stage (layer, stage, steps, best validation NMSE)."""
 
     val_nmse_db: list[float] = field(default_factory=list)
@@ -93,14 +102,17 @@ def train_stagewise(model: Unrolled, problem: SparseCodingProblem, config: Train
             result = TrainResult(**saved["result"])
             first = len(result.val_nmse_db) + 1
     batches = problem.stream(config.batch_size, seed=config.seed + 1000 * first)
-    start = time.perf_counter() - result.time
+    clock = time.perf_counter if config.clock == "wall" else time.process_time
+    start = clock() - result.time
     bar = tqdm(range(first, model.layers + 1), desc=type(model).__name__, disable=not verbose)
     for t in bar:
         best = math.inf
         for stage, decay in enumerate(config.stage_decays, start=1):
             params = model.layer_parameters(t - 1) if stage == 1 else [
                 p for k in range(t) for p in model.layer_parameters(k)]
-            opt = torch.optim.Adam(params, lr=config.lr * decay)
+            scalar_lr = config.lr if config.scalar_lr is None else config.scalar_lr
+            opt = torch.optim.Adam([{"params": [p for p in params if p.ndim], "lr": config.lr * decay},
+                                    {"params": [p for p in params if not p.ndim], "lr": scalar_lr * decay}])
             best_state, since_best, steps = copy.deepcopy(model.state_dict()), 0, 0
             while steps < config.max_steps and since_best < config.patience:
                 for _ in range(config.val_every):
@@ -116,17 +128,17 @@ def train_stagewise(model: Unrolled, problem: SparseCodingProblem, config: Train
                     best, best_state, since_best = val, copy.deepcopy(model.state_dict()), 0
                 else:
                     since_best += 1
-                if time.perf_counter() - start > config.time_limit:
+                if clock() - start > config.time_limit:
                     break
             model.load_state_dict(best_state)
             result.steps += steps
             result.log.append({"layer": t, "stage": stage, "steps": steps, "val_nmse_db": best})
             bar.set_postfix(layer=t, stage=stage, val_db=f"{best:.2f}")
-            if time.perf_counter() - start > config.time_limit:
+            if clock() - start > config.time_limit:
                 break
-        result.time = time.perf_counter() - start
+        result.time = clock() - start
         if result.log[-1]["stage"] < len(config.stage_decays) or (
-                t < model.layers and time.perf_counter() - start > config.time_limit):
+                t < model.layers and clock() - start > config.time_limit):
             result.completed = False
         result.val_nmse_db.append(best)
         if checkpoint is not None:
