@@ -47,12 +47,13 @@ SETTINGS = {  # stage-wise training budgets in CPU seconds of one thread (the ma
     "lista-cpss": replace(BASE, lr=5e-4, scalar_lr=3e-2, max_steps=150, patience=2, time_limit=1500.0),
     "lista-cp": replace(BASE, lr=5e-4, scalar_lr=3e-2, max_steps=100, patience=2, time_limit=900.0),
     "lista": replace(BASE, lr=5e-4, scalar_lr=3e-3, max_steps=100, patience=2, time_limit=900.0),
-    "fista": BASE, "ista": BASE, "hyperlista": BASE,
+    "fista": BASE, "ista": BASE, "hyperlista": replace(BASE, val_size=500),  # search on 500 validation samples
 }
 # LISTA-CP(SS) start from the analytic ALISTA weight (W_k = W̃): from the standard ISTA start
 # (W_k = A/L) the 30-minute budget is far from enough
 MODEL_OPTIONS = {"lista-cpss": {"init": "alista"}, "lista-cp": {"init": "alista"}}
 CHECKPOINTS = Path(tempfile.gettempdir()) / "maskopt-lista"  # per-layer checkpoints; a rerun resumes from them
+NOISY_SETTINGS = {"alista": replace(SETTINGS["alista"], max_steps=100, patience=2, time_limit=600.0)}  # SNR 40: less
 OPEN_L2O = {"alista": -78.0, "lista-cpss": -63.0, "lista": -35.0}  # 256×512, 16 layers, noise-free
 
 
@@ -63,7 +64,8 @@ def _name(method: str, snr: float) -> str:
 def train(method: str, snr: float) -> None:
     torch.set_num_threads(1)
     CHECKPOINTS.mkdir(exist_ok=True)
-    record = run_method(method, layers=LAYERS, snr_db=snr, config=SETTINGS[method], verbose=False,
+    config = SETTINGS[method] if math.isinf(snr) else NOISY_SETTINGS.get(method, SETTINGS[method])
+    record = run_method(method, layers=LAYERS, snr_db=snr, config=config, verbose=False,
                         model_options=MODEL_OPTIONS.get(method), checkpoint=CHECKPOINTS / f"{_name(method, snr)}.pt")
     if not math.isinf(snr):
         problem = SparseCodingProblem(snr_db=snr)

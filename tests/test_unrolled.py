@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -257,8 +255,8 @@ def test_cli_lista_bench_writes_per_layer_nmse(tmp_path, capsys):
     assert "must be positive" in capsys.readouterr().err
 
 
-def test_cli_lista_bench_rejects_bad_arguments(tmp_path):
+def test_cli_lista_bench_rejects_bad_arguments(capsys):
     for bad in (["--method", "nope"], ["--method", "alista", "--snr", "loud"]):
-        proc = subprocess.run([sys.executable, "-m", "maskopt.cli", "lista-bench", *bad], capture_output=True,
-                              text=True, cwd=tmp_path)
-        assert proc.returncode == 2 and "invalid" in proc.stderr
+        with pytest.raises(SystemExit) as exit_info:
+            main(["lista-bench", *bad])
+        assert exit_info.value.code == 2 and "invalid" in capsys.readouterr().err

@@ -31,11 +31,11 @@ def support_shrink(z: torch.Tensor, theta: torch.Tensor | float, p: torch.Tensor
     """η^p_θ(z) for ``z (batch, n)``; ``theta`` and ``p`` are scalars or ``(batch, 1)``."""
     n = z.shape[-1]
     k = torch.as_tensor(p, dtype=z.dtype, device=z.device).mul(n).floor().long().clamp(0, n).expand(z.shape[0], 1)
-    if int(k.max()) == 0:
+    k_max = int(k.max())
+    if k_max == 0:
         return shrink(z, theta)
     mag = z.abs()
-    ranked = mag.detach().sort(dim=-1, descending=True).values
-    cutoff = ranked.gather(-1, (k - 1).clamp_min(0))
+    cutoff = mag.detach().topk(k_max, dim=-1).values.gather(-1, (k - 1).clamp_min(0))
     cutoff = torch.where(k > 0, cutoff, torch.full_like(cutoff, torch.inf))
     keep = (mag.detach() >= cutoff) & (mag.detach() > torch.as_tensor(theta).detach())
     return torch.where(keep, z, shrink(z, theta))
