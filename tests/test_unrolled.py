@@ -22,8 +22,9 @@ from maskopt.solvers.unrolled import (
     alista_weight,
     build_model,
     fista,
-    fista_iterations_to_reach,
+    fista_schedules,
     ista,
+    iterations_to_reach,
     lasso_cvxpy,
     nmse_db,
     nmse_db_per_sample,
@@ -231,12 +232,12 @@ def test_models_match_on_cuda():
 def test_fista_iterations_to_reach():
     prob = SparseCodingProblem(**SMALL, dtype=torch.float64)
     y, x = prob.sample("test", 40)
-    out = fista_iterations_to_reach(prob, y, x, {"easy": -10.0, "impossible": -1000.0}, max_iters=300,
-                                    decays=(0.95,), lams=(1e-2,))
-    easy = out["targets"]["easy"]
-    curve = out["curves"][easy["schedule"]]
-    assert curve[easy["iterations"] - 1] <= -10.0 < curve[easy["iterations"] - 2]
-    assert out["targets"]["impossible"]["iterations"] is None
+    curves = fista_schedules(prob.A, y, x, max_iters=300, decays=(0.95,), lams=(1e-2,))
+    assert sorted(curves) == ["continuation decay=0.95", "fixed lam=0.01"] and len(curves["fixed lam=0.01"]) == 300
+    its, run = iterations_to_reach(curves, -10.0)
+    assert curves[run][its - 1] <= -10.0 < curves[run][its - 2]
+    assert all(v > -10.0 for c in curves.values() for v in c[:its - 1])
+    assert iterations_to_reach(curves, -1000.0) == (None, None)
 
 
 def test_cli_lista_bench_writes_per_layer_nmse(tmp_path, capsys):

@@ -3,7 +3,7 @@ NMSE conventions, ISTA/FISTA (with λ continuation) and a cvxpy LASSO reference,
 LISTA-CP, LISTA-CPSS, ALISTA, HyperLISTA (torch, any device), stage-wise training and
 HyperLISTA's hyperparameter search. Solver side only: never imports the rest of maskopt."""
 
-from maskopt.solvers.unrolled.bench import METHODS, fista_iterations_to_reach, run_method
+from maskopt.solvers.unrolled.bench import METHODS, fista_schedules, iterations_to_reach, run_method
 from maskopt.solvers.unrolled.classical import Continuation, ProxTrace, fista, ista, lasso_cvxpy, lipschitz, shrink
 from maskopt.solvers.unrolled.models import (
     ALISTA,
@@ -23,6 +23,7 @@ from maskopt.solvers.unrolled.train import TrainConfig, TrainResult, evaluate_la
 __all__ = [
     "ALISTA", "LISTA", "LISTACP", "METHODS", "MODELS", "Continuation", "HyperLISTA", "ProxTrace",
     "SparseCodingProblem", "TrainConfig", "TrainResult", "Unrolled", "alista_weight", "build_model", "evaluate_layers",
-    "fista", "fista_iterations_to_reach", "ista", "lasso_cvxpy", "lipschitz", "nmse_db", "nmse_db_per_sample",
-    "oracle_nmse_db", "run_method", "shrink", "ss_schedule", "support_shrink", "train_stagewise", "tune_hyperlista",
+    "fista", "fista_schedules", "ista", "iterations_to_reach", "lasso_cvxpy", "lipschitz", "nmse_db",
+    "nmse_db_per_sample", "oracle_nmse_db", "run_method", "shrink", "ss_schedule", "support_shrink", "train_stagewise",
+    "tune_hyperlista",
 ]

@@ -73,26 +73,24 @@ def run_method(method: str, *, layers: int = 16, snr_db: float = math.inf, m: in
             "prepare_time_s": prep, "prepare_cpu_s": prep_cpu, "settings": settings}
 
 
-def fista_iterations_to_reach(problem: SparseCodingProblem, y: torch.Tensor, x: torch.Tensor,
-                              targets: dict[str, float], *, max_iters: int = 4000,
-                              decays: tuple[float, ...] = (0.99, 0.995, 0.998),
-                              lams: tuple[float, ...] = (1e-4, 1e-3, 1e-2),
-                              lam_final: float = 1e-6, lam0: float = 1.0) -> dict:
-    """For each named target NMSE (aggregate dB), the fewest FISTA iterations on ``(y, x)``
-    that reach it: over λ continuation schedules λ_k = max(``lam_final``, ``lam0``·decay^k),
-    one per ``decays``, and over fixed λ in ``lams``. Returns ``{"targets": {name:
-    {"target_db", "iterations" (None when nothing reaches it in ``max_iters``), "schedule"}},
-    "curves": {schedule: NMSE after each iteration}}``."""
-    curves = {f"continuation decay={d}": fista(problem.A, y, lam_final, max_iters, x_true=x,
+def fista_schedules(A: torch.Tensor, y: torch.Tensor, x: torch.Tensor, *, max_iters: int = 4000,
+                    decays: tuple[float, ...] = (0.99, 0.995, 0.998), lams: tuple[float, ...] = (1e-4, 1e-3, 1e-2),
+                    lam_final: float = 1e-6, lam0: float = 1.0) -> dict[str, list[float]]:
+    """Aggregate NMSE (dB) after each of ``max_iters`` FISTA iterations on ``(y, x)``, for λ
+    continuation λ_k = max(``lam_final``, ``lam0``·decay^k) with each of ``decays`` and for
+    each fixed λ in ``lams``; keyed by a description of the schedule."""
+    curves = {f"continuation decay={d}": fista(A, y, lam_final, max_iters, x_true=x,
                                                continuation=Continuation(lam0, d)).nmse_db for d in decays}
-    curves.update({f"fixed lam={lam}": fista(problem.A, y, lam, max_iters, x_true=x).nmse_db for lam in lams})
-    found = {}
-    for name, target in targets.items():
-        hits = [(next((k + 1 for k, v in enumerate(c) if v <= target), math.inf), run) for run, c in curves.items()]
-        its, run = min(hits)
-        found[name] = {"target_db": target, "iterations": None if math.isinf(its) else its,
-                       "schedule": None if math.isinf(its) else run}
-    return {"targets": found, "curves": curves}
+    curves.update({f"fixed lam={lam}": fista(A, y, lam, max_iters, x_true=x).nmse_db for lam in lams})
+    return curves
+
+
+def iterations_to_reach(curves: dict[str, list[float]], target_db: float) -> tuple[int | None, str | None]:
+    """The fewest iterations after which some curve of ``curves`` is at or below
+    ``target_db``, and that curve's key; ``(None, None)`` when none gets there."""
+    hits = [(next((k + 1 for k, v in enumerate(c) if v <= target_db), math.inf), run) for run, c in curves.items()]
+    its, run = min(hits, default=(math.inf, None))
+    return (None, None) if math.isinf(its) else (its, run)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
