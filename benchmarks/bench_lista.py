@@ -48,7 +48,7 @@ SETTINGS = {  # stage-wise training budgets in CPU seconds of one thread (the ma
     "alista": replace(BASE, lr=3e-2, max_steps=200, time_limit=1200.0),
     "lista-cpss": replace(BASE, lr=5e-4, scalar_lr=3e-2, max_steps=150, patience=2, time_limit=1500.0),
     "lista-cp": replace(BASE, lr=5e-4, scalar_lr=3e-2, max_steps=100, patience=2, time_limit=900.0),
-    "lista": replace(BASE, lr=5e-4, scalar_lr=3e-3, max_steps=100, patience=2, time_limit=900.0),
+    "lista": replace(BASE, lr=5e-4, scalar_lr=3e-3, max_steps=50, patience=2, time_limit=600.0),
     "fista": BASE, "ista": BASE, "hyperlista": replace(BASE, val_size=500),  # search on 500 validation samples
 }
 # LISTA-CP(SS) start from the analytic ALISTA weight (W_k = W̃): from the standard ISTA start
