@@ -9,36 +9,151 @@ from pathlib import Path
 import torch
 
 import maskopt as mo
-from maskopt.report import format_table, write_csv, write_json
+from maskopt.report import format_table, write_json
 from maskopt.solvers.unrolled.bench import add_arguments, bench_main
 
-DEMO_COLUMNS = ("loss", "method", "objective", "bound", "gap", "status", "time", "density", "hamming_to_planted")
+DEMO_STUDENT = {"in_features": 64, "hidden": [64], "num_classes": 10}
+DEMO_TEACHERS = [("mlp", {"in_features": 64, "hidden": [128], "num_classes": 10}),
+                 ("mlp", {"in_features": 64, "hidden": [64, 64], "num_classes": 10})]
+RELAXATIONS = ("hierarchy", "sigmoid", "anneal", "ste")
+
+
+def _say(args: argparse.Namespace):
+    return (lambda *a, **k: None) if args.quiet else print
+
+
+def _with_common(method: str, opts: dict, args: argparse.Namespace) -> dict:
+    """``opts`` plus the command's --device / --time-limit / quiet for methods that take them."""
+    fields = _fields(method)
+    out = dict(opts)
+    if "device" in fields and getattr(args, "device", None):
+        out.setdefault("device", args.device)
+    if "time_limit" in fields and getattr(args, "time_limit", None) is not None:
+        out.setdefault("time_limit", args.time_limit)
+    if "verbose" in fields:
+        out.setdefault("verbose", False)
+    return out
+
+
+def _write_comparison(comparison: mo.Comparison, out: Path, stem: str, masks: str) -> list[str]:
+    """``stem``.csv/.json/.png and every method's best mask in ``masks``; the names written."""
+    from maskopt.compare import save_masks
+
+    comparison.to_csv(out / f"{stem}.csv")
+    comparison.to_json(out / f"{stem}.json")
+    comparison.plot(out / f"{stem}.png")
+    save_masks(comparison, out / masks)
+    return [f"{stem}.csv", f"{stem}.json", f"{stem}.png", masks]
 
 
 def _demo(args: argparse.Namespace) -> int:
-    n_in = 12 if args.quick else 24
+    """Teachers on digits, a student at initialization; the exact solver on the student's last
+    layer (an exactly solvable layer-wise problem), relaxations and baselines on the whole
+    student with its trained tickets."""
+    if args.time_limit <= 0:
+        raise ValueError(f"--time-limit must be > 0 seconds; got {args.time_limit}.")
+    say = _say(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    say = (lambda *a: None) if args.quiet else print
-    say(f"maskopt demo: planted layer-wise problem, N={2 * n_in}, in={n_in}, density 0.25, noise 0.1, seed {args.seed}")
-    rows = []
-    for loss in ("l1", "l2"):
-        prob, planted = mo.data.planted_layerwise(
-            n_samples=2 * n_in, n_in=n_in, density=0.25, noise=0.1, seed=args.seed, loss=loss
-        )
-        runs = [("exact", {"time_limit": args.time_limit}), ("bruteforce", {}), ("magnitude", {}),
-                ("random", {"seed": args.seed})]
-        for method, opts in runs:
-            res = mo.solve(prob, method=method, **opts)
-            hamming = int((res.masks["weight"] != planted["weight"]).sum())
-            rows.append({"loss": loss, **res.summary(), "hamming_to_planted": hamming})
-            res.masks.save(out / f"masks_{loss}_{method}.safetensors")
-            say(f"  {loss:<2} {method:<10} objective {res.objective:.6g}  ({res.status}, {res.time:.2f} s)")
-    write_csv(out / "results.csv", rows, DEMO_COLUMNS)
-    write_json(out / "results.json", {"problem": "planted_layerwise", "n_in": n_in, "seed": args.seed, "rows": rows})
-    print(format_table(rows, DEMO_COLUMNS))
-    say(f"\ngap = (objective - bound) / objective; bound = proven lower bound on the optimum.\n"
-        f"Wrote results.csv, results.json and masks_*.safetensors to {out}/")
+    quick = args.quick
+    data = mo.data.digits(seed=args.seed)
+    say(f"maskopt demo: {data}; teachers: {len(DEMO_TEACHERS)} MLPs; student MLP 64-64-10 at initialization, "
+        f"seed {args.seed}")
+    teachers = mo.train_teachers(data, DEMO_TEACHERS, seeds=(args.seed,), epochs=5 if quick else 20, lr=3e-3,
+                                 batch_size=64, device=args.device, verbose=False)
+    student = mo.models.create("mlp", seed=args.seed, **DEMO_STUDENT)
+    n = 12 if quick else 24
+    with torch.no_grad():
+        hidden = student[:-1](data.x[:n])
+        target = sum(t(data.x[:n]) for t in teachers) / len(teachers)
+    last = student[-1]
+    layer = mo.LayerwiseProblem(hidden, last.weight.detach(), target - last.bias.detach(),
+                                mo.Budget(sparsity=0.9, scope="row"), loss="l1")
+    steps = 60 if quick else 300
+    relax = {m: {"steps": steps // 3 if m == "hierarchy" else steps} for m in RELAXATIONS}
+    methods = ["exact", *RELAXATIONS, "magnitude", "snip", "random"]
+    say(f"\n[1/2] last layer alone, exactly: {n} samples, mask of {last.weight.numel()} weights, "
+        "10 % of each row kept, L1 distance to the teachers' mean logits")
+    exact = mo.compare(layer, methods, seeds=(args.seed,), verbose=not args.quiet,
+                       options={m: _with_common(m, relax.get(m, {}), args) for m in methods})
+    full = mo.DistillProblem(student, teachers, data.x, mo.Budget(sparsity=0.9, scope="layer"), loss="kl",
+                             temperature=2.0, labels=data.y)
+    methods = [*RELAXATIONS, "magnitude", "snip", "grasp", "synflow", "random"]
+    say(f"\n[2/2] whole student: KL distillation (T = 2) on {data.x.shape[0]} digits, 90 % sparsity per layer, "
+        "tickets trained from initialization on the labels")
+    relax = {m: {"steps": steps // 3 if m == "hierarchy" else steps} for m in RELAXATIONS}
+    compared = mo.compare(full, methods, seeds=(args.seed,), certify=False, verbose=not args.quiet,
+                          options={m: _with_common(m, relax.get(m, {}), args) for m in methods},
+                          ticket={"data": data, "epochs": 3 if quick else 20, "lr": 3e-3, "batch_size": 64,
+                                  "device": args.device})
+    files = (_write_comparison(exact, out, "exact_layer", "exact_layer_masks.safetensors")
+             + _write_comparison(compared, out, "student", "masks.safetensors"))
+    print("\nLast layer (gap = (objective - bound) / objective, bound proven by the exact solver):")
+    print(exact.table())
+    print("\nWhole student (gap to the best objective found; test_acc = max test accuracy of the trained ticket, %):")
+    print(compared.table())
+    say(f"\nWrote {', '.join(files)} to {out}/ (masks.safetensors: the student's masks, keyed "
+        "'<method>/<parameter>')")
+    return 0
+
+
+def _experiment(args: argparse.Namespace):
+    from maskopt import config as cfg
+
+    conf = cfg.load(args.config)
+    exp = cfg.build(conf, seed=args.seed, device=args.device, verbose=not args.quiet)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return conf, exp, out
+
+
+def _solve(args: argparse.Namespace) -> int:
+    from maskopt.config import ConfigError
+
+    conf, exp, out = _experiment(args)
+    if "solve" not in conf or "method" not in conf["solve"]:
+        raise ConfigError("maskopt solve needs [solve] with method = NAME; methods: " + ", ".join(mo.methods()))
+    method = conf["solve"]["method"]
+    opts = _with_common(method, conf["solve"].get("options", {}), args)
+    if "seed" in _fields(method):
+        opts.setdefault("seed", args.seed)
+    res = mo.solve(exp.problem, method=method, **opts)
+    summary = res.summary()
+    if exp.ticket is not None:
+        ticket = dict(exp.ticket)
+        summary["test_acc"] = mo.train_ticket(exp.student, res.masks, ticket.pop("data"),
+                                              verbose=not args.quiet, **ticket).best("test_acc")
+    res.masks.save(out / "masks.safetensors")
+    write_json(out / "result.json", {"config": conf, "result": summary, "layers": res.masks.report(),
+                                     "stats": res.stats})
+    print(format_table([summary], list(summary)))
+    _say(args)(f"Wrote masks.safetensors and result.json to {out}/")
+    return 0
+
+
+def _fields(method: str) -> set[str]:
+    import dataclasses
+
+    from maskopt.api import method_spec
+
+    return {f.name for f in dataclasses.fields(method_spec(method).options)}
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from maskopt.config import ConfigError
+
+    conf, exp, out = _experiment(args)
+    cc = conf.get("compare", {})
+    if "methods" not in cc:
+        raise ConfigError("maskopt compare needs [compare] with methods = [...]; methods: " + ", ".join(mo.methods()))
+    methods = cc["methods"]
+    options = {m: _with_common(m, cc.get("options", {}).get(m, {}), args) for m in methods}
+    comparison = mo.compare(exp.problem, methods, seeds=cc.get("seeds", [args.seed]), options=options,
+                            certify=cc.get("certify", True), certify_time_limit=cc.get("certify_time_limit", 30.0),
+                            ticket=exp.ticket, verbose=not args.quiet)
+    files = _write_comparison(comparison, out, "results", "masks.safetensors")
+    print(comparison.table())
+    _say(args)(f"Wrote {', '.join(files)} to {out}/")
     return 0
 
 
@@ -46,17 +161,29 @@ def _lista_bench(args: argparse.Namespace) -> int:
     return bench_main(args)
 
 
+def _common_flags(p: argparse.ArgumentParser, out: str) -> None:
+    p.add_argument("--out", default=out, help=f"results folder (default: ./{out})")
+    p.add_argument("--seed", type=int, default=0, help="default seed of data split, student, methods (default 0)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (relaxations and training)")
+    p.add_argument("--time-limit", type=float, default=60.0, help="seconds for the exact solver (default 60)")
+    p.add_argument("--quiet", action="store_true", help="print only the final tables")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="maskopt", description="Sparse masks of neural networks by optimization.")
     parser.add_argument("--version", action="version", version=f"maskopt {mo.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="solve a built-in planted problem exactly, by brute force and by baselines")
-    demo.add_argument("--out", default="maskopt-demo", help="results folder (default: ./maskopt-demo)")
-    demo.add_argument("--seed", type=int, default=0, help="instance and baseline seed (default 0)")
-    demo.add_argument("--time-limit", type=float, default=60.0, help="seconds for the exact solver (default 60)")
-    demo.add_argument("--quick", action="store_true", help="a smaller instance (for tests)")
-    demo.add_argument("--quiet", action="store_true", help="print only the final table")
+    demo = sub.add_parser("demo", help="teachers on digits, a student at initialization: exact, relaxed and "
+                          "baseline masks compared, tickets trained")
+    _common_flags(demo, "maskopt-demo")
+    demo.add_argument("--quick", action="store_true", help="fewer steps and samples (for tests)")
     demo.set_defaults(func=_demo)
+    for name, func, what in (("solve", _solve, "find one mask with the method of [solve]"),
+                             ("compare", _compare, "compare the methods of [compare]")):
+        p = sub.add_parser(name, help=f"{what} on the problem a TOML config describes (see examples/)")
+        p.add_argument("config", help="a TOML config file (examples/README.md documents every key)")
+        _common_flags(p, f"maskopt-{name}")
+        p.set_defaults(func=func)
     lista = sub.add_parser("lista-bench", help="train/tune an unrolled sparse solver (or run ISTA/FISTA) on the "
                            "sparse-coding benchmark and print its test NMSE per layer")
     add_arguments(lista)
@@ -70,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(getattr(args, "seed", 0))
     try:
         return args.func(args)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"maskopt: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""The maskopt command end to end."""
+"""The maskopt command end to end: demo, solve and compare with TOML configs, exit codes."""
 
 from __future__ import annotations
 
@@ -7,30 +7,124 @@ import json
 import subprocess
 import sys
 
+import matplotlib.image as mpimg
+import pytest
+from safetensors import safe_open
+
 import maskopt as mo
 from maskopt.cli import main
 
+TINY = """
+[data]
+name = "digits"
+samples = 64
 
-def test_demo_quick_writes_consistent_results(tmp_path, capsys):
-    out = tmp_path / "res"
+[student]
+model = "mlp"
+seed = 1
+kwargs = {{ in_features = 64, hidden = [16], num_classes = 10 }}
+
+[teachers]
+models = [{{ model = "mlp", kwargs = {{ in_features = 64, hidden = [32], num_classes = 10 }} }}]
+epochs = 2
+path = "{teachers}"
+
+[budget]
+sparsity = 0.8
+scope = "layer"
+
+[problem]
+loss = "kl"
+temperature = 2.0
+
+[solve]
+method = "sigmoid"
+options = {{ steps = 20 }}
+
+[compare]
+methods = ["magnitude", "random", "sigmoid"]
+seeds = [0, 1]
+certify = false
+options = {{ sigmoid = {{ steps = 20 }} }}
+
+[ticket]
+steps = 10
+"""
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
     assert main(["demo", "--quick", "--quiet", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "bruteforce" in printed and "exact" in printed
-    rows = list(csv.DictReader(open(out / "results.csv")))
-    data = json.loads((out / "results.json").read_text())
-    assert len(rows) == len(data["rows"]) == 8
-    for loss in ("l1", "l2"):
-        by = {r["method"]: r for r in rows if r["loss"] == loss}
-        exact, brute = float(by["exact"]["objective"]), float(by["bruteforce"]["objective"])
-        assert abs(exact - brute) <= 1e-4 * max(1.0, brute)
-        assert float(by["exact"]["bound"]) <= brute + 1e-6
-        assert float(by["magnitude"]["objective"]) >= float(by["exact"]["bound"])
-        # the saved masks score what the table says
-        prob, _ = mo.data.planted_layerwise(n_samples=24, n_in=12, density=0.25, noise=0.1, seed=0, loss=loss)
-        for method, row in by.items():
-            masks = mo.MaskSet.load(out / f"masks_{loss}_{method}.safetensors")
-            assert masks.method == method
-            assert abs(mo.evaluate(prob, masks) - float(row["objective"])) <= 1e-9 * max(1.0, float(row["objective"]))
+    return out
+
+
+def test_demo_writes_complete_consistent_results(demo, capsys):
+    for name in ("exact_layer", "student"):
+        rows = list(csv.DictReader(open(demo / f"{name}.csv")))
+        data = json.loads((demo / f"{name}.json").read_text())
+        assert len(rows) == len(data["rows"]) >= 8
+        img = mpimg.imread(demo / f"{name}.png")
+        assert img.shape[0] > 100 and img.std() > 0
+    exact = {r["method"]: r for r in json.loads((demo / "exact_layer.json").read_text())["rows"]}
+    assert exact["exact"]["status"] == "optimal" and exact["exact"]["hamming_to_exact"] == 0
+    bound = json.loads((demo / "exact_layer.json").read_text())["reference"]
+    assert all(r["objective"] >= bound - 1e-6 * abs(bound) for r in exact.values())
+    student = json.loads((demo / "student.json").read_text())
+    assert all(0 <= r["test_acc"] <= 100 for r in student["rows"])
+    with safe_open(str(demo / "masks.safetensors"), framework="pt") as f:
+        methods = json.loads(f.metadata()["methods"])
+        assert set(methods) == {r["method"] for r in student["rows"]}
+        kept = sum(int(f.get_tensor(k).sum()) for k in f.keys() if k.startswith("hierarchy/"))
+        size = sum(f.get_tensor(k).numel() for k in f.keys() if k.startswith("hierarchy/"))
+    assert kept / size == pytest.approx(0.1, abs=0.002)
+
+
+def write_config(tmp_path, text: str = TINY) -> str:
+    path = tmp_path / "c.toml"
+    path.write_text(text.format(teachers=(tmp_path / "t.safetensors").as_posix()))
+    return str(path)
+
+
+def test_solve_and_compare_configs(tmp_path, capsys):
+    config = write_config(tmp_path)
+    assert main(["solve", config, "--quiet", "--out", str(tmp_path / "s")]) == 0
+    result = json.loads((tmp_path / "s" / "result.json").read_text())
+    masks = mo.MaskSet.load(tmp_path / "s" / "masks.safetensors")
+    assert masks.method == "sigmoid" and result["result"]["density"] == pytest.approx(masks.density)
+    assert 0 <= result["result"]["test_acc"] <= 100
+    assert (tmp_path / "t.safetensors").exists()  # the teachers were saved ...
+    assert main(["compare", config, "--quiet", "--out", str(tmp_path / "c")]) == 0  # ... and are loaded here
+    rows = list(csv.DictReader(open(tmp_path / "c" / "results.csv")))
+    assert [(r["method"], r["seed"]) for r in rows] == [("magnitude", ""), ("random", "0"), ("random", "1"),
+                                                       ("sigmoid", "0"), ("sigmoid", "1")]
+    assert mpimg.imread(tmp_path / "c" / "results.png").std() > 0
+    # the solve run's mask scores what compare's row says for the same method and seed
+    from maskopt import config as cfg
+
+    exp = cfg.build(cfg.load(config), verbose=False)
+    row = next(r for r in rows if r["method"] == "sigmoid" and r["seed"] == "0")
+    assert float(row["objective"]) == pytest.approx(mo.evaluate(exp.problem, masks), rel=1e-9)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (("[problem]", "[probelm]"), "unknown section \\[probelm\\]; allowed sections: data, student"),
+    (('samples = 64', 'sample = 64'), "unknown key data.sample; allowed keys in \\[data\\]: name, root"),
+    (('name = "digits"', 'name = "imagenet"'), "data.name must be one of digits, mnist1d"),
+    (('sparsity = 0.8', 'sparsity = "high"'), "budget.sparsity must be a int or float"),
+    (('sparsity = 0.8', 'sparsity = 1.8'), "\\[budget\\]: Budget sparsity must lie in \\[0, 1\\]"),
+    (('method = "sigmoid"', 'method = "magic"'), "Unknown method 'magic'"),
+    (('model = "mlp"\nseed = 1', 'model = "resnet99"\nseed = 1'), "\\[student\\]: Unknown model 'resnet99'"),
+    (('[budget]\nsparsity = 0.8\nscope = "layer"', ''), "missing section\\(s\\) \\[budget\\]"),
+])
+def test_config_errors_name_the_key_and_exit_2(tmp_path, capsys, edit, message):
+    config = write_config(tmp_path, TINY.replace(*edit))
+    assert main(["solve", config, "--quiet", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("maskopt: error:")
+    import re
+
+    assert re.search(message, err), err
 
 
 def test_bad_input_exits_2(tmp_path):
@@ -39,3 +133,6 @@ def test_bad_input_exits_2(tmp_path):
     assert proc.returncode == 2
     assert "invalid float value" in proc.stderr
     assert main(["demo", "--quick", "--time-limit", "-1", "--out", str(tmp_path / "x")]) == 2
+    assert main(["solve", str(tmp_path / "missing.toml")]) == 2
+    (tmp_path / "bad.toml").write_text("[data\nname=")
+    assert main(["compare", str(tmp_path / "bad.toml")]) == 2

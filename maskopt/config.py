@@ -1,0 +1,149 @@
+"""TOML experiment configs for ``maskopt solve`` / ``maskopt compare``: validation and
+building the problem they describe. Every section and key is documented in
+``examples/README.md``; an unknown key or a bad value raises :class:`ConfigError` naming it
+and what is allowed."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+DATASETS = ("digits", "mnist1d", "planted", "mnist", "cifar10")
+SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
+    "data": {"name": (str,), "root": (str,), "samples": (int,), "seed": (int,)},
+    "student": {"model": (str,), "kwargs": (dict,), "seed": (int,)},
+    "teachers": {"models": (list,), "seeds": (list,), "epochs": (int, float), "lr": (int, float),
+                 "batch_size": (int,), "path": (str,)},
+    "budget": {"sparsity": (int, float), "density": (int, float), "k": (int,), "scope": (str,),
+               "allocation": (str,)},
+    "problem": {"loss": (str,), "temperature": (int, float), "alpha": (int, float)},
+    "solve": {"method": (str,), "options": (dict,)},
+    "compare": {"methods": (list,), "seeds": (list,), "options": (dict,), "certify": (bool,),
+                "certify_time_limit": (int, float)},
+    "ticket": {"epochs": (int, float), "steps": (int,), "lr": (int, float), "batch_size": (int,),
+               "optimizer": (str,), "weight_decay": (int, float)},
+}
+REQUIRED = ("data", "student", "teachers", "budget")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be run: the message names the key and what is allowed."""
+
+
+def load(path: str | os.PathLike) -> dict:
+    """Read and validate a TOML config (see :data:`SCHEMA`)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist.")
+    try:
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from None
+    validate(config)
+    return config
+
+
+def validate(config: Mapping) -> None:
+    """Raise :class:`ConfigError` for unknown sections/keys, wrong types, missing sections."""
+    for section, body in config.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"unknown section [{section}]; allowed sections: {', '.join(SCHEMA)}.")
+        if not isinstance(body, Mapping):
+            raise ConfigError(f"[{section}] must be a table of keys; allowed keys: {', '.join(SCHEMA[section])}.")
+        for key, value in body.items():
+            if key not in SCHEMA[section]:
+                raise ConfigError(f"unknown key {section}.{key}; allowed keys in [{section}]: "
+                                  f"{', '.join(SCHEMA[section])}.")
+            types = SCHEMA[section][key]
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                names = " or ".join(t.__name__ for t in types)
+                raise ConfigError(f"{section}.{key} must be a {names}; got {value!r}.")
+    missing = [s for s in REQUIRED if s not in config]
+    if missing:
+        raise ConfigError(f"missing section(s) {', '.join(f'[{s}]' for s in missing)}; see examples/README.md.")
+    name = config["data"].get("name")
+    if name not in DATASETS:
+        raise ConfigError(f"data.name must be one of {', '.join(DATASETS)}; got {name!r}.")
+    if name in ("mnist", "cifar10") and "root" not in config["data"]:
+        raise ConfigError(f"data.name = {name!r} reads a local folder: set data.root to it.")
+    if "model" not in config["student"]:
+        raise ConfigError("student.model is required: a name from maskopt.models.names().")
+    for i, spec in enumerate(config["teachers"].get("models", [])):
+        if not isinstance(spec, Mapping) or "model" not in spec or set(spec) - {"model", "kwargs"}:
+            raise ConfigError(f"teachers.models[{i}] must be a table {{model = NAME, kwargs = {{...}}}}; got {spec!r}.")
+    if "models" not in config["teachers"] and "path" not in config["teachers"]:
+        raise ConfigError("[teachers] needs models = [...] to train, or path = to load a saved ensemble.")
+
+
+@dataclass
+class Experiment:
+    """What a config describes: the data, the student at initialization, the teachers and the
+    problem; ``ticket`` holds train_ticket options (with ``data``) or None."""
+
+    data: object
+    student: torch.nn.Module
+    teachers: list[torch.nn.Module]
+    problem: object
+    ticket: dict | None
+
+
+def build(config: Mapping, seed: int = 0, device: str = "cpu", verbose: bool = True) -> Experiment:
+    """Load the data, build the student, train (or load) the teachers and build the
+    :class:`~maskopt.DistillProblem`. ``seed`` is the default of every seed not set."""
+    import maskopt as mo
+    from maskopt.train import load_teachers, train_teachers
+
+    dc = config["data"]
+    name = dc["name"]
+    if name == "digits":
+        data = mo.data.digits(seed=dc.get("seed", seed))
+    elif name == "mnist1d":
+        data = mo.data.mnist1d()
+    elif name == "planted":
+        data = mo.data.planted_classification(seed=dc.get("seed", seed))[0]
+    else:
+        data = getattr(mo.data, name)(dc["root"])
+    sc = config["student"]
+    try:
+        student = mo.models.create(sc["model"], seed=sc.get("seed", seed), **sc.get("kwargs", {}))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"[student]: {err}") from None
+    tc = config["teachers"]
+    if "path" in tc and Path(tc["path"]).is_file():
+        teachers = load_teachers(tc["path"])
+    else:
+        if "models" not in tc:
+            raise ConfigError(f"teachers.path {tc['path']} does not exist and no teachers.models are given to train.")
+        try:
+            teachers = train_teachers(
+                data, [(t["model"], t.get("kwargs", {})) for t in tc["models"]], seeds=tc.get("seeds", [seed]),
+                epochs=tc.get("epochs", 20), lr=tc.get("lr", 1e-3), batch_size=tc.get("batch_size", 128),
+                path=tc.get("path"), device=device, verbose=verbose)
+        except (ValueError, TypeError) as err:
+            raise ConfigError(f"[teachers]: {err}") from None
+    try:
+        budget = mo.Budget(**config["budget"])
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"[budget]: {err}") from None
+    n = config["data"].get("samples", data.x.shape[0])
+    if not 1 <= n <= data.x.shape[0]:
+        raise ConfigError(f"data.samples must lie in [1, {data.x.shape[0]}]; got {n}.")
+    pc = config.get("problem", {})
+    try:
+        problem = mo.DistillProblem(student, teachers, data.x[:n], budget, labels=data.y[:n], **pc)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"[problem]: {err}") from None
+    ticket = None
+    if "ticket" in config:
+        ticket = {"data": data, "device": device, **config["ticket"]}
+        if "steps" in ticket:
+            ticket["epochs"] = None
+    return Experiment(data, student, teachers, problem, ticket)
