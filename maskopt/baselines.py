@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -465,19 +465,29 @@ def _fittest(candidates: list[tuple[dict, float, float]], fitness: str) -> int:
     return max(range(len(values)), key=lambda i: (values[i], -i))
 
 
-@register("kstarts", options=KstartsOptions, problems=(DistillProblem,),
-          summary="K random masks trained a few epochs, keep the fittest (magnitude/gradient)")
-def _kstarts(problem: DistillProblem, opts: KstartsOptions) -> MethodOutput:
+def _kstarts_search(problem: DistillProblem, opts: KstartsOptions | KstartsDissipatingOptions,
+                    candidate: Callable[[Trainer, dict, int], tuple[dict[str, torch.Tensor], int]]) -> MethodOutput:
+    """K-starts: candidate i = ``candidate(trainer, init, seed + i)`` → (mask, samples spent
+    making it), trained from ``init``; the fittest mask is returned."""
     trainer = problem_trainer(problem, opts)
     init, samples, candidates, history = trainer.state(), 0, [], []
     for i in range(opts.k):
-        masks = problem.allocation.project(_random_scores(problem.mask_shapes(), opts.seed + i))
+        masks, spent = candidate(trainer, init, opts.seed + i)
         mag, grad, n = _train_candidate(trainer, init, masks, opts.seed + i)
-        samples += n
+        samples += spent + n
         candidates.append((masks, mag, grad))
         history.append({"start": i, "magnitude": mag, "gradient": grad})
     best = _fittest(candidates, opts.fitness)
     return MethodOutput(candidates[best][0], history=history, stats={"chosen": best, "gradient_samples": samples})
+
+
+@register("kstarts", options=KstartsOptions, problems=(DistillProblem,),
+          summary="K random masks trained a few epochs, keep the fittest (magnitude/gradient)")
+def _kstarts(problem: DistillProblem, opts: KstartsOptions) -> MethodOutput:
+    def random_mask(trainer, init, seed):
+        return problem.allocation.project(_random_scores(problem.mask_shapes(), seed)), 0
+
+    return _kstarts_search(problem, opts, random_mask)
 
 
 def dissipating_scores(trainer: Trainer, init: Mapping[str, torch.Tensor], seed: int
@@ -510,14 +520,8 @@ def _dissipating(problem: DistillProblem, opts: DissipatingOptions) -> MethodOut
 @register("kstarts_dissipating", options=KstartsDissipatingOptions, problems=(DistillProblem,),
           summary="K-starts whose candidates are dissipating-gradient masks")
 def _kstarts_dissipating(problem: DistillProblem, opts: KstartsDissipatingOptions) -> MethodOutput:
-    trainer = problem_trainer(problem, opts)
-    init, samples, candidates, history = trainer.state(), 0, [], []
-    for i in range(opts.k):
-        scores, n_dense = dissipating_scores(trainer, init, opts.seed + i)
-        masks = problem.allocation.project(scores)
-        mag, grad, n = _train_candidate(trainer, init, masks, opts.seed + i)
-        samples += n_dense + n
-        candidates.append((masks, mag, grad))
-        history.append({"start": i, "magnitude": mag, "gradient": grad})
-    best = _fittest(candidates, opts.fitness)
-    return MethodOutput(candidates[best][0], history=history, stats={"chosen": best, "gradient_samples": samples})
+    def dissipating_mask(trainer, init, seed):
+        scores, spent = dissipating_scores(trainer, init, seed)
+        return problem.allocation.project(scores), spent
+
+    return _kstarts_search(problem, opts, dissipating_mask)
