@@ -23,11 +23,14 @@ the labels) and the ticket is trained with the same protocol. Compute = training
 (batches of 100) spent to find the mask, then + 1501 for the ticket.
 
     python benchmarks/bench_tickets.py
+    (or per trial: --trials 0 --rows-out t0.json, --trials 1 --rows-out t1.json, then
+    --rows-in t0.json t1.json writes the table)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -165,14 +168,25 @@ def main() -> int:
     ap.add_argument("--trials", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--methods", nargs="+", default=["imp", "random", *OTHERS])
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--rows-out", help="only run the trials and write their rows to this JSON file")
+    ap.add_argument("--rows-in", nargs="+", help="summarize rows written by --rows-out runs instead of running")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = mo.data.mnist1d()
     t0 = time.perf_counter()
     rows = []
-    for trial in args.trials:
-        rows.extend(run_trial(trial, data, args.methods, lambda m: print(m, flush=True, file=sys.stderr)))
+    if args.rows_in:
+        for path in args.rows_in:
+            rows.extend(json.loads(open(path).read()))
+        args.trials = sorted({r["trial"] for r in rows})
+    else:
+        data = mo.data.mnist1d()
+        for trial in args.trials:
+            rows.extend(run_trial(trial, data, args.methods, lambda m: print(m, flush=True, file=sys.stderr)))
+    if args.rows_out:
+        with open(args.rows_out, "w") as f:
+            json.dump(rows, f, indent=1)
+        return 0
     summary = summarize(rows, args.trials)
     cols = ["method", "sparsity", *[f"acc trial {t}" for t in args.trials], "published", "max |diff|", "train steps"]
     table = format_table(summary, cols)
@@ -190,7 +204,7 @@ def main() -> int:
         "Adam lr 2e-2, batch 100 in order, 1501 steps per training, maximum test accuracy over evaluations "
         "every 100 steps; IMP = 100 retrains on linspace(0, 1, 100) sparsities, layer-wise magnitude, rewind "
         "to init. Trials 0/1 = seeds 42/43. `train steps` = batches of 100 spent finding the mask plus the "
-        f"1501 of the ticket (IMP: all retrains up to that sparsity). Wall time {time.perf_counter() - t0:.0f} s.",
+        "1501 of the ticket (IMP: all retrains up to that sparsity).",
         "", "```", table, "```", "",
         f"Goal (maskopt's IMP and random within 3 points of the published numbers): IMP "
         f"{'met' if imp_ok else 'NOT met'}, random {'met' if rnd_ok else 'NOT met'}. "
