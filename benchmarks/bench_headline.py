@@ -45,7 +45,7 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import numpy as np
 import torch
@@ -60,19 +60,20 @@ from maskopt.train import Trainer, train
 TARGETS = (0.90, 0.95, 0.98, 0.99)
 BASELINES = ("synflow", "snip", "magnitude", "random")
 METHODS = ("kd-lts", "imp", *BASELINES)
-# KD-LTS settings (chosen by --tune on the validation split; see TUNING and the tuning record)
-KDLTS = {"teachers": ("cnn1d", "cnn1d", "cnn1d"), "teacher_steps": 800, "teacher_lr": 1e-2,
-         "temperature": 2.0, "alpha": 0.0, "steps": 500, "lr": 0.1, "batch_size": 100, "eval_every": 100}
-# the configurations --tune scores (overrides of KDLTS)
+# the base configuration of the tuning; TUNING lists the overrides --tune scores
+TUNE_BASE = {"teachers": ("cnn1d", "cnn1d", "cnn1d"), "teacher_steps": 800, "teacher_lr": 1e-2,
+             "temperature": 2.0, "alpha": 0.0, "steps": 500, "lr": 0.1, "batch_size": 100, "eval_every": 100}
+# KD-LTS settings: TUNE_BASE with the temperature chosen by --tune (best validation accuracy at 95 %)
+KDLTS = {**TUNE_BASE, "temperature": 1.0}
 TUNING = [
     {},
     {"temperature": 4.0},
     {"temperature": 1.0},
-    {"alpha": 0.5},
-    {"teachers": ("mnist1d_mlp", "mnist1d_mlp", "mnist1d_mlp"), "teacher_lr": 2e-2},
-    {"steps": 1000},
-    {"lr": 0.3},
-    {"batch_size": 400, "steps": 250, "eval_every": 50},
+    {"temperature": 8.0},
+    {"temperature": 4.0, "alpha": 0.5},
+    {"temperature": 4.0, "teachers": ("mnist1d_mlp", "mnist1d_mlp", "mnist1d_mlp"), "teacher_lr": 2e-2},
+    {"temperature": 4.0, "init": "constant"},
+    {"temperature": 4.0, "steps": 200, "eval_every": 50},
 ]
 TUNE_TARGETS = (0.95, 0.99)
 VALIDATION = 800  # samples carved off the end of the training data for --tune
@@ -120,7 +121,8 @@ def kdlts_masks(init, names, teachers, data: mo.data.Dataset, sparsity: float, c
                              temperature=cfg["temperature"], labels=data.y if cfg["alpha"] > 0 else None,
                              alpha=cfg["alpha"], params=names)
     res = mo.solve(prob, method="hierarchy", steps=cfg["steps"], lr=cfg["lr"], batch_size=cfg["batch_size"],
-                   eval_every=cfg["eval_every"], seed=trial, device="cpu", verbose=False)
+                   eval_every=cfg["eval_every"], seed=trial, device="cpu", verbose=False,
+                   **{k: cfg[k] for k in ("init", "beta1") if k in cfg})
     n = data.x.shape[0]
     bs = min(cfg["batch_size"], n)
     evals = 3 * evaluations(cfg["steps"], cfg["eval_every"]) + 1  # + mo.solve's final objective
@@ -230,19 +232,19 @@ def digits_task(trial: int, targets: tuple, cfg: dict) -> list[dict]:
     return rows
 
 
-def tune_task(index: int, overrides: dict) -> list[dict]:
+def tune_task(index: int, overrides: dict, targets: tuple = TUNE_TARGETS) -> list[dict]:
     """Validation score of one KD-LTS configuration (trial 0; first 3200 training samples
     to train on, the last 800 held out as the "test" split of every training run here)."""
     setup()
     full = mo.data.mnist1d()
     n = full.x.shape[0] - VALIDATION
     data = mo.data.Dataset("mnist1d-val", full.x[:n], full.y[:n], full.x[n:], full.y[n:], 10)
-    cfg = {**KDLTS, **overrides}
+    cfg = {**TUNE_BASE, **overrides}
     init = student(0)
     names = all_params(init)
     rows = []
     if index < 0:  # reference: the baselines on the same split
-        for target in TUNE_TARGETS:
+        for target in targets:
             s = float(SCHEDULE[RETRAIN[target]])
             for method in ("synflow", "snip"):
                 masks, spent = baseline_masks(method, init, names, data, s, 0)
@@ -252,7 +254,7 @@ def tune_task(index: int, overrides: dict) -> list[dict]:
                 log(f"tune {method} {target}: val {result.best():.1f}")
         return rows
     teachers, t_steps, accs = train_ensemble(data, cfg, 0)
-    for target in TUNE_TARGETS:
+    for target in targets:
         s = float(SCHEDULE[RETRAIN[target]])
         t0 = time.perf_counter()
         masks, spent, res = kdlts_masks(init, names, teachers, data, s, cfg, 0)
@@ -378,9 +380,13 @@ def tuning_text() -> list[str]:
     path = ROOT / "benchmarks" / "results" / "headline_tuning.json"
     if not path.exists():
         return ["(no tuning record: run `python benchmarks/bench_headline.py --tune`)"]
-    rows = json.loads(path.read_text())["rows"]
+    record = json.loads(path.read_text())
+    rows = record["rows"]
     table = format_table(rows, ["config", "overrides", "sparsity", "val acc", "teacher val acc", "train steps"])
-    return ["Tuning record (`--tune`: trial 0, train on the first 3200 training samples, maximum accuracy on "
+    note = [f"Note: {record['note']}", ""] if record.get("note") else []
+    base = f"Base configuration of the tuning: `{json.dumps(record['base'])}`."
+    return [*note, base, "",
+            "Tuning record (`--tune`: trial 0, train on the first 3200 training samples, maximum accuracy on "
             "the last 800; KD-LTS configs are overrides of the base config; synflow/snip are references on the "
             "same split):", "", "```", table, "```"]
 
@@ -389,28 +395,49 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 trial, 95 %% only, short searches")
     ap.add_argument("--tune", action="store_true", help="score the TUNING configs on the validation split")
+    ap.add_argument("--tune-targets", type=float, nargs="+", default=list(TUNE_TARGETS))
     ap.add_argument("--trials", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (1 thread each)")
+    ap.add_argument("--methods", nargs="*", default=["kd-lts", *BASELINES],
+                    help="MNIST-1D methods to run (IMP is read from tickets_mnist1d.json)")
     ap.add_argument("--no-digits", action="store_true")
+    ap.add_argument("--partial", metavar="NAME", help="only save the rows to results/headline_part_NAME.json")
+    ap.add_argument("--merge", action="store_true",
+                    help="add the rows of earlier --partial runs (for (bench, method) pairs not run now)")
     args = ap.parse_args()
     setup()
     t0 = time.perf_counter()
     if args.tune:
-        calls = [(tune_task, -1, {})] + [(tune_task, i, o) for i, o in enumerate(TUNING)]
-        rows = run_tasks(calls, args.jobs)
+        path = ROOT / "benchmarks" / "results" / "headline_tuning.json"
+        rows = json.loads(path.read_text())["rows"] if path.exists() else []  # resume: skip what is there
+        have = {str(r["config"]) for r in rows}
+        tt = tuple(args.tune_targets)
+        calls = [(tune_task, -1, {}, tt)] if "synflow" not in have else []
+        calls += [(tune_task, i, o, tt) for i, o in enumerate(TUNING) if str(i) not in have]
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            for done in as_completed([pool.submit(fn, *a) for fn, *a in calls]):
+                rows.extend(done.result())  # saved after every configuration
+                save_results("headline_tuning", {"base": TUNE_BASE, "configs": TUNING, "rows": rows,
+                                                 "seconds": time.perf_counter() - t0})
         print(format_table(rows, ["config", "overrides", "sparsity", "val acc", "teacher val acc", "train steps"]))
-        save_results("headline_tuning", {"base": KDLTS, "configs": TUNING, "rows": rows,
-                                         "seconds": time.perf_counter() - t0})
         return 0
     targets, trials, cfg, dcfg = TARGETS, args.trials, dict(KDLTS), dict(DIGITS_KDLTS)
     if args.quick:
         targets, trials = (0.95,), args.trials[:1]
         cfg.update(steps=50, eval_every=25, teacher_steps=100)
         dcfg.update(steps=30, eval_every=15, teacher_steps=50)
-    calls = [(mnist1d_task, t, m, targets, cfg) for t in trials for m in ("kd-lts", *BASELINES)]
+    calls = [(mnist1d_task, t, m, targets, cfg) for t in trials for m in args.methods]
     if not args.no_digits:
         calls += [(digits_task, t, targets, dcfg) for t in trials]
     rows = run_tasks(calls, args.jobs)
+    if args.partial:
+        save_results(f"headline_part_{args.partial}", {"rows": rows, "kdlts": cfg, "digits_kdlts": dcfg,
+                                                       "seconds": time.perf_counter() - t0})
+        return 0
+    if args.merge:
+        done = {(r["bench"], r["method"]) for r in rows}
+        for path in sorted((ROOT / "benchmarks" / "results").glob("headline_part_*.json")):
+            rows += [r for r in json.loads(path.read_text())["rows"] if (r["bench"], r["method"]) not in done]
     if args.quick:
         print(format_table(rows, ["bench", "trial", "method", "sparsity", "max test acc", "train steps"]))
         return 0
