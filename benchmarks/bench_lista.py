@@ -68,6 +68,7 @@ def train(method: str, snr: float) -> None:
     CHECKPOINTS.mkdir(exist_ok=True)
     config = SETTINGS[method] if math.isinf(snr) else NOISY_SETTINGS.get(method, SETTINGS[method])
     record = run_method(method, layers=LAYERS, snr_db=snr, config=config, verbose=False,
+                        search_points=7 if math.isinf(snr) else 5,
                         model_options=MODEL_OPTIONS.get(method), checkpoint=CHECKPOINTS / f"{_name(method, snr)}.pt")
     if not math.isinf(snr):
         problem = SparseCodingProblem(snr_db=snr)
