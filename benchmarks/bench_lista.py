@@ -8,7 +8,8 @@ NMSE in the aggregate convention 10·log10(Σ‖x̂−x‖² / Σ‖x‖²) (per
 2. ``fista``: FISTA's NMSE after each of 4000 iterations on the same test set, for λ
    continuation and fixed λ → ``results/lista_fista_iters.json``; the report reads off the
    iterations each method's 16-layer NMSE takes FISTA.
-3. ``report``: the plot ``results/lista_nmse.png`` and the BENCHMARKS.md section.
+3. ``transfer``: a noise-free trained model (from its checkpoint) on the SNR-40 test set.
+4. ``report``: the plot ``results/lista_nmse.png`` and the BENCHMARKS.md section.
 
     nice -n 10 python benchmarks/bench_lista.py train --method alista --snr inf
     nice -n 10 python benchmarks/bench_lista.py fista
@@ -30,11 +31,14 @@ import torch
 from maskopt.solvers.unrolled import (
     SparseCodingProblem,
     TrainConfig,
+    build_model,
+    evaluate_layers,
     fista_schedules,
     iterations_to_reach,
     oracle_nmse_db,
     run_method,
 )
+from maskopt.solvers.unrolled.bench import CONVENTION
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -78,6 +82,24 @@ def train(method: str, snr: float) -> None:
     print(method, snr, f"{record['nmse_db'][-1]:.2f} dB", f"{record['prepare_time_s']:.0f} s")
 
 
+def transfer(method: str, snr: float) -> None:
+    """The noise-free trained ``method`` (its checkpoint) evaluated on the SNR-``snr`` test set."""
+    torch.set_num_threads(1)
+    saved = torch.load(CHECKPOINTS / f"{_name(method, math.inf)}.pt", weights_only=False)
+    problem = SparseCodingProblem(snr_db=snr)
+    model = build_model(method, problem.A, LAYERS, **MODEL_OPTIONS.get(method, {}))
+    model.load_state_dict(saved["state"])
+    y, x = problem.sample("test", 1000)
+    curves = evaluate_layers(model, y, x)
+    clean = _load(_name(method, math.inf))
+    save_results(f"{_name(method, snr)}_transfer", {
+        "method": f"{method} (trained noise-free)", "layers": LAYERS, "snr_db": snr, "convention": CONVENTION,
+        "nmse_db": curves["aggregate"], "nmse_db_per_sample": curves["per_sample"],
+        "prepare_time_s": clean["prepare_time_s"], "prepare_cpu_s": clean["prepare_cpu_s"],
+        "settings": clean["settings"], "noise_floor_db": oracle_nmse_db(problem.A, y, x)})
+    print(method, snr, f"{curves['aggregate'][-1]:.2f} dB")
+
+
 def fista_part() -> None:
     torch.set_num_threads(1)
     problem = SparseCodingProblem()
@@ -101,7 +123,8 @@ def _settings(record: dict) -> str:
         return f"c_θ={s['c_theta']:.3g}, c_β={s['c_beta']:.3g}, c_p={s['c_p']:.3g} (grid search)"
     c = s["config"]
     init = s["model_options"].get("init")
-    return (f"lr {c['lr']:g}, batch {c['batch_size']}, ≤{c['max_steps']} steps/stage, {s['steps']} steps"
+    scalar = "" if c.get("scalar_lr") is None else f" (thresholds {c['scalar_lr']:g})"
+    return (f"lr {c['lr']:g}{scalar}, batch {c['batch_size']}, ≤{c['max_steps']} steps/stage, {s['steps']} steps"
             + (f", init {init}" if init else "") + ("" if s["completed"] else ", time limit hit"))
 
 
@@ -161,7 +184,10 @@ def _goals(clean: dict, noisy: dict, targets: dict) -> list[str]:
 def report() -> None:
     order = ("alista", "lista-cpss", "hyperlista", "lista-cp", "lista", "fista", "ista")
     clean = [r for m in order if (r := _load(_name(m, math.inf)))]
-    noisy = [r for m in order if (r := _load(_name(m, 40.0)))]
+    noisy = [r for m in order for name in (_name(m, 40.0), f"{_name(m, 40.0)}_transfer") if (r := _load(name))]
+    commands = [f"train --method {r['method']} --snr inf" for r in clean] + [
+        f"transfer --method {r['method'].split()[0]} --snr 40" if "noise-free" in r["method"] else
+        f"train --method {r['method']} --snr 40" for r in noisy]
     fista_iters = _load("lista_fista_iters")
     targets = {}
     if fista_iters:
@@ -193,11 +219,11 @@ def report() -> None:
     body = "\n".join([
         "## Unrolled sparse solvers: sparse coding 250×500, 16 layers (issue 7)",
         "",
-        "Commands (each training run on one torch thread, under `nice -n 10`, two at a time on the shared machine):",
+        "Commands (each run on one torch thread under `nice -n 10`, up to four at once on a machine shared with "
+        "other jobs):",
         "",
         "```",
-        *[f"nice -n 10 python benchmarks/bench_lista.py train --method {r['method']} --snr "
-          f"{'inf' if r['snr_db'] == math.inf else int(r['snr_db'])}" for r in clean + noisy],
+        *[f"nice -n 10 python benchmarks/bench_lista.py {c}" for c in commands],
         "nice -n 10 python benchmarks/bench_lista.py fista",
         "python benchmarks/bench_lista.py report",
         "```",
@@ -215,8 +241,8 @@ def report() -> None:
         *rows,
         "",
         "FISTA iterations to match: the fewest FISTA iterations (on the same 1000 test samples, from x = 0) whose "
-        "aggregate NMSE reaches the method's 16-layer NMSE, over λ continuation λ_k = max(1e-6, 0.98…0.998^k) and "
-        f"fixed λ ∈ {{1e-4, 1e-3, 1e-2}}, at most {fista_iters['max_iters'] if fista_iters else '—'} iterations. "
+        "aggregate NMSE reaches the method's 16-layer NMSE, over λ continuation λ_k = max(1e-6, ρ^k) with "
+        f"ρ ∈ {{0.99, 0.995, 0.998}} and fixed λ ∈ {{1e-4, 1e-3, 1e-2}}, at most {FISTA_ITERS} iterations. "
         "Best NMSE each FISTA schedule reached: " + ", ".join(f"{k}: {v:.1f} dB" for k, v in best.items()) + ".",
         "",
         "![NMSE per layer / iteration](benchmarks/results/lista_nmse.png)",
@@ -234,14 +260,16 @@ def report() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=("train", "fista", "report"))
-    parser.add_argument("--method", choices=sorted(SETTINGS), help="for train")
-    parser.add_argument("--snr", type=float, default=math.inf, help="for train: SNR in dB (default inf)")
+    parser.add_argument("part", choices=("train", "transfer", "fista", "report"))
+    parser.add_argument("--method", choices=sorted(SETTINGS), help="for train and transfer")
+    parser.add_argument("--snr", type=float, default=math.inf, help="for train and transfer: SNR in dB (default inf)")
     args = parser.parse_args()
+    if args.part in ("train", "transfer") and args.method is None:
+        parser.error(f"{args.part} needs --method")
     if args.part == "train":
-        if args.method is None:
-            parser.error("train needs --method")
         train(args.method, args.snr)
+    elif args.part == "transfer":
+        transfer(args.method, args.snr)
     elif args.part == "fista":
         fista_part()
     else:
