@@ -3,6 +3,8 @@
 Each notebook keeps every knob in its first code cell, with ``QUICK = False`` and an
 ``OUT_DIR``; the test switches QUICK on, points OUT_DIR (and the kernel's working
 directory) into tmp_path, executes the notebook with nbclient and checks the key outputs.
+The kernel runs torch single-threaded (OMP_NUM_THREADS=1): on a CPU shared with other jobs
+torch's thread pool oversubscribes it and small models train many times slower.
 The stored notebooks must carry no outputs.
 """
 
@@ -24,9 +26,10 @@ def _first_code_cell(nb):
     return next(c for c in nb.cells if c.cell_type == "code")
 
 
-def run_notebook(name: str, tmp_path: Path) -> tuple[str, int, Path]:
+def run_notebook(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, int, Path]:
     """Execute notebook ``name`` at QUICK settings; returns (its stdout, number of inline
     PNG images, its OUT_DIR)."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # inherited by the kernel process
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     first = _first_code_cell(nb)
     out_dir = tmp_path / "out"
@@ -60,8 +63,8 @@ def _png(path: Path) -> None:
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_exact_vs_relaxed(tmp_path):
-    text, images, out = run_notebook(NAMES[0], tmp_path)
+def test_exact_vs_relaxed(tmp_path, monkeypatch):
+    text, images, out = run_notebook(NAMES[0], tmp_path, monkeypatch)
     for method in ("exact", "sigmoid", "anneal", "ste", "hierarchy", "magnitude", "snip", "random"):
         assert f"\n{method} " in text
     assert text.count("hamming_to_exact") == 2  # the two comparison tables
@@ -72,8 +75,8 @@ def test_exact_vs_relaxed(tmp_path):
     assert images >= 4
 
 
-def test_pytorch_pipeline(tmp_path):
-    text, _, out = run_notebook(NAMES[1], tmp_path)
+def test_pytorch_pipeline(tmp_path, monkeypatch):
+    text, _, out = run_notebook(NAMES[1], tmp_path, monkeypatch)
     assert "hierarchy ticket" in text and "random ticket" in text and "dense" in text
     assert "all zero: True" in text and "all zero: False" not in text
     assert "equal to the saved mask: True" in text
@@ -82,9 +85,10 @@ def test_pytorch_pipeline(tmp_path):
     assert "state_dict keys: ['0.bias', '0.weight', '2.bias', '2.weight']" in text
 
 
-def test_sparsity_accuracy_mnist1d(tmp_path):
-    text, images, out = run_notebook(NAMES[2], tmp_path)
+def test_sparsity_accuracy_mnist1d(tmp_path, monkeypatch):
+    text, images, out = run_notebook(NAMES[2], tmp_path, monkeypatch)
     assert "sparsity 0.9\n" in text and "test_acc" in text and "dense student" in text
     assert (out / "sparsity_0.9.csv").is_file()
+    assert "× the ticket's training" in text
     _png(out / "tradeoff.png")
     assert images >= 1
