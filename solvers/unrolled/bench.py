@@ -64,7 +64,7 @@ def run_method(method: str, *, layers: int = 16, snr_db: float = math.inf, m: in
         else:
             result = train_stagewise(model, problem, config, checkpoint=checkpoint, verbose=verbose)
             settings = {"config": asdict(config), "model_options": model_options or {}, "steps": result.steps,
-                        "completed": result.completed, "val_nmse_db": result.val_nmse_db}
+                        "train_clock_s": result.time, "completed": result.completed, "val_nmse_db": result.val_nmse_db}
         prep, prep_cpu = time.perf_counter() - start, time.process_time() - start_cpu
         curves = evaluate_layers(model, y_test, x_test)
     return {"method": method, "layers": layers, "snr_db": snr_db, "m": m, "n": n, "seed": seed,
