@@ -114,6 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=500, help="signal length (default 500)")
     parser.add_argument("--seed", type=int, default=0, help="problem and training seed (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is best on a busy machine)")
     parser.add_argument("--test-size", type=int, default=1000, help="test samples (default 1000)")
     parser.add_argument("--max-steps", type=int, help="training steps per stage at most (default 2000)")
     parser.add_argument("--batch-size", type=int, help="training batch size (default 128)")
@@ -131,6 +132,10 @@ def bench_main(args: argparse.Namespace) -> int:
         raise ValueError("--layers, --m, --n and --test-size must be positive.")
     if math.isnan(args.snr) or args.snr <= -math.inf:
         raise ValueError(f"--snr must be a number of dB or inf, got {args.snr}.")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError("--threads must be positive.")
+        torch.set_num_threads(args.threads)
     try:
         device = torch.device(args.device)
     except RuntimeError as e:
