@@ -358,7 +358,7 @@ def plot(rows: list[dict], path, bench: str, title: str) -> None:
             acc = [r["max test acc"] for r in rows if r["bench"] == bench and r["method"] == method
                    and r["sparsity"] == target]
             if acc:
-                pts.append((100 * target, np.mean(acc), np.std(acc)))
+                pts.append((100 * target, np.mean(acc), np.std(acc, ddof=1) if len(acc) > 1 else 0.0))
         if pts:
             x, m, s = (np.array(v) for v in zip(*pts))
             ax.errorbar(x, m, yerr=s, marker="o", capsize=3, label=method, lw=2.2 if method == "kd-lts" else 1.2)
