@@ -74,14 +74,12 @@ class Comparison:
     def plot(self, path: str | os.PathLike) -> None:
         """A PNG: objective per method (mean and range over seeds, with the reference),
         per-layer density per method, and ticket test accuracy per method when measured."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
         methods = list(dict.fromkeys(r["method"] for r in self.rows))
         has_acc = any(r.get("test_acc") is not None for r in self.rows)
-        fig, axes = plt.subplots(1, 3 if has_acc else 2, figsize=(13 if has_acc else 9, 4))
+        fig = Figure(figsize=(13 if has_acc else 9, 4))
+        axes = fig.subplots(1, 3 if has_acc else 2)
         ax = axes[0]
         for i, m in enumerate(methods):
             vals = [r["objective"] for r in self.rows if r["method"] == m]
@@ -113,10 +111,10 @@ class Comparison:
             ax.set_ylabel("ticket test accuracy (%)")
         fig.tight_layout()
         _save_png(fig, path)
-        plt.close(fig)
 
 
 def _save_png(fig, path: str | os.PathLike) -> None:
+    """Render ``fig`` (a matplotlib ``Figure``, no pyplot state touched) to ``path`` atomically."""
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
 
@@ -124,10 +122,7 @@ def _save_png(fig, path: str | os.PathLike) -> None:
 def plot_tradeoff(comparisons: Sequence[Comparison], path: str | os.PathLike) -> None:
     """Sparsity–accuracy curves (mean ticket test accuracy per method against the sparsity
     of each comparison's budget) as a PNG. Needs comparisons run with ``ticket=``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     points: dict[str, list[tuple[float, float]]] = {}
     for c in comparisons:
@@ -138,7 +133,8 @@ def plot_tradeoff(comparisons: Sequence[Comparison], path: str | os.PathLike) ->
                 points.setdefault(m, []).append((100 * (1 - sum(dens) / len(dens)), sum(accs) / len(accs)))
     if not points:
         raise ValueError("no ticket accuracies to plot: run compare(..., ticket={...}).")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for m, pts in points.items():
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m)
@@ -147,7 +143,6 @@ def plot_tradeoff(comparisons: Sequence[Comparison], path: str | os.PathLike) ->
     ax.legend(fontsize=8)
     fig.tight_layout()
     _save_png(fig, path)
-    plt.close(fig)
 
 
 def _takes_seed(method: str) -> bool:

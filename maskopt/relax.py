@@ -370,8 +370,12 @@ def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> Me
         scores = res.scores
     elapsed = time.perf_counter() - t0
     total = len(history)
+    n = problem.inputs.shape[0]
+    per_step = None if opts.loader is not None else min(opts.batch_size or n, n)
     stats = {"device": str(device), "dtype": opts.dtype, "steps": total, "stages": stage_stats,
-             "seconds_per_step": elapsed / max(total, 1), "training_objective": best_value}
+             "seconds_per_step": elapsed / max(total, 1), "training_objective": best_value,
+             # training samples through forward+backward (hard-mask evaluations not counted)
+             "gradient_samples": None if per_step is None else total * per_step}
     best_mask = best_mask.cpu()
     if opts.polish:
         best_mask, before, after, moves = polish(best_mask, scores, Segments(alloc.units(), alloc.size),
