@@ -28,18 +28,9 @@ from maskopt.api import MethodOutput, register
 from maskopt.budget import Allocation, count_for_density
 from maskopt.distill import DistillProblem, distill_loss, ensemble_targets
 from maskopt.problems import Problem
-from maskopt.solvers.relax.core import Segments
 from maskopt.train import Trainer, TrainResult
 
 # ---------------------------------------------------------------- scores → masks
-
-
-def project_caps(alloc: Allocation, scores: Mapping[str, torch.Tensor], caps: Sequence[int]) -> dict[str, torch.Tensor]:
-    """The mask keeping the highest ``scores`` with ``caps[u]`` kept in scope unit u of
-    ``alloc.units()`` (ties to the lower flattened index)."""
-    flat = alloc.flatten({n: scores[n].detach().to(torch.float64) for n in alloc.shapes})
-    units = [(start, stop, int(c)) for (start, stop, _), c in zip(alloc.units(), caps)]
-    return alloc.unflatten(Segments(units, alloc.size).project(flat))
 
 
 def geometric_caps(alloc: Allocation, fraction: float) -> list[int]:
@@ -273,7 +264,7 @@ def _synflow(problem: DistillProblem, opts: SynflowOptions) -> MethodOutput:
     alloc, masks = problem.allocation, None
     for it in range(1, opts.iterations + 1):
         scores = _pruned_to_minus_inf(synflow_scores(problem, masks), masks)
-        masks = project_caps(alloc, scores, geometric_caps(alloc, it / opts.iterations))
+        masks = alloc.project(scores, geometric_caps(alloc, it / opts.iterations))
     return MethodOutput(masks, stats={"iterations": opts.iterations,
                                       "gradient_samples": opts.iterations})
 
@@ -409,7 +400,7 @@ def iterative_magnitude_pruning(trainer: Trainer, alloc: Allocation, rate: float
     trained, masks = trainer.weights(), None
     for r, caps in enumerate(imp_caps(alloc, rate, schedule), start=1):
         scores = _pruned_to_minus_inf({n: w.abs().double() for n, w in trained.items()}, masks)
-        masks = project_caps(alloc, scores, caps)
+        masks = alloc.project(scores, caps)
         result = trainer.run(masks, start, **override)
         yield ImpRound(r, masks, result)
         trained = trainer.weights()

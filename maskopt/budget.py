@@ -282,8 +282,10 @@ class Allocation:
                 bad.append(f"{kept} kept > cap {cap} in weights [{start}, {stop})")
         return bad
 
-    def project(self, scores: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The mask keeping the highest scores, exactly the cap of each scope unit.
+    def project(self, scores: Mapping[str, torch.Tensor], caps: Sequence[int] | None = None
+                ) -> dict[str, torch.Tensor]:
+        """The mask keeping the highest scores, exactly the cap of each scope unit (or
+        ``caps[u]`` in unit u of :meth:`units`, e.g. an iterative method's intermediate round).
 
         Ties are broken deterministically by the lower flattened index. ``scores`` maps
         each parameter name to a tensor of its shape (any device); the masks are bool
@@ -292,8 +294,11 @@ class Allocation:
         for name, shape in self.shapes.items():
             if name not in scores or tuple(scores[name].shape) != shape:
                 raise ValueError(f"Scores for {name!r} must have shape {shape}.")
-        flat = torch.cat([_sortable(scores[n]).reshape(-1) for n in self.shapes])
-        return self.unflatten(Segments(self.units(), self.size, flat.device).project(flat))
+        units = self.units()
+        if caps is not None:
+            units = [(start, stop, int(c)) for (start, stop, _), c in zip(units, caps, strict=True)]
+        flat = torch.cat([_sortable(scores[n].detach()).reshape(-1) for n in self.shapes])
+        return self.unflatten(Segments(units, self.size, flat.device).project(flat))
 
 
 def _sortable(scores: torch.Tensor) -> torch.Tensor:

@@ -217,8 +217,7 @@ def compare(
     rows = []
     for method, seed, res in runs:
         row = {"method": method, "seed": seed, "objective": res.objective,
-               "gap": relative_gap(res.objective, reference) if reference_is_bound else
-               _gap_to_best(res.objective, reference),
+               "gap": relative_gap(res.objective, reference),
                "gap_to": "bound" if reference_is_bound else "best found",
                "hamming_to_exact": None if exact_masks is None else
                sum(int((res.masks[n] != exact_masks[n]).sum()) for n in res.masks),
@@ -234,12 +233,6 @@ def compare(
             row["test_acc"] = train_ticket(student, res.masks, data, **ticket_opts).best("test_acc")
         rows.append(row)
     return Comparison(rows, reference, reference_is_bound, [r for _, _, r in runs], exact_masks, problem.budget)
-
-
-def _gap_to_best(objective: float, best: float) -> float:
-    """(objective − best) / |objective| against the best objective found (not a bound)."""
-    return 0.0 if objective - best <= 1e-12 * max(1.0, abs(objective)) else (objective - best) / max(
-        abs(objective), 1e-12)
 
 
 def save_masks(comparison: Comparison, path: str | os.PathLike) -> None:
