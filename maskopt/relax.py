@@ -239,14 +239,18 @@ def _layerwise_closure(problem: LayerwiseProblem, opts: RelaxOptions, device, dt
 
 def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype, offsets) -> _Closure:
     student = copy.deepcopy(problem.student).to(device=device, dtype=dtype)
-    weights = {p: w.to(device=device, dtype=dtype) for p, w in problem.weights().items()}
     shapes = problem.mask_shapes()
+    names = list(offsets)  # the flat mask's order
+    weights = problem.weights()
+    flat_weight = torch.cat([weights[p].reshape(-1) for p in names]).to(device=device, dtype=dtype)
+    sizes = [math.prod(shapes[p]) for p in names]
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16)
                 if opts.autocast else contextlib.nullcontext())
     per_sample = problem.loss != "linf"
 
     def logits(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        masked = {p: w * m[offsets[p] : offsets[p] + w.numel()].view(shapes[p]) for p, w in weights.items()}
+        # one product over the flat mask, split into views: its backward is one concatenation
+        masked = {p: w.view(shapes[p]) for p, w in zip(names, (m * flat_weight).split(sizes))}
         with autocast:
             out = functional_call(student, masked, (x,))
         return out.to(dtype)
@@ -346,8 +350,8 @@ def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> Me
     scores = _initial_scores(problem, opts, device, dtype)
 
     def make_optimizer(params):
-        if opts.optimizer == "adam":
-            return torch.optim.Adam(params, lr=opts.lr)
+        if opts.optimizer == "adam":  # fused: one pass over the scores per step
+            return torch.optim.Adam(params, lr=opts.lr, fused=True)
         return torch.optim.SGD(params, lr=opts.lr, momentum=0.9)
 
     def loss_fn(m, batch):

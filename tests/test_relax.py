@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import maskopt as mo
-from maskopt.solvers.relax import Segments, Stage
+from maskopt.solvers.relax import Segments, Stage, TopK
 
 RELAX = ("sigmoid", "anneal", "ste", "hierarchy")
 QUIET = {"verbose": False}
@@ -60,6 +60,41 @@ def test_ste_mask_is_the_projection_with_identity_gradient():
     assert torch.equal(m.detach().bool(), seg.project(s))
     (m * torch.arange(26.0)).sum().backward()
     assert torch.equal(s.grad, torch.arange(26.0))
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_projection_keeps_the_top_cap_of_each_unit_ties_to_lower_index(dtype):
+    """Oracle: a stable descending argsort per unit (equal scores keep index order)."""
+    units = [(0, 6, 2), (6, 12, 2), (12, 18, 2), (18, 25, 7), (25, 30, 0), (30, 40, 4)]
+    gen = torch.Generator().manual_seed(6)
+    for trial in range(20):
+        s = torch.randint(0, 4 if trial % 2 else 1000, (40,), generator=gen).to(dtype)  # many ties when 0..3
+        expect = torch.zeros(40, dtype=torch.bool)
+        for a, b, cap in units:
+            order = torch.sort(-s[a:b], stable=True).indices[:cap]
+            expect[a + order] = True
+        assert torch.equal(Segments(units, 40).project(s), expect)
+
+
+def test_topk_tracker_gives_the_projection_along_a_trajectory():
+    """TopK (band search near the previous cut) = Segments.project at every step: smooth
+    drifts, jumps, ties at the cut and all-equal scores; global, layer and row-like units."""
+    gen = torch.Generator().manual_seed(3)
+    for units, size in (([(0, 500, 37)], 500), ([(0, 300, 40), (300, 500, 0), (500, 520, 20), (520, 600, 7)], 600),
+                        ([(i * 10, i * 10 + 10, 3) for i in range(8)], 80)):
+        seg = Segments(units, size)
+        topk = TopK(seg)
+        s = torch.randn(size, generator=gen)
+        for step in range(60):
+            if step % 15 == 7:
+                s = torch.randn(size, generator=gen) * 10  # a jump: the band misses, full selection
+            elif step % 15 == 11:
+                s = torch.round(s)  # many ties at the cut
+            elif step == 40:
+                s = torch.zeros(size)
+            else:
+                s = s + 0.01 * torch.randn(size, generator=gen)
+            assert torch.equal(topk(s), seg.project(s)), (units, step)
+
 
 
 def test_anneal_schedule_is_geometric_from_beta0_to_beta1():

@@ -34,6 +34,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -58,57 +59,75 @@ class Segments:
         self.stop = torch.tensor([u[1] for u in units], dtype=torch.int64, device=device)
         self.lengths = self.stop - self.start
         self.cap = torch.minimum(torch.tensor([u[2] for u in units], dtype=torch.int64, device=device), self.lengths)
-        self.unit = torch.repeat_interleave(torch.arange(len(units), device=device), self.lengths)
+        unit = torch.repeat_interleave(torch.arange(len(units), device=device), self.lengths)
         full, empty = self.cap == self.lengths, self.cap == 0
-        self.fixed_value = torch.where(full, 1.0, 0.0)[self.unit]  # (size,) value of entries in fixed units
-        self.fixed = (full | empty)[self.unit]  # (size,) entries whose unit leaves no choice
+        self.fixed_value = torch.where(full, 1.0, 0.0)[unit]  # (size,) value of entries in fixed units
+        self.fixed = (full | empty)[unit]  # (size,) entries whose unit leaves no choice
         self.active = ~(full | empty)  # (U,) units with a choice
         self.has_fixed = bool(self.fixed.any())
-        self._blocks: list[tuple[int, int, int, int]] = []  # runs of units with equal (length, cap)
-        for start, stop, cap in units:
-            length, cap = stop - start, min(cap, stop - start)
-            if self._blocks and self._blocks[-1][2:] == (length, cap):
-                b = self._blocks[-1]
-                self._blocks[-1] = (b[0], b[1] + 1, length, cap)
-            else:
-                self._blocks.append((start, 1, length, cap))
+        self._blocks = _runs([(a, b - a, min(c, b - a)) for a, b, c in units])  # equal (length, cap)
+        self._rows = _runs([(a, b - a) for a, b, _ in units])  # equal length
+        self._row_counts = [count for _, count, _ in self._rows]
 
     def __len__(self) -> int:
         return int(self.start.numel())
 
+    def _views(self, v: torch.Tensor) -> list[torch.Tensor]:
+        """``v`` (size,) as one (count, length) view per run of equal-length units."""
+        return [v[start : start + count * length].view(count, length) for start, count, length in self._rows]
+
     def sums(self, v: torch.Tensor) -> torch.Tensor:
-        """Per-unit sums ``(U,)`` of ``v`` (size,) as float64 (cumulative sums in float64 for
-        several units: deterministic on every device)."""
+        """Per-unit sums ``(U,)`` of ``v`` (size,) as float64 (plain reductions in v's dtype,
+        cascade-summed by torch: deterministic on every device, no float64 copy of v)."""
         if len(self) == 1:
             return v.sum().to(torch.float64).reshape(1)
-        csum = torch.cat([v.new_zeros(1, dtype=torch.float64), v.cumsum(0, dtype=torch.float64)])
-        return csum[self.stop] - csum[self.start]
+        return torch.cat([b.sum(dim=1) for b in self._views(v)]).to(torch.float64)
 
     def dots(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Per-unit sums ``(U,)`` of a·b, float64 (one dot product, no temporary, for one unit)."""
         return torch.dot(a, b).to(torch.float64).reshape(1) if len(self) == 1 else self.sums(a * b)
 
-    def expand(self, per_unit: torch.Tensor) -> torch.Tensor:
-        """A per-unit tensor ``(U,)`` broadcast to the entries (size,) (or (1,) for one unit)."""
-        return per_unit if len(self) == 1 else per_unit[self.unit]
+    def centered(self, v: torch.Tensor, per_unit: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """v − per_unit[unit of each entry] (size,), into ``out`` when given (broadcast per run
+        of equal-length units: no per-entry index)."""
+        per_unit = per_unit.to(v.dtype)
+        out = torch.empty_like(v) if out is None else out
+        if len(self) == 1:
+            return torch.sub(v, per_unit, out=out)
+        for vb, ob, pb in zip(self._views(v), self._views(out), per_unit.split(self._row_counts)):
+            torch.sub(vb, pb.unsqueeze(1), out=ob)
+        return out
 
     def project(self, scores: torch.Tensor) -> torch.Tensor:
         """The bool mask (size,) keeping the ``cap`` highest scores of each unit; among equal
-        scores at the cut the lower indices are kept (top-k, no full sort)."""
+        scores at the cut the lower indices are kept (a selection per unit, no full sort)."""
         s = scores.detach()
-        keep = torch.zeros(self.size, dtype=torch.bool, device=s.device)
+        return self._keep(s, [_kth_largest(block, cap) for block, cap in self._cap_blocks(s)])
+
+    def _cap_blocks(self, s: torch.Tensor) -> Iterator[tuple[torch.Tensor, int]]:
+        """(count, length) views of ``s`` per run of units with equal (length, cap), with
+        that cap, for the runs with 0 < cap < length."""
         for start, count, length, cap in self._blocks:
-            if cap == 0:
-                continue
-            block = s[start : start + count * length].reshape(count, length)
+            if 0 < cap < length:
+                yield s[start : start + count * length].view(count, length), cap
+
+    def _keep(self, s: torch.Tensor, cuts: list[torch.Tensor]) -> torch.Tensor:
+        """The top-cap mask given each run's cut (the cap-th largest value of each row)."""
+        keep = torch.zeros(self.size, dtype=torch.bool, device=s.device)
+        cuts_iter = iter(cuts)
+        for start, count, length, cap in self._blocks:
+            part = keep[start : start + count * length].view(count, length)
             if cap >= length:
-                keep[start : start + count * length] = True
+                part.fill_(True)
+            if not 0 < cap < length:
                 continue
-            cut = torch.topk(block, cap, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
-            above = block > cut
+            block, cut = s[start : start + count * length].view(count, length), next(cuts_iter)
+            torch.ge(block, cut, out=part)
+            if bool((torch.count_nonzero(part, dim=1) == cap).all()):  # no surplus tie at the cut (usual)
+                continue
             tied = block == cut
-            need = cap - above.sum(dim=1, keepdim=True)
-            keep[start : start + count * length] = (above | (tied & (tied.cumsum(dim=1) <= need))).reshape(-1)
+            need = cap - torch.count_nonzero(block > cut, dim=1).unsqueeze(1)
+            torch.logical_or(block > cut, tied & (tied.cumsum(dim=1) <= need), out=part)
         return keep
 
     def threshold(self, scores: torch.Tensor, tau: float, theta: torch.Tensor | None = None,
@@ -132,8 +151,9 @@ class Segments:
             lo, hi = torch.full_like(th, -math.inf), torch.full_like(th, math.inf)
         sig = torch.empty_like(s)  # one buffer for all iterations (fresh tensors cost page faults on CPU)
         for it in range(max_iter):
-            _sigmoid_(torch.sub(s, self.expand(th).to(s.dtype), out=sig).div_(tau))
-            f = self.sums(sig) - cap  # decreasing in θ
+            _sigmoid_(self.centered(s, th, out=sig).div_(tau))
+            total = self.sums(sig)
+            f = total - cap  # decreasing in θ
             if bool(((f.abs() <= limit) | ~self.active).all()):
                 break
             lo = torch.where(f > 0, th, lo)
@@ -141,7 +161,7 @@ class Segments:
             if it == 2:  # not converged from the warm start: add the outer bracket
                 out_lo, out_hi = outer()
                 lo, hi = torch.maximum(lo, out_lo), torch.minimum(hi, out_hi)
-            slope = self.sums(sig) - self.dots(sig, sig)  # Σσ(1 − σ)
+            slope = total - self.dots(sig, sig)  # Σσ(1 − σ)
             newton = th + f / (slope / tau).clamp_min(1e-300)
             ok = (newton > lo) & (newton < hi) & torch.isfinite(newton)
             th = torch.where(ok, newton, (lo + hi) / 2)
@@ -153,13 +173,75 @@ class Segments:
         gives ``sig`` = that value) and its implicit gradient; entries of fixed units are
         their constant 0 or 1."""
         if sig is None:
-            sig = _sigmoid_((scores.detach() - self.expand(theta).to(scores.dtype)) / tau)
+            sig = _sigmoid_(self.centered(scores.detach(), theta).div_(tau))
         return _SoftMask.apply(scores, sig, tau, self)
 
     def hard_ste(self, scores: torch.Tensor, hard: torch.Tensor | None = None) -> torch.Tensor:
         """m = P(s) (``hard``, computed when None) in the forward pass, gradient straight to s."""
-        hard = self.project(scores) if hard is None else hard
-        return hard.to(scores.dtype) + scores - scores.detach()
+        return _Straight.apply(scores, self.project(scores) if hard is None else hard)
+
+
+def _runs(units: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """Merge consecutive units ``(start, *key)`` with equal keys into ``(start, count, *key)``."""
+    out: list[tuple[int, ...]] = []
+    for start, *key in units:
+        if out and list(out[-1][2:]) == key:
+            out[-1] = (out[-1][0], out[-1][1] + 1, *key)
+        else:
+            out.append((start, 1, *key))
+    return out
+
+
+class TopK:
+    """:meth:`Segments.project` for a sequence of slowly changing scores (a training run):
+    the same masks, found faster by searching each unit's cut near the previous one.
+
+    For a one-unit run it counts the scores above and inside a band [c − δ, c + δ] around the
+    previous cut c; when the cap-th largest score lies in the band it is selected among the
+    band's entries only (a few comparisons per entry instead of a selection over the unit),
+    and δ follows how far the cut moved; otherwise it falls back to the full selection.
+    """
+
+    def __init__(self, segments: Segments):
+        self.segments = segments
+        self._cut: dict[int, float] = {}  # run position -> previous cut
+        self._band: dict[int, float] = {}
+
+    def __call__(self, scores: torch.Tensor) -> torch.Tensor:
+        s = scores.detach()
+        cuts = []
+        for i, (block, cap) in enumerate(self.segments._cap_blocks(s)):
+            cut = self._near(i, block[0], cap) if block.shape[0] == 1 and s.is_floating_point() else None
+            if cut is None:
+                cut = _kth_largest(block, cap)
+            new = float(cut.reshape(-1)[0])
+            if block.shape[0] == 1:
+                moved = abs(new - self._cut[i]) if i in self._cut else 0.0
+                self._band[i] = max(4.0 * moved, 1e-6 * max(abs(new), 1.0))
+                self._cut[i] = new
+            cuts.append(cut)
+        return self.segments._keep(s, cuts)
+
+    def _near(self, i: int, row: torch.Tensor, cap: int) -> torch.Tensor | None:
+        if i not in self._cut:
+            return None
+        lo, hi = self._cut[i] - self._band[i], self._cut[i] + self._band[i]
+        above = int(torch.count_nonzero(row > hi))
+        inside = row[(row >= lo) & (row <= hi)]
+        if not above < cap <= above + inside.numel():
+            return None
+        return _kth_largest(inside.view(1, -1), cap - above)
+
+
+def _kth_largest(block: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest value of each row of ``block`` (rows, length), shape (rows, 1).
+    On CPU numpy's introselect (``np.partition``, O(length)); torch's CPU ``topk`` and
+    ``kthvalue`` are about 8× slower at 10⁵ entries. On other devices ``torch.topk``."""
+    length = block.shape[1]
+    if block.device.type == "cpu" and block.dtype in (torch.float32, torch.float64):
+        part = np.partition(block.numpy(), length - k, axis=1)
+        return torch.from_numpy(part[:, length - k : length - k + 1].copy())
+    return torch.topk(block, k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
 
 
 def _sigmoid_(z: torch.Tensor) -> torch.Tensor:
@@ -178,7 +260,7 @@ class _SoftMask(torch.autograd.Function):
     def forward(ctx, scores, sig, tau, seg):  # noqa: D102
         ctx.save_for_backward(sig)
         ctx.tau, ctx.seg = tau, seg
-        return torch.where(seg.fixed, seg.fixed_value.to(sig.dtype), sig) if seg.has_fixed else sig.clone()
+        return torch.where(seg.fixed, seg.fixed_value.to(sig.dtype), sig) if seg.has_fixed else sig
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
@@ -189,7 +271,19 @@ class _SoftMask(torch.autograd.Function):
             d.masked_fill_(seg.fixed, 0.0)
         total = seg.sums(d)
         mean = seg.dots(grad, d) / torch.where(total > 0, total, math.inf)
-        return grad.sub(seg.expand(mean).to(d.dtype)).mul_(d).div_(ctx.tau), None, None, None
+        return seg.centered(grad, mean).mul_(d).div_(ctx.tau), None, None, None
+
+
+class _Straight(torch.autograd.Function):
+    """Forward: the hard mask (as the scores' dtype); backward: the gradient unchanged."""
+
+    @staticmethod
+    def forward(ctx, scores, hard):  # noqa: D102
+        return hard.to(scores.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        return grad, None
 
 
 @dataclass(frozen=True)
@@ -269,12 +363,13 @@ def run_stage(
     theta = None
     losses, densities, taus = [], [], []
     best_mask, best_value, best_step = None, math.inf, -1
+    topk = TopK(segments)
     bar = tqdm(range(steps), desc=stage.kind, disable=not verbose, leave=False)
     for step in bar:
         tau = stage.tau(step, steps)
         batch = next(batches)
         if stage.kind == "ste":
-            hard = segments.project(scores)
+            hard = topk(scores)
             m = segments.hard_ste(scores, hard)
         else:
             theta, sig = segments.threshold(scores, tau, theta)
@@ -291,7 +386,7 @@ def run_stage(
         taus.append(tau)
         # with free scores the next step scores this mask anyway: evaluate only after the last step
         if step == steps - 1 or (free is None and (step + 1) % eval_every == 0):
-            hard = segments.project(scores)
+            hard = topk(scores)
             value = eval_fn(hard)
             if value < best_value:
                 best_mask, best_value, best_step = hard, value, step
