@@ -186,13 +186,17 @@ class HierarchyOptions(RelaxOptions):
 
 @dataclass
 class _Closure:
-    """The training loss and the hard-mask evaluation of a problem on a device."""
+    """The training loss and the hard-mask evaluation of a problem on a device: ``loss``
+    takes the masked weights as pieces of the flat ``weight`` ⊙ mask split by ``sizes``
+    (see :func:`maskopt.solvers.relax.run_stage`)."""
 
-    loss: Callable[[torch.Tensor, object], torch.Tensor]
+    loss: Callable[[tuple[torch.Tensor, ...], object], torch.Tensor]
     evaluate: Callable[[torch.Tensor], float]
     batches: Iterator
     steps_per_pass: int
     hard_value: Callable[[torch.Tensor, object], float | None]  # see run_stage
+    weight: torch.Tensor
+    sizes: list[int]
 
 
 def _index_batches(n: int, batch_size: int | None, seed: int, device: torch.device) -> tuple[Iterator, int]:
@@ -221,20 +225,21 @@ def _layerwise_closure(problem: LayerwiseProblem, opts: RelaxOptions, device, dt
     b = None if problem.bias is None else problem.bias.to(device=device, dtype=dtype)
     n = X.shape[0]
 
-    def total(m: torch.Tensor, idx) -> torch.Tensor:
+    def total(masked: torch.Tensor, idx) -> torch.Tensor:
         x, t = (X, T) if idx is None else (X[idx], T[idx])
-        pred = x @ (m.view_as(W) * W).T
+        pred = x @ masked.view_as(W).T
         return residual_loss(pred - t if b is None else pred + b - t, problem.loss)
 
     chunks = _chunks(n, opts.batch_size, device)
+    flat = W.reshape(-1)
 
     def evaluate(hard: torch.Tensor) -> float:
         with torch.no_grad():
-            return float(sum(total(hard.to(dtype), idx) for idx in chunks))
+            return float(sum(total(hard.to(dtype) * flat, idx) for idx in chunks))
 
-    return _Closure(lambda m, idx: total(m, idx) / (n if idx is None else idx.numel()), evaluate,
+    return _Closure(lambda pieces, idx: total(pieces[0], idx) / (n if idx is None else idx.numel()), evaluate,
                     *_index_batches(n, opts.batch_size, opts.seed, device),
-                    lambda loss, idx: float(loss) * n if idx is None else None)
+                    lambda loss, idx: float(loss) * n if idx is None else None, flat, [flat.numel()])
 
 
 def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype, offsets) -> _Closure:
@@ -248,9 +253,8 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
                 if opts.autocast else contextlib.nullcontext())
     per_sample = problem.loss != "linf"
 
-    def logits(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        # one product over the flat mask, split into views: its backward is one concatenation
-        masked = {p: w.view(shapes[p]) for p, w in zip(names, (m * flat_weight).split(sizes))}
+    def logits(pieces: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
+        masked = {p: w.view(shapes[p]) for p, w in zip(names, pieces)}
         with autocast:
             out = functional_call(student, masked, (x,))
         return out.to(dtype)
@@ -263,9 +267,9 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
     Y = None if problem.labels is None else problem.labels.to(device)
     n = X.shape[0]
     if opts.loader is None:
-        def loss(m, idx):
+        def loss(pieces, idx):
             x, t, p, y = (X, T, P, Y) if idx is None else (X[idx], T[idx], P[idx], None if Y is None else Y[idx])
-            value = loss_of(logits(m, x), t, p, y)
+            value = loss_of(logits(pieces, x), t, p, y)
             return value / x.shape[0] if per_sample else value
 
         batches, per_pass = _index_batches(n, opts.batch_size, opts.seed, device)
@@ -280,7 +284,7 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
             while True:
                 yield from opts.loader
 
-        def loss(m, batch):
+        def loss(pieces, batch):
             x, labels = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (tuple, list)) \
                 else (batch, None)
             if problem.alpha > 0 and labels is None:
@@ -289,7 +293,7 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
             with torch.no_grad():
                 t, p = ensemble_targets(torch.stack([te(x) for te in teachers]),
                                         problem.teacher_weights, problem.temperature)
-            value = loss_of(logits(m, x), t, p, None if labels is None else labels.to(device).reshape(-1))
+            value = loss_of(logits(pieces, x), t, p, None if labels is None else labels.to(device).reshape(-1))
             return value / x.shape[0] if per_sample else value
 
         batches = loader_batches()
@@ -298,8 +302,9 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
     def evaluate(hard: torch.Tensor) -> float:
         values = []
         with torch.no_grad():
+            pieces = (hard.to(dtype) * flat_weight).split(sizes)
             for idx in chunks:
-                s = logits(hard.to(dtype), X if idx is None else X[idx])
+                s = logits(pieces, X if idx is None else X[idx])
                 sel = (T, P, Y) if idx is None else (T[idx], P[idx], None if Y is None else Y[idx])
                 values.append(float(loss_of(s, *sel)))
         return sum(values) if per_sample else max(values)
@@ -309,7 +314,7 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
             return None
         return float(loss) * n if per_sample else float(loss)
 
-    return _Closure(loss, evaluate, batches, per_pass, hard_value)
+    return _Closure(loss, evaluate, batches, per_pass, hard_value, flat_weight, sizes)
 
 
 def _initial_scores(problem: Problem, opts: RelaxOptions, device, dtype) -> torch.Tensor:
@@ -354,8 +359,8 @@ def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> Me
             return torch.optim.Adam(params, lr=opts.lr, fused=True)
         return torch.optim.SGD(params, lr=opts.lr, momentum=0.9)
 
-    def loss_fn(m, batch):
-        value = closure.loss(m, batch)
+    def loss_fn(pieces, batch):
+        value = closure.loss(pieces, batch)
         if not bool(torch.isfinite(value)):
             raise FloatingPointError("the training loss became NaN/inf; lower lr or use dtype='float64'.")
         return value
@@ -365,7 +370,7 @@ def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> Me
     t0 = time.perf_counter()
     for stage in opts.stages():
         res = run_stage(loss_fn, scores, segments, stage, steps, closure.batches, make_optimizer,
-                        closure.evaluate, eval_every, opts.verbose, closure.hard_value)
+                        closure.evaluate, eval_every, opts.verbose, closure.hard_value, closure.weight, closure.sizes)
         offset = len(history)
         history.extend({**h, "step": h["step"] + offset} for h in res.history)
         stage_stats.append({"stage": stage.kind, "best_value": res.value, "best_step": res.best_step + offset})

@@ -2,6 +2,7 @@
 straight-through top-k, and their schedules. Solver side only: takes a loss closure over
 a flat soft mask and the budget's scope units; never imports the rest of maskopt."""
 
-from maskopt.solvers.relax.core import STAGES, Segments, Stage, StageResult, TopK, run_stage
+from maskopt.solvers.relax.core import (STAGES, Segments, Stage, StageResult, TopK, Workspace,
+                                        masked_product, run_stage)
 
-__all__ = ["STAGES", "Segments", "Stage", "StageResult", "TopK", "run_stage"]
+__all__ = ["STAGES", "Segments", "Stage", "StageResult", "TopK", "Workspace", "masked_product", "run_stage"]

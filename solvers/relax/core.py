@@ -87,16 +87,26 @@ class Segments:
         """Per-unit sums ``(U,)`` of a·b, float64 (one dot product, no temporary, for one unit)."""
         return torch.dot(a, b).to(torch.float64).reshape(1) if len(self) == 1 else self.sums(a * b)
 
-    def centered(self, v: torch.Tensor, per_unit: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """v − per_unit[unit of each entry] (size,), into ``out`` when given (broadcast per run
-        of equal-length units: no per-entry index)."""
-        per_unit = per_unit.to(v.dtype)
+    def centered(self, v: torch.Tensor, per_unit: torch.Tensor, out: torch.Tensor | None = None,
+                 scale: float = 1.0) -> torch.Tensor:
+        """(v − per_unit[unit of each entry])·scale (size,), into ``out`` when given: one pass
+        (v·scale − per_unit·scale, broadcast per run of equal-length units; no per-entry index)."""
+        shift = (per_unit * -scale).to(v.dtype)
         out = torch.empty_like(v) if out is None else out
         if len(self) == 1:
-            return torch.sub(v, per_unit, out=out)
-        for vb, ob, pb in zip(self._views(v), self._views(out), per_unit.split(self._row_counts)):
-            torch.sub(vb, pb.unsqueeze(1), out=ob)
+            return torch.add(shift, v, alpha=scale, out=out)
+        for vb, ob, pb in zip(self._views(v), self._views(out), shift.split(self._row_counts)):
+            torch.add(pb.unsqueeze(1), vb, alpha=scale, out=ob)
         return out
+
+    def minus_times(self, v: torch.Tensor, w: torch.Tensor, per_unit: torch.Tensor) -> torch.Tensor:
+        """v − per_unit[unit of each entry]·w (size,), in place in ``v`` (one pass)."""
+        per_unit = per_unit.to(v.dtype)
+        if len(self) == 1:
+            return torch.addcmul(v, w, per_unit, value=-1.0, out=v)
+        for vb, wb, pb in zip(self._views(v), self._views(w), per_unit.split(self._row_counts)):
+            torch.addcmul(vb, wb, pb.unsqueeze(1), value=-1.0, out=vb)
+        return v
 
     def project(self, scores: torch.Tensor) -> torch.Tensor:
         """The bool mask (size,) keeping the ``cap`` highest scores of each unit; among equal
@@ -122,8 +132,12 @@ class Segments:
             if not 0 < cap < length:
                 continue
             block, cut = s[start : start + count * length].view(count, length), next(cuts_iter)
-            torch.ge(block, cut, out=part)
-            if bool((torch.count_nonzero(part, dim=1) == cap).all()):  # no surplus tie at the cut (usual)
+            if _on_numpy(block):  # numpy's comparisons and counts are several times faster on CPU
+                counts = np.count_nonzero(np.greater_equal(block.numpy(), cut.numpy(), out=part.numpy()), axis=1)
+                exact = bool((counts == cap).all())
+            else:
+                exact = bool((torch.count_nonzero(torch.ge(block, cut, out=part), dim=1) == cap).all())
+            if exact:  # no surplus tie at the cut (the usual case)
                 continue
             tied = block == cut
             need = cap - torch.count_nonzero(block > cut, dim=1).unsqueeze(1)
@@ -131,10 +145,11 @@ class Segments:
         return keep
 
     def threshold(self, scores: torch.Tensor, tau: float, theta: torch.Tensor | None = None,
-                  tol: float = 1e-6, max_iter: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+                  tol: float = 1e-6, max_iter: int = 100, out: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """θ (U,) float64 with Σ_{i∈u} σ((s_i − θ_u)/τ) = c_u for every active unit, to
         ``tol``·|u| (safeguarded Newton from ``theta``; bisection when a step leaves the
-        bracket), and σ((s − θ)/τ) (size,) at that θ."""
+        bracket), and σ((s − θ)/τ) (size,) at that θ (written into ``out`` when given)."""
         s = scores.detach()
         cap = self.cap.to(torch.float64)
         limit = tol * self.lengths.to(torch.float64) + 1e-9
@@ -149,9 +164,9 @@ class Segments:
         else:  # warm start: the bracket is built from the signs seen, the outer one only if needed
             th = theta
             lo, hi = torch.full_like(th, -math.inf), torch.full_like(th, math.inf)
-        sig = torch.empty_like(s)  # one buffer for all iterations (fresh tensors cost page faults on CPU)
+        sig = torch.empty_like(s) if out is None else out  # one buffer for all iterations
         for it in range(max_iter):
-            _sigmoid_(self.centered(s, th, out=sig).div_(tau))
+            _sigmoid_(self.centered(s, th, out=sig, scale=1.0 / tau))
             total = self.sums(sig)
             f = total - cap  # decreasing in θ
             if bool(((f.abs() <= limit) | ~self.active).all()):
@@ -173,12 +188,93 @@ class Segments:
         gives ``sig`` = that value) and its implicit gradient; entries of fixed units are
         their constant 0 or 1."""
         if sig is None:
-            sig = _sigmoid_(self.centered(scores.detach(), theta).div_(tau))
-        return _SoftMask.apply(scores, sig, tau, self)
+            sig = _sigmoid_(self.centered(scores.detach(), theta, scale=1.0 / tau))
+        return masked_product(scores, self.fix(sig), self, sig, tau)[0]
 
     def hard_ste(self, scores: torch.Tensor, hard: torch.Tensor | None = None) -> torch.Tensor:
         """m = P(s) (``hard``, computed when None) in the forward pass, gradient straight to s."""
-        return _Straight.apply(scores, self.project(scores) if hard is None else hard)
+        hard = self.project(scores) if hard is None else hard
+        return masked_product(scores, hard.to(scores.dtype), self)[0]
+
+    def fix(self, sig: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``sig`` (size,) with the entries of fixed units set to their constant 0 or 1
+        (``sig`` itself when there are none; else a new tensor or ``out``)."""
+        if not self.has_fixed:
+            return sig
+        value = self.fixed_value.to(sig.dtype)
+        return torch.where(self.fixed, value, sig) if out is None else torch.where(self.fixed, value, sig, out=out)
+
+
+@dataclass
+class Workspace:
+    """Buffers (size,) reused by every step of a training run instead of fresh tensors
+    (on CPU each fresh tensor of a MiB or more can cost page faults worth several passes
+    over it). A step's buffers are overwritten by the next step's forward pass."""
+
+    sig: torch.Tensor
+    mask: torch.Tensor
+    product: torch.Tensor
+    deriv: torch.Tensor
+
+    @classmethod
+    def like(cls, t: torch.Tensor) -> "Workspace":
+        """Four uninitialised buffers of ``t``'s shape, dtype and device."""
+        return cls(*(torch.empty_like(t) for _ in range(4)))
+
+
+def masked_product(scores: torch.Tensor, mask: torch.Tensor, segments: Segments, sig: torch.Tensor | None = None,
+                   tau: float = 1.0, weight: torch.Tensor | None = None, sizes: Sequence[int] | None = None,
+                   work: Workspace | None = None) -> tuple[torch.Tensor, ...]:
+    r"""The pieces of m ⊙ w split by ``sizes`` (or ``(m,)`` when ``weight`` is None), with
+    the mask's gradient flowing to ``scores``: m = ``mask`` (size,) is the soft mask
+    σ((s − θ)/τ) with fixed units set when ``sig`` (that σ) is given, else a hard mask
+    passed straight through. Backward, with g = ∂L/∂m = (∂L/∂pieces) ⊙ w and
+    d = σ(1 − σ) (0 in fixed units):
+
+        soft:  ∂L/∂s_j = d_j/τ · (g_j − Σ_{i∈u} g_i d_i / Σ_{i∈u} d_i)   (θ's implicit derivative)
+        hard:  ∂L/∂s = g.
+
+    ``work`` holds the product and the derivative between the passes (else new tensors)."""
+    return _MaskedProduct.apply(scores, mask, weight, tuple(sizes or (segments.size,)), segments, sig, tau, work)
+
+
+class _MaskedProduct(torch.autograd.Function):
+    """See :func:`masked_product`."""
+
+    @staticmethod
+    def forward(ctx, scores, mask, weight, sizes, seg, sig, tau, work):  # noqa: D102
+        ctx.save_for_backward(sig, weight)
+        ctx.seg, ctx.tau, ctx.sizes, ctx.work = seg, tau, sizes, work
+        if weight is None:
+            return (mask,)
+        product = torch.mul(mask, weight) if work is None else torch.mul(mask, weight, out=work.product)
+        return tuple(product.split(sizes))
+
+    @staticmethod
+    def backward(ctx, *grads):  # noqa: D102
+        sig, weight = ctx.saved_tensors
+        seg, work = ctx.seg, ctx.work
+        scale = 1.0 if sig is None else 1.0 / ctx.tau
+        if weight is None:
+            g = grads[0] if sig is None else grads[0] * scale
+        else:  # g = (∂L/∂pieces) ⊙ w / τ, written piece by piece (no concatenation)
+            g = torch.empty_like(weight)
+            for gi, wi, out in zip(grads, weight.split(ctx.sizes), g.split(ctx.sizes)):
+                if gi is None:
+                    out.zero_()
+                elif scale == 1.0:
+                    torch.mul(gi, wi, out=out)
+                else:
+                    torch.addcmul(out.new_zeros(()), gi, wi, value=scale, out=out)
+        if sig is None:
+            return g, None, None, None, None, None, None, None
+        d = torch.addcmul(sig, sig, sig, value=-1.0, out=None if work is None else work.deriv)  # σ(1 − σ)
+        if seg.has_fixed:
+            d.masked_fill_(seg.fixed, 0.0)
+        total = seg.sums(d)
+        gd = g.mul_(d)  # in place: g is this function's own tensor here
+        mean = seg.sums(gd) / torch.where(total > 0, total, math.inf)
+        return seg.minus_times(gd, d, mean), None, None, None, None, None, None, None
 
 
 def _runs(units: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
@@ -226,8 +322,11 @@ class TopK:
         if i not in self._cut:
             return None
         lo, hi = self._cut[i] - self._band[i], self._cut[i] + self._band[i]
-        above = int(torch.count_nonzero(row > hi))
-        inside = row[(row >= lo) & (row <= hi)]
+        if _on_numpy(row):
+            r = row.numpy()
+            above, inside = int(np.count_nonzero(r > hi)), torch.from_numpy(r[(r >= lo) & (r <= hi)])
+        else:
+            above, inside = int(torch.count_nonzero(row > hi)), row[(row >= lo) & (row <= hi)]
         if not above < cap <= above + inside.numel():
             return None
         return _kth_largest(inside.view(1, -1), cap - above)
@@ -238,10 +337,17 @@ def _kth_largest(block: torch.Tensor, k: int) -> torch.Tensor:
     On CPU numpy's introselect (``np.partition``, O(length)); torch's CPU ``topk`` and
     ``kthvalue`` are about 8× slower at 10⁵ entries. On other devices ``torch.topk``."""
     length = block.shape[1]
-    if block.device.type == "cpu" and block.dtype in (torch.float32, torch.float64):
+    if _on_numpy(block):
         part = np.partition(block.numpy(), length - k, axis=1)
         return torch.from_numpy(part[:, length - k : length - k + 1].copy())
     return torch.topk(block, k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
+
+
+def _on_numpy(t: torch.Tensor) -> bool:
+    """Whether ``t`` is a CPU tensor numpy can view (then its selections, comparisons and
+    counts run through numpy: torch's CPU ``topk``, ``kthvalue``, comparisons and boolean
+    indexing are 3-10× slower at 10⁵-10⁶ entries)."""
+    return t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64, torch.int32, torch.int64)
 
 
 def _sigmoid_(z: torch.Tensor) -> torch.Tensor:
@@ -249,41 +355,6 @@ def _sigmoid_(z: torch.Tensor) -> torch.Tensor:
     σ' out of the subnormal range, where CPU arithmetic (and the masked matrix products)
     slow down by orders of magnitude."""
     return z.clamp_(-30.0, 30.0).sigmoid_()
-
-
-class _SoftMask(torch.autograd.Function):
-    """Forward: the given σ((s − θ)/τ) with fixed units overridden. Backward, with
-    d = σ'((s − θ)/τ) (0 in fixed units) and g = ∂L/∂m:
-    ∂L/∂s_j = d_j/τ · (g_j − Σ_{i∈u} g_i d_i / Σ_{i∈u} d_i)  (θ's implicit derivative included)."""
-
-    @staticmethod
-    def forward(ctx, scores, sig, tau, seg):  # noqa: D102
-        ctx.save_for_backward(sig)
-        ctx.tau, ctx.seg = tau, seg
-        return torch.where(seg.fixed, seg.fixed_value.to(sig.dtype), sig) if seg.has_fixed else sig
-
-    @staticmethod
-    def backward(ctx, grad):  # noqa: D102
-        (sig,) = ctx.saved_tensors
-        seg = ctx.seg
-        d = torch.addcmul(sig, sig, sig, value=-1.0)  # σ(1 − σ)
-        if seg.has_fixed:
-            d.masked_fill_(seg.fixed, 0.0)
-        total = seg.sums(d)
-        mean = seg.dots(grad, d) / torch.where(total > 0, total, math.inf)
-        return seg.centered(grad, mean).mul_(d).div_(ctx.tau), None, None, None
-
-
-class _Straight(torch.autograd.Function):
-    """Forward: the hard mask (as the scores' dtype); backward: the gradient unchanged."""
-
-    @staticmethod
-    def forward(ctx, scores, hard):  # noqa: D102
-        return hard.to(scores.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):  # noqa: D102
-        return grad, None
 
 
 @dataclass(frozen=True)
@@ -334,7 +405,7 @@ class StageResult:
 
 
 def run_stage(
-    loss_fn: Callable[[torch.Tensor, object], torch.Tensor],
+    loss_fn: Callable[[tuple[torch.Tensor, ...], object], torch.Tensor],
     scores: torch.Tensor,
     segments: Segments,
     stage: Stage,
@@ -345,11 +416,15 @@ def run_stage(
     eval_every: int,
     verbose: bool = True,
     hard_value: Callable[[torch.Tensor, object], float | None] | None = None,
+    weight: torch.Tensor | None = None,
+    sizes: Sequence[int] | None = None,
 ) -> StageResult:
     """Train ``scores`` (size,) for ``steps`` steps of ``stage``.
 
     Args:
-        loss_fn: ``loss_fn(m, batch)`` → scalar loss of the flat mask m (size,) on ``batch``.
+        loss_fn: ``loss_fn(pieces, batch)`` → scalar loss on ``batch``, where ``pieces`` is
+            the flat mask m (size,) ⊙ ``weight`` split by ``sizes`` (or ``(m,)`` without a
+            weight); see :func:`masked_product`.
         batches: yields one batch key per step (passed to ``loss_fn``).
         make_optimizer: builds the optimizer over ``[scores]``.
         eval_fn: value (lower is better) of a hard bool mask; evaluated every
@@ -357,10 +432,12 @@ def run_stage(
         hard_value: ``hard_value(loss, batch)`` → ``eval_fn``'s value of the mask whose
             training loss on ``batch`` is ``loss``, or None when the batch is not all the
             data. In ``"ste"`` the forward mask is hard, so every step's mask is scored free.
+        weight: (size,) the weights the mask multiplies (same dtype and device as scores).
     """
     scores = scores.detach().clone().requires_grad_(True)
     opt = make_optimizer([scores])
     theta = None
+    work = Workspace.like(scores.detach())
     losses, densities, taus = [], [], []
     best_mask, best_value, best_step = None, math.inf, -1
     topk = TopK(segments)
@@ -370,11 +447,12 @@ def run_stage(
         batch = next(batches)
         if stage.kind == "ste":
             hard = topk(scores)
-            m = segments.hard_ste(scores, hard)
+            m, sig = work.mask.copy_(hard), None
         else:
-            theta, sig = segments.threshold(scores, tau, theta)
-            m = segments.soft(scores, tau, theta, sig)
-        loss = loss_fn(m, batch)
+            theta, sig = segments.threshold(scores, tau, theta, out=work.sig)
+            m = segments.fix(sig, out=work.mask)
+        densities.append(m.mean())
+        loss = loss_fn(masked_product(scores, m, segments, sig, tau, weight, sizes, work), batch)
         free = hard_value(loss.detach(), batch) if stage.kind == "ste" and hard_value is not None else None
         if free is not None and free < best_value:
             best_mask, best_value, best_step = hard, free, step
@@ -382,7 +460,6 @@ def run_stage(
         loss.backward()
         opt.step()
         losses.append(loss.detach())
-        densities.append(m.detach().mean())
         taus.append(tau)
         # with free scores the next step scores this mask anyway: evaluate only after the last step
         if step == steps - 1 or (free is None and (step + 1) % eval_every == 0):
