@@ -67,6 +67,18 @@ def _appsi_highs():
     return solver
 
 
+def _reset_thread_scheduler() -> None:
+    """Drop HiGHS's process-wide thread pool, so that this session's ``threads`` option
+    (or HiGHS's default) takes effect: since highspy 1.16 a solve whose ``threads`` differs
+    from the pool of an earlier solve is refused ("the scheduler has already been
+    initialized"). maskopt runs one solve at a time, so no solve is using the pool here."""
+    import highspy
+
+    reset = getattr(highspy.Highs, "resetGlobalScheduler", None)
+    if reset is not None:  # older highspy versions have no shared pool to reset
+        reset(True)
+
+
 def _highs_status(name: str):
     import highspy
 
@@ -87,6 +99,7 @@ class HighsSession:
         if settings.threads is not None:
             options["threads"] = int(settings.threads)
         self._solver.highs_options = options
+        _reset_thread_scheduler()
 
     def solve(
         self, model, variables: Sequence, time_limit: float | None, warm_start: bool, gap: float | None = None
