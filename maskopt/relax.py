@@ -235,7 +235,7 @@ def _layerwise_closure(problem: LayerwiseProblem, opts: RelaxOptions, device, dt
 
     def evaluate(hard: torch.Tensor) -> float:
         with torch.no_grad():
-            return float(sum(total(hard.to(dtype) * flat, idx) for idx in chunks))
+            return float(sum(total(torch.where(hard, flat, 0.0), idx) for idx in chunks))
 
     return _Closure(lambda pieces, idx: total(pieces[0], idx) / (n if idx is None else idx.numel()), evaluate,
                     *_index_batches(n, opts.batch_size, opts.seed, device),
@@ -302,7 +302,7 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
     def evaluate(hard: torch.Tensor) -> float:
         values = []
         with torch.no_grad():
-            pieces = (hard.to(dtype) * flat_weight).split(sizes)
+            pieces = torch.where(hard, flat_weight, 0.0).split(sizes)
             for idx in chunks:
                 s = logits(pieces, X if idx is None else X[idx])
                 sel = (T, P, Y) if idx is None else (T[idx], P[idx], None if Y is None else Y[idx])

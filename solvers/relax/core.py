@@ -89,10 +89,13 @@ class Segments:
 
     def centered(self, v: torch.Tensor, per_unit: torch.Tensor, out: torch.Tensor | None = None,
                  scale: float = 1.0) -> torch.Tensor:
-        """(v − per_unit[unit of each entry])·scale (size,), into ``out`` when given: one pass
-        (v·scale − per_unit·scale, broadcast per run of equal-length units; no per-entry index)."""
-        shift = (per_unit * -scale).to(v.dtype)
-        out = torch.empty_like(v) if out is None else out
+        """(v − per_unit[unit of each entry])·scale (size,), into ``out`` when given."""
+        return self._affine(v, per_unit * -scale, scale, torch.empty_like(v) if out is None else out)
+
+    def _affine(self, v: torch.Tensor, shift: torch.Tensor, scale: float, out: torch.Tensor) -> torch.Tensor:
+        """out = v·scale + shift[unit of each entry] in one pass (broadcast per run of
+        equal-length units; no per-entry index)."""
+        shift = shift.to(v.dtype)
         if len(self) == 1:
             return torch.add(shift, v, alpha=scale, out=out)
         for vb, ob, pb in zip(self._views(v), self._views(out), shift.split(self._row_counts)):
@@ -149,38 +152,43 @@ class Segments:
                   ) -> tuple[torch.Tensor, torch.Tensor]:
         """θ (U,) float64 with Σ_{i∈u} σ((s_i − θ_u)/τ) = c_u for every active unit, to
         ``tol``·|u| (safeguarded Newton from ``theta``; bisection when a step leaves the
-        bracket), and σ((s − θ)/τ) (size,) at that θ (written into ``out`` when given)."""
-        s = scores.detach()
-        cap = self.cap.to(torch.float64)
-        limit = tol * self.lengths.to(torch.float64) + 1e-9
+        bracket), and σ((s − θ)/τ) (size,) at that θ (written into ``out`` when given).
 
-        def outer() -> tuple[torch.Tensor, torch.Tensor]:  # Σσ ≈ |u| ≥ c_u at lo, Σσ ≈ 0 at hi
-            lo = torch.full((len(self),), float(s.min()) - 40.0 * tau, dtype=torch.float64, device=s.device)
-            return lo, torch.full_like(lo, float(s.max()) + 40.0 * tau)
+        The per-unit bookkeeping (U numbers) runs in numpy on the host: each iteration moves
+        the unit sums there and θ back, instead of a dozen tiny device operations."""
+        s = scores.detach()
+        cap = self.cap.cpu().numpy().astype(np.float64)
+        limit = np.where(self.active.cpu().numpy(), tol * self.lengths.cpu().numpy() + 1e-9, np.inf)
+        n = len(self)
+
+        def outer() -> tuple[float, float]:  # Σσ ≈ |u| ≥ c_u at the first, Σσ ≈ 0 at the second
+            return float(s.min()) - 40.0 * tau, float(s.max()) + 40.0 * tau
 
         if theta is None:
-            lo, hi = outer()
+            lo, hi = (np.full(n, v) for v in outer())
             th = (lo + hi) / 2
         else:  # warm start: the bracket is built from the signs seen, the outer one only if needed
-            th = theta
-            lo, hi = torch.full_like(th, -math.inf), torch.full_like(th, math.inf)
+            th = theta.detach().cpu().numpy().astype(np.float64)
+            lo, hi = np.full(n, -np.inf), np.full(n, np.inf)
         sig = torch.empty_like(s) if out is None else out  # one buffer for all iterations
         for it in range(max_iter):
-            _sigmoid_(self.centered(s, th, out=sig, scale=1.0 / tau))
+            th_dev = torch.from_numpy(th).to(s.device)
+            _sigmoid_(self._affine(s, th_dev * (-1.0 / tau), 1.0 / tau, sig))
             total = self.sums(sig)
-            f = total - cap  # decreasing in θ
-            if bool(((f.abs() <= limit) | ~self.active).all()):
+            f = total.cpu().numpy() - cap  # decreasing in θ
+            if bool(np.all(np.abs(f) <= limit)):
                 break
-            lo = torch.where(f > 0, th, lo)
-            hi = torch.where(f < 0, th, hi)
+            lo = np.where(f > 0, th, lo)
+            hi = np.where(f < 0, th, hi)
             if it == 2:  # not converged from the warm start: add the outer bracket
-                out_lo, out_hi = outer()
-                lo, hi = torch.maximum(lo, out_lo), torch.minimum(hi, out_hi)
-            slope = total - self.dots(sig, sig)  # Σσ(1 − σ)
-            newton = th + f / (slope / tau).clamp_min(1e-300)
-            ok = (newton > lo) & (newton < hi) & torch.isfinite(newton)
-            th = torch.where(ok, newton, (lo + hi) / 2)
-        return th, sig
+                low, high = outer()
+                lo, hi = np.maximum(lo, low), np.minimum(hi, high)
+            slope = (total - self.dots(sig, sig)).cpu().numpy()  # Σσ(1 − σ)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # inf brackets, tiny slopes
+                newton = th + f / np.maximum(slope / tau, 1e-300)
+                ok = (newton > lo) & (newton < hi) & np.isfinite(newton)
+                th = np.where(ok, newton, (lo + hi) / 2)
+        return th_dev, sig
 
     def soft(self, scores: torch.Tensor, tau: float, theta: torch.Tensor, sig: torch.Tensor | None = None
              ) -> torch.Tensor:
@@ -215,11 +223,12 @@ class Workspace:
     mask: torch.Tensor
     product: torch.Tensor
     deriv: torch.Tensor
+    grad: torch.Tensor  # the scores' gradient handed to autograd (accumulate into an existing .grad)
 
     @classmethod
     def like(cls, t: torch.Tensor) -> "Workspace":
-        """Four uninitialised buffers of ``t``'s shape, dtype and device."""
-        return cls(*(torch.empty_like(t) for _ in range(4)))
+        """Uninitialised buffers of ``t``'s shape, dtype and device."""
+        return cls(*(torch.empty_like(t) for _ in range(5)))
 
 
 def masked_product(scores: torch.Tensor, mask: torch.Tensor, segments: Segments, sig: torch.Tensor | None = None,
@@ -258,7 +267,7 @@ class _MaskedProduct(torch.autograd.Function):
         if weight is None:
             g = grads[0] if sig is None else grads[0] * scale
         else:  # g = (∂L/∂pieces) ⊙ w / τ, written piece by piece (no concatenation)
-            g = torch.empty_like(weight)
+            g = torch.empty_like(weight) if work is None else work.grad
             for gi, wi, out in zip(grads, weight.split(ctx.sizes), g.split(ctx.sizes)):
                 if gi is None:
                     out.zero_()
@@ -321,15 +330,16 @@ class TopK:
     def _near(self, i: int, row: torch.Tensor, cap: int) -> torch.Tensor | None:
         if i not in self._cut:
             return None
-        lo, hi = self._cut[i] - self._band[i], self._cut[i] + self._band[i]
-        if _on_numpy(row):
-            r = row.numpy()
-            above, inside = int(np.count_nonzero(r > hi)), torch.from_numpy(r[(r >= lo) & (r <= hi)])
-        else:
-            above, inside = int(torch.count_nonzero(row > hi)), row[(row >= lo) & (row <= hi)]
-        if not above < cap <= above + inside.numel():
-            return None
-        return _kth_largest(inside.view(1, -1), cap - above)
+        for widen in (1.0, 16.0):  # the previous band, then a wider one, before a full selection
+            lo, hi = self._cut[i] - widen * self._band[i], self._cut[i] + widen * self._band[i]
+            if _on_numpy(row):
+                r = row.numpy()
+                above, inside = int(np.count_nonzero(r > hi)), torch.from_numpy(r[(r >= lo) & (r <= hi)])
+            else:
+                above, inside = int(torch.count_nonzero(row > hi)), row[(row >= lo) & (row <= hi)]
+            if above < cap <= above + inside.numel():
+                return _kth_largest(inside.view(1, -1), cap - above)
+        return None
 
 
 def _kth_largest(block: torch.Tensor, k: int) -> torch.Tensor:
@@ -456,7 +466,7 @@ def run_stage(
         free = hard_value(loss.detach(), batch) if stage.kind == "ste" and hard_value is not None else None
         if free is not None and free < best_value:
             best_mask, best_value, best_step = hard, free, step
-        opt.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=False)  # the gradient is added into .grad: no fresh tensor per step
         loss.backward()
         opt.step()
         losses.append(loss.detach())
