@@ -65,6 +65,8 @@ class Segments:
         self.fixed = (full | empty)[unit]  # (size,) entries whose unit leaves no choice
         self.active = ~(full | empty)  # (U,) units with a choice
         self.has_fixed = bool(self.fixed.any())
+        self._host = (self.cap.cpu().numpy().astype(np.float64), self.lengths.cpu().numpy().astype(np.float64),
+                      self.active.cpu().numpy())  # caps, lengths, active flags for the host-side Newton
         self._blocks = _runs([(a, b - a, min(c, b - a)) for a, b, c in units])  # equal (length, cap)
         self._rows = _runs([(a, b - a) for a, b, _ in units])  # equal length
         self._row_counts = [count for _, count, _ in self._rows]
@@ -83,9 +85,11 @@ class Segments:
             return v.sum().to(torch.float64).reshape(1)
         return torch.cat([b.sum(dim=1) for b in self._views(v)]).to(torch.float64)
 
-    def dots(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Per-unit sums ``(U,)`` of a·b, float64 (one dot product, no temporary, for one unit)."""
-        return torch.dot(a, b).to(torch.float64).reshape(1) if len(self) == 1 else self.sums(a * b)
+    def _host_sums(self, v: torch.Tensor, w: torch.Tensor | None = None) -> np.ndarray:
+        """Per-unit sums of v (or of v·w) as a float64 numpy array (U,) on the host."""
+        if len(self) == 1:
+            return np.array([float(v.sum() if w is None else torch.dot(v, w))])
+        return self.sums(v if w is None else v * w).cpu().numpy()
 
     def centered(self, v: torch.Tensor, per_unit: torch.Tensor, out: torch.Tensor | None = None,
                  scale: float = 1.0) -> torch.Tensor:
@@ -157,8 +161,8 @@ class Segments:
         The per-unit bookkeeping (U numbers) runs in numpy on the host: each iteration moves
         the unit sums there and θ back, instead of a dozen tiny device operations."""
         s = scores.detach()
-        cap = self.cap.cpu().numpy().astype(np.float64)
-        limit = np.where(self.active.cpu().numpy(), tol * self.lengths.cpu().numpy() + 1e-9, np.inf)
+        cap, lengths, active = self._host
+        limit = np.where(active, tol * lengths + 1e-9, np.inf)
         n = len(self)
 
         def outer() -> tuple[float, float]:  # Σσ ≈ |u| ≥ c_u at the first, Σσ ≈ 0 at the second
@@ -172,10 +176,11 @@ class Segments:
             lo, hi = np.full(n, -np.inf), np.full(n, np.inf)
         sig = torch.empty_like(s) if out is None else out  # one buffer for all iterations
         for it in range(max_iter):
-            th_dev = torch.from_numpy(th).to(s.device)
-            _sigmoid_(self._affine(s, th_dev * (-1.0 / tau), 1.0 / tau, sig))
-            total = self.sums(sig)
-            f = total.cpu().numpy() - cap  # decreasing in θ
+            at = th  # the θ that sig is evaluated at (returned with it)
+            shift = torch.from_numpy(th * (-1.0 / tau)).to(device=s.device, dtype=s.dtype)
+            _sigmoid_(self._affine(s, shift, 1.0 / tau, sig))
+            total = self._host_sums(sig)
+            f = total - cap  # decreasing in θ
             if bool(np.all(np.abs(f) <= limit)):
                 break
             lo = np.where(f > 0, th, lo)
@@ -183,12 +188,12 @@ class Segments:
             if it == 2:  # not converged from the warm start: add the outer bracket
                 low, high = outer()
                 lo, hi = np.maximum(lo, low), np.minimum(hi, high)
-            slope = (total - self.dots(sig, sig)).cpu().numpy()  # Σσ(1 − σ)
+            slope = total - self._host_sums(sig, sig)  # Σσ(1 − σ)
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # inf brackets, tiny slopes
                 newton = th + f / np.maximum(slope / tau, 1e-300)
                 ok = (newton > lo) & (newton < hi) & np.isfinite(newton)
                 th = np.where(ok, newton, (lo + hi) / 2)
-        return th_dev, sig
+        return torch.from_numpy(at).to(s.device), sig
 
     def soft(self, scores: torch.Tensor, tau: float, theta: torch.Tensor, sig: torch.Tensor | None = None
              ) -> torch.Tensor:
@@ -223,12 +228,11 @@ class Workspace:
     mask: torch.Tensor
     product: torch.Tensor
     deriv: torch.Tensor
-    grad: torch.Tensor  # the scores' gradient handed to autograd (accumulate into an existing .grad)
 
     @classmethod
     def like(cls, t: torch.Tensor) -> "Workspace":
         """Uninitialised buffers of ``t``'s shape, dtype and device."""
-        return cls(*(torch.empty_like(t) for _ in range(5)))
+        return cls(*(torch.empty_like(t) for _ in range(4)))
 
 
 def masked_product(scores: torch.Tensor, mask: torch.Tensor, segments: Segments, sig: torch.Tensor | None = None,
@@ -267,7 +271,7 @@ class _MaskedProduct(torch.autograd.Function):
         if weight is None:
             g = grads[0] if sig is None else grads[0] * scale
         else:  # g = (∂L/∂pieces) ⊙ w / τ, written piece by piece (no concatenation)
-            g = torch.empty_like(weight) if work is None else work.grad
+            g = torch.empty_like(weight)  # becomes the scores' .grad (autograd takes it without a copy)
             for gi, wi, out in zip(grads, weight.split(ctx.sizes), g.split(ctx.sizes)):
                 if gi is None:
                     out.zero_()
@@ -466,7 +470,7 @@ def run_stage(
         free = hard_value(loss.detach(), batch) if stage.kind == "ste" and hard_value is not None else None
         if free is not None and free < best_value:
             best_mask, best_value, best_step = hard, free, step
-        opt.zero_grad(set_to_none=False)  # the gradient is added into .grad: no fresh tensor per step
+        opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.detach())
