@@ -203,7 +203,8 @@ def main() -> None:
     if "overhead" in args.parts:
         data = run_overhead(args.overhead_steps, args.cnn_steps, args.repeats)
         tuned = any(k in os.environ for k in MALLOC_ENV)
-        write("relax_overhead" + args.suffix, "Mask-training step over dense training step", header, data,
+        title = "Mask-training step over dense training step" + (", glibc malloc tuned" if tuned else "")
+        write("relax_overhead" + args.suffix, title, header, data,
               f"{args.repeats} interleaved repeats (dense, sigmoid, anneal, ste, dense, ...) of the steps in the "
               "table, batch 128, float32, CPU, 2 threads; times are medians, ratios the median of the paired ratios. "
               "A mask step is the whole `solve` loop per step: the exact-budget multiplier, the masked forward and "

@@ -4,8 +4,10 @@ Definitions used everywhere in maskopt:
 
 * **sparsity** = fraction of zeros of a mask, **density** = 1 − sparsity.
 * A **scope unit** is the set of weights one count applies to: all maskable weights
-  (``scope="global"``), one parameter tensor (``"layer"``), or one output neuron, i.e. one
-  slice ``param[j]`` along the first dimension (``"row"``).
+  (``scope="global"``), one parameter tensor (``"layer"``), all maskable parameters of one
+  module together, i.e. the names that agree up to their last dot, such as a Linear's
+  ``weight`` and ``bias`` (``"module"``), or one output neuron, i.e. one slice ``param[j]``
+  along the first dimension (``"row"``).
 * **Rounding rule** (the only one): a density ``d`` over ``n`` weights allows
   ``k = floor(d·n + 1/2)`` kept weights (round half up, after rounding ``d·n`` to 9
   decimals so that ``sparsity=0.9`` and ``density=0.1`` give the same count).
@@ -23,7 +25,7 @@ import torch
 
 from maskopt.solvers.relax.core import Segments
 
-SCOPES = ("global", "layer", "row")
+SCOPES = ("global", "layer", "module", "row")
 ALLOCATIONS = ("uniform", "erk")
 
 
@@ -40,8 +42,9 @@ class Budget:
         k: kept weights per scope unit (an integer ≥ 0).
         density: fraction of weights kept, in [0, 1].
         sparsity: fraction of weights removed, in [0, 1].
-        scope: ``"global"``, ``"layer"`` or ``"row"`` (see module docstring).
-        allocation: how a density is spread over layers for ``"layer"``/``"row"`` scope:
+        scope: ``"global"``, ``"layer"``, ``"module"`` or ``"row"`` (see module docstring).
+        allocation: how a density is spread over layers for ``"layer"``/``"row"`` scope
+            (``"module"`` scope takes ``"uniform"`` only):
             ``"uniform"`` (same density everywhere) or ``"erk"`` (Erdős–Rényi-kernel,
             density ∝ sum(shape)/prod(shape), saturated layers clipped to 1 and the rest
             rescaled so the global count is hit exactly).
@@ -79,6 +82,11 @@ class Budget:
             raise ValueError(f"Budget scope must be one of {SCOPES}; got {self.scope!r}.")
         if self.allocation not in ALLOCATIONS:
             raise ValueError(f"Budget allocation must be one of {ALLOCATIONS}; got {self.allocation!r}.")
+        if self.allocation != "uniform" and self.scope == "module":
+            raise ValueError(
+                f"allocation={self.allocation!r} is defined per parameter tensor; use scope='layer' "
+                "(or allocation='uniform' with scope='module')."
+            )
         if self.allocation != "uniform" and (self.scope == "global" or self.k is not None):
             raise ValueError(
                 f"allocation={self.allocation!r} spreads a density over layers, so it needs "
@@ -124,6 +132,18 @@ class Budget:
             if cap > total:
                 raise ValueError(f"Budget k={cap} exceeds the {total} maskable weights; use k ≤ {total}.")
             return Allocation(self, shapes, {"*": np.array([cap])})
+        if self.scope == "module":
+            modules = _modules(shapes)
+            msizes = {m: sum(sizes[n] for n in names) for m, names in modules.items()}
+            if self.k is not None:
+                for m, size in msizes.items():
+                    if self.k > size:
+                        raise ValueError(f"Budget k={self.k} per module exceeds the {size} weights of module "
+                                         f"{m!r}; use k ≤ {size} or a density budget.")
+                return Allocation(self, shapes, {m: np.array([self.k]) for m in modules})
+            counts = _round_to_total({m: self.target_density for m in modules}, {m: (s,) for m, s in msizes.items()},
+                                     count_for_density(self.target_density, total))
+            return Allocation(self, shapes, {m: np.array([c]) for m, c in counts.items()})
         if self.k is not None:
             caps = {}
             for name, shape in shapes.items():
@@ -146,6 +166,26 @@ class Budget:
             for name, shape in shapes.items()
         }
         return Allocation(self, shapes, caps)
+
+
+def module_of(name: str) -> str:
+    """The module a parameter name belongs to: everything before its last dot."""
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def _modules(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, list[str]]:
+    """Parameter names grouped by module, in order; a module's parameters must be adjacent
+    (as ``named_parameters()`` lists them) so that each module is one contiguous unit."""
+    out: dict[str, list[str]] = {}
+    last = None
+    for name in shapes:
+        m = module_of(name)
+        if m in out and m != last:
+            raise ValueError(f"Parameters of module {m!r} are not adjacent in the parameter order "
+                             f"({out[m] + [name]}); list each module's parameters together.")
+        out.setdefault(m, []).append(name)
+        last = m
+    return out
 
 
 def _n_rows(shape: tuple[int, ...]) -> int:
@@ -207,7 +247,8 @@ class Allocation:
     """A budget resolved against parameter shapes: integer caps per scope unit.
 
     ``caps`` maps a parameter name to an int array: one cap per row for ``"row"`` scope,
-    a single cap for ``"layer"``; for ``"global"`` it holds the single key ``"*"``.
+    a single cap for ``"layer"``; for ``"module"`` it maps module names (see
+    :func:`module_of`) to a single cap; for ``"global"`` it holds the single key ``"*"``.
     Flattened order (used by :meth:`units`): parameters in ``shapes`` order, each
     flattened row-major, so every scope unit is a contiguous range.
     """
@@ -253,6 +294,10 @@ class Allocation:
         """Scope units as ``(start, stop, cap)`` ranges of the flattened mask vector."""
         if self.scope == "global":
             return [(0, self.size, int(self.caps["*"][0]))]
+        offsets = self.offsets
+        if self.scope == "module":
+            return [(offsets[names[0]], offsets[names[-1]] + math.prod(self.shapes[names[-1]]), int(self.caps[m][0]))
+                    for m, names in _modules(self.shapes).items()]
         out = []
         for (name, shape), offset in zip(self.shapes.items(), self.offsets.values()):
             if self.scope == "layer":

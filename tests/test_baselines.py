@@ -51,6 +51,20 @@ def test_every_baseline_keeps_exactly_the_cap_of_every_unit(task, method, budget
     assert res.objective == mo.evaluate(prob, res.masks)
 
 
+@pytest.mark.parametrize("method", BASELINES)
+def test_module_scope_counts_weight_and_bias_together(task, method):
+    """Weights and biases masked, one count per Linear: every baseline keeps exactly each
+    module's cap, and a module's count is shared (its bias may keep more than its share)."""
+    data, teacher, student = task
+    names = [n for n, _ in student.named_parameters()]
+    prob = mo.DistillProblem(student, [teacher], data.x, mo.Budget(sparsity=0.7, scope="module"),
+                             labels=data.y, params=names)
+    res = mo.solve(prob, method=method, **FAST.get(method, {}))
+    alloc = prob.allocation
+    assert [(a, b) for a, b, _ in alloc.units()] == [(0, 8 * 12 + 12), (8 * 12 + 12, alloc.size)]
+    assert kept_per_unit(alloc, res.masks) == [c for _, _, c in alloc.units()]
+
+
 @pytest.mark.parametrize("method", ["imp", "kstarts", "dissipating", "kstarts_dissipating", "snip", "synflow"])
 def test_baselines_are_deterministic_and_leave_the_student_alone(task, method):
     data, teacher, student = task

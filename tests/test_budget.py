@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maskopt.budget import Allocation, Budget, count_for_density
+from maskopt.budget import Allocation, Budget, count_for_density, module_of
 
 SHAPES = {"a": (4, 3), "b": (2, 5), "c": (6,)}  # sizes 12, 10, 6; total 28
 
@@ -485,6 +485,8 @@ BUDGETS = [
     Budget(density=0.4, scope="row"),
     Budget(k=1, scope="row"),
     Budget(density=0.2, scope="row", allocation="erk"),
+    Budget(density=0.4, scope="module"),
+    Budget(k=2, scope="module"),
 ]
 
 
@@ -667,3 +669,59 @@ def test_violations_checks_names_and_shapes():
         alloc.violations({"w": torch.ones(3, 2, dtype=torch.bool)})
     with pytest.raises(ValueError, match="got missing"):
         alloc.violations({"v": torch.ones(2, 3, dtype=torch.bool)})
+
+
+# ---------------------------------------------------------------------------------------------
+# "module" scope: a module's parameters (e.g. weight and bias) share one count
+# ---------------------------------------------------------------------------------------------
+
+
+class TestModuleScope:
+    SHAPES = {"l1.weight": (4, 3), "l1.bias": (4,), "l2.weight": (2, 4), "l2.bias": (2,)}
+
+    def test_hand_computed_caps_and_units(self):
+        alloc = Budget(sparsity=0.5, scope="module").allocate(self.SHAPES)
+        # 26 weights, global count floor(13 + 1/2) = 13 split 16:10 -> 8 and 5 (largest remainder)
+        assert {m: int(c[0]) for m, c in alloc.caps.items()} == {"l1": 8, "l2": 5}
+        assert alloc.units() == [(0, 16, 8), (16, 26, 5)]
+        assert Budget(k=5, scope="module").allocate(self.SHAPES).units() == [(0, 16, 5), (16, 26, 5)]
+
+    def test_weight_and_bias_compete_for_one_count(self):
+        alloc = Budget(k=3, scope="module").allocate({"l.weight": (2, 2), "l.bias": (2,)})
+        masks = alloc.project({"l.weight": torch.tensor([[1.0, 5.0], [2.0, 0.5]]), "l.bias": torch.tensor([9.0, 0.1])})
+        assert masks["l.weight"].tolist() == [[False, True], [True, False]]
+        assert masks["l.bias"].tolist() == [True, False]
+        # the same scores under "layer" scope keep 3 of each tensor separately: not the same mask
+        layer = Budget(k=2, scope="layer").allocate({"l.weight": (2, 2), "l.bias": (2,)})
+        assert layer.units() == [(0, 4, 2), (4, 6, 2)]
+
+    def test_global_count_exact_over_random_modules(self):
+        rng = np.random.default_rng(5)
+        for _ in range(30):
+            shapes = {}
+            for i in range(int(rng.integers(1, 5))):
+                out_f, in_f = (int(x) for x in rng.integers(1, 9, size=2))
+                shapes[f"m{i}.weight"] = (out_f, in_f)
+                if rng.random() < 0.7:
+                    shapes[f"m{i}.bias"] = (out_f,)
+            density = float(rng.random())
+            alloc = Budget(density=density, scope="module").allocate(shapes)
+            total = sum(_size(s) for s in shapes.values())
+            assert alloc.total == count_for_density(density, total)
+            units = alloc.units()
+            assert len(units) == len({n.split(".")[0] for n in shapes})
+            assert units[0][0] == 0 and units[-1][1] == total
+            assert all(a[1] == b[0] for a, b in pairwise(units))
+
+    def test_errors_name_the_problem(self):
+        with pytest.raises(ValueError, match="exceeds the 10 weights of module 'l2'"):
+            Budget(k=11, scope="module").allocate(self.SHAPES)
+        with pytest.raises(ValueError, match="not adjacent"):
+            Budget(density=0.5, scope="module").allocate({"a.w": (2,), "b.w": (2,), "a.b": (2,)})
+        with pytest.raises(ValueError, match="per parameter tensor"):
+            Budget(density=0.5, scope="module", allocation="erk")
+
+    def test_module_of(self):
+        assert module_of("encoder.layer1.weight") == "encoder.layer1"
+        assert module_of("weight") == "weight"
+

@@ -212,6 +212,19 @@ def test_masks_meet_the_budget_exactly_in_every_unit(method, budget):
         assert int(flat[start:stop].sum()) == cap
 
 
+@pytest.mark.parametrize("method", RELAX)
+def test_module_scope_with_biases_meets_every_module_cap(method):
+    student = mlp((6, 10, 8, 3), 0)
+    x = torch.randn(32, 6, generator=torch.Generator().manual_seed(0))
+    prob = mo.DistillProblem(student, [mlp((6, 12, 3), 1)], x, mo.Budget(sparsity=0.7, scope="module"),
+                             params=[n for n, _ in student.named_parameters()])
+    res = mo.solve(prob, method=method, steps=20, **QUIET)
+    flat = prob.allocation.flatten(res.masks).to(torch.int64)
+    assert len(prob.allocation.units()) == 3
+    for start, stop, cap in prob.allocation.units():
+        assert int(flat[start:stop].sum()) == cap
+
+
 @pytest.mark.parametrize("loss", ["l1", "linf", "l2", "kl"])
 def test_same_seed_same_mask_and_the_student_is_never_modified(loss):
     prob = distill(mo.Budget(density=0.3), loss=loss, labels=torch.arange(32) % 3, alpha=0.2)
