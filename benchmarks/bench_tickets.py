@@ -20,7 +20,7 @@ scores the next round by the weights of its step-1000 checkpoint (maskopt: the f
 weights). Pruning weight and bias separately (``scope="layer"``, an earlier version of
 this benchmark) costs IMP 5-9 points at 90-98 %: a replica of the notebook's loop on the
 same data gave trial 0 74.4 / 73.1 / 63.4 at 90 / 95 / 98 % with joint masks and 68.8 /
-67.2 with separate ones; scoring the final weights instead of step 1000 gave 74.6 at 90 %.
+67.2 / 54.3 with separate ones; scoring the final weights instead of step 1000 gave 74.6 / 69.7 / 61.4.
 
 The other baselines (magnitude at init, SNIP, GraSP, SynFlow, K-starts, dissipating
 gradients, their combination) choose their mask at the same sparsities (SNIP/GraSP from
