@@ -62,7 +62,7 @@ def test_masked_product_matches_autograd_of_the_mask_times_the_weights(hard):
     gen = torch.Generator().manual_seed(8)
     w = torch.randn(26, dtype=torch.float64, generator=gen)
     work = Workspace.like(w)
-    for step in range(2):
+    for _ in range(2):
         s = torch.randn(26, dtype=torch.float64, generator=gen)
         c = [torch.randn(n, dtype=torch.float64, generator=gen) for n in sizes]
         if not hard:

@@ -230,7 +230,7 @@ class Workspace:
     deriv: torch.Tensor
 
     @classmethod
-    def like(cls, t: torch.Tensor) -> "Workspace":
+    def like(cls, t: torch.Tensor) -> Workspace:
         """Uninitialised buffers of ``t``'s shape, dtype and device."""
         return cls(*(torch.empty_like(t) for _ in range(4)))
 
