@@ -91,20 +91,19 @@ class Segments:
             return np.array([float(v.sum() if w is None else torch.dot(v, w))])
         return self.sums(v if w is None else v * w).cpu().numpy()
 
-    def centered(self, v: torch.Tensor, per_unit: torch.Tensor, out: torch.Tensor | None = None,
-                 scale: float = 1.0) -> torch.Tensor:
-        """(v − per_unit[unit of each entry])·scale (size,), into ``out`` when given."""
-        return self._affine(v, per_unit * -scale, scale, torch.empty_like(v) if out is None else out)
-
-    def _affine(self, v: torch.Tensor, shift: torch.Tensor, scale: float, out: torch.Tensor) -> torch.Tensor:
-        """out = v·scale + shift[unit of each entry] in one pass (broadcast per run of
-        equal-length units; no per-entry index)."""
-        shift = shift.to(v.dtype)
+    def sigma(self, s: torch.Tensor, theta: torch.Tensor, tau: float, out: torch.Tensor | None = None
+              ) -> torch.Tensor:
+        """σ((s − θ_u)/τ) (size,) for θ (U,), into ``out`` when given: the argument in one
+        pass (s/τ − θ/τ, broadcast per run of equal-length units; no per-entry index), then
+        the clipped in-place sigmoid."""
+        out = torch.empty_like(s) if out is None else out
+        shift = (theta * (-1.0 / tau)).to(device=s.device, dtype=s.dtype)
         if len(self) == 1:
-            return torch.add(shift, v, alpha=scale, out=out)
-        for vb, ob, pb in zip(self._views(v), self._views(out), shift.split(self._row_counts)):
-            torch.add(pb.unsqueeze(1), vb, alpha=scale, out=ob)
-        return out
+            torch.add(shift, s, alpha=1.0 / tau, out=out)
+        else:
+            for sb, ob, pb in zip(self._views(s), self._views(out), shift.split(self._row_counts)):
+                torch.add(pb.unsqueeze(1), sb, alpha=1.0 / tau, out=ob)
+        return _sigmoid_(out)
 
     def minus_times(self, v: torch.Tensor, w: torch.Tensor, per_unit: torch.Tensor) -> torch.Tensor:
         """v − per_unit[unit of each entry]·w (size,), in place in ``v`` (one pass)."""
@@ -146,9 +145,9 @@ class Segments:
                 exact = bool((torch.count_nonzero(torch.ge(block, cut, out=part), dim=1) == cap).all())
             if exact:  # no surplus tie at the cut (the usual case)
                 continue
-            tied = block == cut
-            need = cap - torch.count_nonzero(block > cut, dim=1).unsqueeze(1)
-            torch.logical_or(block > cut, tied & (tied.cumsum(dim=1) <= need), out=part)
+            above, tied = block > cut, block == cut
+            need = cap - torch.count_nonzero(above, dim=1).unsqueeze(1)
+            torch.logical_or(above, tied & (tied.cumsum(dim=1) <= need), out=part)
         return keep
 
     def threshold(self, scores: torch.Tensor, tau: float, theta: torch.Tensor | None = None,
@@ -177,8 +176,7 @@ class Segments:
         sig = torch.empty_like(s) if out is None else out  # one buffer for all iterations
         for it in range(max_iter):
             at = th  # the θ that sig is evaluated at (returned with it)
-            shift = torch.from_numpy(th * (-1.0 / tau)).to(device=s.device, dtype=s.dtype)
-            _sigmoid_(self._affine(s, shift, 1.0 / tau, sig))
+            self.sigma(s, torch.from_numpy(th), tau, out=sig)
             total = self._host_sums(sig)
             f = total - cap  # decreasing in θ
             if bool(np.all(np.abs(f) <= limit)):
@@ -201,7 +199,7 @@ class Segments:
         gives ``sig`` = that value) and its implicit gradient; entries of fixed units are
         their constant 0 or 1."""
         if sig is None:
-            sig = _sigmoid_(self.centered(scores.detach(), theta, scale=1.0 / tau))
+            sig = self.sigma(scores.detach(), theta, tau)
         return masked_product(scores, self.fix(sig), self, sig, tau)[0]
 
     def hard_ste(self, scores: torch.Tensor, hard: torch.Tensor | None = None) -> torch.Tensor:
@@ -313,8 +311,7 @@ class TopK:
 
     def __init__(self, segments: Segments):
         self.segments = segments
-        self._cut: dict[int, float] = {}  # run position -> previous cut
-        self._band: dict[int, float] = {}
+        self._last: dict[int, tuple[float, float]] = {}  # run position -> (previous cut, band half-width δ)
 
     def __call__(self, scores: torch.Tensor) -> torch.Tensor:
         s = scores.detach()
@@ -323,19 +320,19 @@ class TopK:
             cut = self._near(i, block[0], cap) if block.shape[0] == 1 and s.is_floating_point() else None
             if cut is None:
                 cut = _kth_largest(block, cap)
-            new = float(cut.reshape(-1)[0])
             if block.shape[0] == 1:
-                moved = abs(new - self._cut[i]) if i in self._cut else 0.0
-                self._band[i] = max(4.0 * moved, 1e-6 * max(abs(new), 1.0))
-                self._cut[i] = new
+                new = float(cut.reshape(-1)[0])
+                moved = abs(new - self._last[i][0]) if i in self._last else 0.0
+                self._last[i] = (new, max(4.0 * moved, 1e-6 * max(abs(new), 1.0)))
             cuts.append(cut)
         return self.segments._keep(s, cuts)
 
     def _near(self, i: int, row: torch.Tensor, cap: int) -> torch.Tensor | None:
-        if i not in self._cut:
+        if i not in self._last:
             return None
+        cut, band = self._last[i]
         for widen in (1.0, 16.0):  # the previous band, then a wider one, before a full selection
-            lo, hi = self._cut[i] - widen * self._band[i], self._cut[i] + widen * self._band[i]
+            lo, hi = cut - widen * band, cut + widen * band
             if _on_numpy(row):
                 r = row.numpy()
                 above, inside = int(np.count_nonzero(r > hi)), torch.from_numpy(r[(r >= lo) & (r <= hi)])
