@@ -243,7 +243,7 @@ def _layerwise_closure(problem: LayerwiseProblem, opts: RelaxOptions, device, dt
 
 
 def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype, offsets) -> _Closure:
-    student = copy.deepcopy(problem.student).to(device=device, dtype=dtype)
+    student = copy.deepcopy(problem.student).to(device=device, dtype=dtype).requires_grad_(False)  # grads: scores only
     shapes = problem.mask_shapes()
     names = list(offsets)  # the flat mask's order
     weights = problem.weights()

@@ -152,10 +152,11 @@ class Segments:
 
     def threshold(self, scores: torch.Tensor, tau: float, theta: torch.Tensor | None = None,
                   tol: float = 1e-6, max_iter: int = 100, out: torch.Tensor | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  ) -> tuple[torch.Tensor, torch.Tensor, float]:
         """θ (U,) float64 with Σ_{i∈u} σ((s_i − θ_u)/τ) = c_u for every active unit, to
         ``tol``·|u| (safeguarded Newton from ``theta``; bisection when a step leaves the
-        bracket), and σ((s − θ)/τ) (size,) at that θ (written into ``out`` when given).
+        bracket); σ((s − θ)/τ) (size,) at that θ (written into ``out`` when given); and the
+        expected number of kept entries Σ m of the soft mask (:meth:`fix` of that σ).
 
         The per-unit bookkeeping (U numbers) runs in numpy on the host: each iteration moves
         the unit sums there and θ back, instead of a dozen tiny device operations."""
@@ -191,7 +192,8 @@ class Segments:
                 newton = th + f / np.maximum(slope / tau, 1e-300)
                 ok = (newton > lo) & (newton < hi) & np.isfinite(newton)
                 th = np.where(ok, newton, (lo + hi) / 2)
-        return torch.from_numpy(at).to(s.device), sig
+        kept = float(np.where(active, total, cap).sum())  # fixed units hold their constant 0 or 1
+        return torch.from_numpy(at).to(s.device), sig, kept
 
     def soft(self, scores: torch.Tensor, tau: float, theta: torch.Tensor, sig: torch.Tensor | None = None
              ) -> torch.Tensor:
@@ -219,18 +221,21 @@ class Segments:
 @dataclass
 class Workspace:
     """Buffers (size,) reused by every step of a training run instead of fresh tensors
-    (on CPU each fresh tensor of a MiB or more can cost page faults worth several passes
-    over it). A step's buffers are overwritten by the next step's forward pass."""
+    (on CPU a fresh tensor of a MiB or more costs page faults worth about ten passes over
+    it). A step's buffers are overwritten by the next step. ``grad`` receives the scores'
+    gradient: :func:`masked_product` writes it there instead of returning it, so the
+    training loop sets ``scores.grad = work.grad`` once."""
 
     sig: torch.Tensor
     mask: torch.Tensor
     product: torch.Tensor
     deriv: torch.Tensor
+    grad: torch.Tensor
 
     @classmethod
     def like(cls, t: torch.Tensor) -> Workspace:
         """Uninitialised buffers of ``t``'s shape, dtype and device."""
-        return cls(*(torch.empty_like(t) for _ in range(4)))
+        return cls(*(torch.empty_like(t) for _ in range(5)))
 
 
 def masked_product(scores: torch.Tensor, mask: torch.Tensor, segments: Segments, sig: torch.Tensor | None = None,
@@ -245,7 +250,8 @@ def masked_product(scores: torch.Tensor, mask: torch.Tensor, segments: Segments,
         soft:  ∂L/∂s_j = d_j/τ · (g_j − Σ_{i∈u} g_i d_i / Σ_{i∈u} d_i)   (θ's implicit derivative)
         hard:  ∂L/∂s = g.
 
-    ``work`` holds the product and the derivative between the passes (else new tensors)."""
+    ``work`` holds the product and the derivative between the passes (else new tensors);
+    with ``work`` the gradient of ``scores`` is written into ``work.grad``, not returned."""
     return _MaskedProduct.apply(scores, mask, weight, tuple(sizes or (segments.size,)), segments, sig, tau, work)
 
 
@@ -266,26 +272,27 @@ class _MaskedProduct(torch.autograd.Function):
         sig, weight = ctx.saved_tensors
         seg, work = ctx.seg, ctx.work
         scale = 1.0 if sig is None else 1.0 / ctx.tau
-        if weight is None:
-            g = grads[0] if sig is None else grads[0] * scale
-        else:  # g = (∂L/∂pieces) ⊙ w / τ, written piece by piece (no concatenation)
-            g = torch.empty_like(weight)  # becomes the scores' .grad (autograd takes it without a copy)
-            for gi, wi, out in zip(grads, weight.split(ctx.sizes), g.split(ctx.sizes)):
-                if gi is None:
-                    out.zero_()
-                elif scale == 1.0:
-                    torch.mul(gi, wi, out=out)
-                else:
-                    torch.addcmul(out.new_zeros(()), gi, wi, value=scale, out=out)
-        if sig is None:
-            return g, None, None, None, None, None, None, None
-        d = torch.addcmul(sig, sig, sig, value=-1.0, out=None if work is None else work.deriv)  # σ(1 − σ)
-        if seg.has_fixed:
-            d.masked_fill_(seg.fixed, 0.0)
-        total = seg.sums(d)
-        gd = g.mul_(d)  # in place: g is this function's own tensor here
-        mean = seg.sums(gd) / torch.where(total > 0, total, math.inf)
-        return seg.minus_times(gd, d, mean), None, None, None, None, None, None, None
+        g = torch.empty_like(grads[0] if weight is None else weight) if work is None else work.grad
+        pieces = (grads[0],) if weight is None else grads
+        weights = (None,) if weight is None else weight.split(ctx.sizes)
+        for gi, wi, out in zip(pieces, weights, g.split(ctx.sizes)):  # g = (∂L/∂pieces) ⊙ w / τ
+            if gi is None:
+                out.zero_()
+            elif wi is None:
+                torch.mul(gi, scale, out=out)
+            elif scale == 1.0:
+                torch.mul(gi, wi, out=out)
+            else:
+                torch.addcmul(out.new_zeros(()), gi, wi, value=scale, out=out)
+        if sig is not None:
+            d = torch.addcmul(sig, sig, sig, value=-1.0, out=None if work is None else work.deriv)  # σ(1 − σ)
+            if seg.has_fixed:
+                d.masked_fill_(seg.fixed, 0.0)
+            total = seg.sums(d)
+            gd = g.mul_(d)
+            mean = seg.sums(gd) / torch.where(total > 0, total, math.inf)
+            seg.minus_times(gd, d, mean)
+        return (g if work is None else None), None, None, None, None, None, None, None
 
 
 def _runs(units: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
@@ -449,26 +456,27 @@ def run_stage(
     opt = make_optimizer([scores])
     theta = None
     work = Workspace.like(scores.detach())
+    scores.grad = work.grad
     losses, densities, taus = [], [], []
     best_mask, best_value, best_step = None, math.inf, -1
     topk = TopK(segments)
+    budget = float(segments.cap.sum())
     bar = tqdm(range(steps), desc=stage.kind, disable=not verbose, leave=False)
     for step in bar:
         tau = stage.tau(step, steps)
         batch = next(batches)
         if stage.kind == "ste":
             hard = topk(scores)
-            m, sig = work.mask.copy_(hard), None
+            m, sig, kept = work.mask.copy_(hard), None, budget  # the hard mask meets the budget exactly
         else:
-            theta, sig = segments.threshold(scores, tau, theta, out=work.sig)
+            theta, sig, kept = segments.threshold(scores, tau, theta, out=work.sig)
             m = segments.fix(sig, out=work.mask)
-        densities.append(m.mean())
+        densities.append(kept / segments.size)
         loss = loss_fn(masked_product(scores, m, segments, sig, tau, weight, sizes, work), batch)
         free = hard_value(loss.detach(), batch) if stage.kind == "ste" and hard_value is not None else None
         if free is not None and free < best_value:
             best_mask, best_value, best_step = hard, free, step
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # writes the scores' gradient into work.grad
         opt.step()
         losses.append(loss.detach())
         taus.append(tau)
@@ -486,5 +494,5 @@ def run_stage(
         best_value = eval_fn(best_mask)
     hist = [{"stage": stage.kind, "step": i, "loss": float(lv), "density": float(d), "temperature": t}
             for i, (lv, d, t) in enumerate(zip(torch.stack(losses).tolist() if losses else [],
-                                               torch.stack(densities).tolist() if densities else [], taus))]
+                                               densities, taus))]
     return StageResult(scores.detach(), best_mask, best_value, best_step, hist)
