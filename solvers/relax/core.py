@@ -9,12 +9,13 @@ Soft stages (``"sigmoid"``, ``"anneal"``) use, with temperature τ,
 
 where θ_u is the Lagrange multiplier of the expected-budget constraint Σ_{i∈u} m_i = c_u:
 the unique root of that equation (m maximises Σ s_i m_i + τ·H(m) subject to it), found
-each step by safeguarded Newton iterations warm-started from the previous step's θ. The
+each step (to :data:`STEP_TOL`) by safeguarded Newton iterations warm-started from the
+previous step's θ. The
 gradient includes θ's dependence on s (implicit function theorem),
 
     ∂θ_u/∂s_i = σ'_i / Σ_{j∈u} σ'_j,
 
-so the expected density equals the budget at every step (to ``tol``) and the gradient
+so the expected density equals the budget at every step (to that tolerance) and the gradient
 is the loss gradient projected onto that constraint. A unit with c_u ≥ |u| is all ones,
 one with c_u = 0 all zeros.
 
@@ -40,6 +41,11 @@ from tqdm.auto import tqdm
 
 STAGES = ("sigmoid", "anneal", "ste")
 SCHEDULES = ("geometric", "linear")
+STEP_TOL = 1e-4
+"""Tolerance of the multiplier in a training step: |Σ_{i∈u} m_i − c_u| ≤ STEP_TOL·|u|, so the
+expected density is the budget to 1e-4. Looser than :meth:`Segments.threshold`'s default:
+the warm-started θ then meets it without a Newton step in most steps (one σ evaluation
+instead of two), and the answer is the exact top-k projection either way."""
 
 
 class Segments:
@@ -222,20 +228,20 @@ class Segments:
 class Workspace:
     """Buffers (size,) reused by every step of a training run instead of fresh tensors
     (on CPU a fresh tensor of a MiB or more costs page faults worth about ten passes over
-    it). A step's buffers are overwritten by the next step. ``grad`` receives the scores'
-    gradient: :func:`masked_product` writes it there instead of returning it, so the
-    training loop sets ``scores.grad = work.grad`` once."""
+    it). A step's buffers are overwritten by the next step: ``sig`` holds σ, then σ(1 − σ)
+    after the backward pass; ``grad`` receives the scores' gradient (:func:`masked_product`
+    writes it there instead of returning it, so the training loop sets ``scores.grad =
+    work.grad`` once)."""
 
     sig: torch.Tensor
     mask: torch.Tensor
     product: torch.Tensor
-    deriv: torch.Tensor
     grad: torch.Tensor
 
     @classmethod
     def like(cls, t: torch.Tensor) -> Workspace:
         """Uninitialised buffers of ``t``'s shape, dtype and device."""
-        return cls(*(torch.empty_like(t) for _ in range(5)))
+        return cls(*(torch.empty_like(t) for _ in range(4)))
 
 
 def masked_product(scores: torch.Tensor, mask: torch.Tensor, segments: Segments, sig: torch.Tensor | None = None,
@@ -250,8 +256,9 @@ def masked_product(scores: torch.Tensor, mask: torch.Tensor, segments: Segments,
         soft:  ∂L/∂s_j = d_j/τ · (g_j − Σ_{i∈u} g_i d_i / Σ_{i∈u} d_i)   (θ's implicit derivative)
         hard:  ∂L/∂s = g.
 
-    ``work`` holds the product and the derivative between the passes (else new tensors);
-    with ``work`` the gradient of ``scores`` is written into ``work.grad``, not returned."""
+    With ``work`` the product goes into ``work.product``, the backward pass overwrites
+    ``sig`` with d (σ is not needed after it) and writes the gradient of ``scores`` into
+    ``work.grad`` instead of returning it; without it every result is a new tensor."""
     return _MaskedProduct.apply(scores, mask, weight, tuple(sizes or (segments.size,)), segments, sig, tau, work)
 
 
@@ -285,7 +292,7 @@ class _MaskedProduct(torch.autograd.Function):
             else:
                 torch.addcmul(out.new_zeros(()), gi, wi, value=scale, out=out)
         if sig is not None:
-            d = torch.addcmul(sig, sig, sig, value=-1.0, out=None if work is None else work.deriv)  # σ(1 − σ)
+            d = torch.addcmul(sig, sig, sig, value=-1.0, out=None if work is None else sig)  # σ(1 − σ)
             if seg.has_fixed:
                 d.masked_fill_(seg.fixed, 0.0)
             total = seg.sums(d)
@@ -469,7 +476,7 @@ def run_stage(
             hard = topk(scores)
             m, sig, kept = work.mask.copy_(hard), None, budget  # the hard mask meets the budget exactly
         else:
-            theta, sig, kept = segments.threshold(scores, tau, theta, out=work.sig)
+            theta, sig, kept = segments.threshold(scores, tau, theta, tol=STEP_TOL, out=work.sig)
             m = segments.fix(sig, out=work.mask)
         densities.append(kept / segments.size)
         loss = loss_fn(masked_product(scores, m, segments, sig, tau, weight, sizes, work), batch)
