@@ -197,6 +197,12 @@ def test_hyperlista_search_beats_16_fista_iterations_without_the_true_x():
     assert (model.c_theta, model.c_beta, model.c_p) == (best["c_theta"], best["c_beta"], best["c_p"])
     with torch.no_grad():  # the forward pass sees only y: a batch gives the same rows alone
         assert torch.allclose(model(y[:3]), out[:3], atol=1e-6)
+    # the Nelder–Mead phase starts at the grid's best point: never worse, the same on a rerun
+    local = tune_hyperlista(model, y, x, points=4, rounds=2, local_evals=30, verbose=False)
+    assert local["nmse_db"] <= best["nmse_db"]
+    assert tune_hyperlista(model, y, x, points=4, rounds=2, local_evals=30, verbose=False) == local
+    with torch.no_grad():
+        assert nmse_db(model(y), x) == pytest.approx(local["nmse_db"])
 
 
 def test_training_is_deterministic_and_resumes_from_checkpoint(tmp_path):

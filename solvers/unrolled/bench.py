@@ -41,14 +41,16 @@ def default_config(method: str, seed: int = 0) -> TrainConfig:
 
 def run_method(method: str, *, layers: int = 16, snr_db: float = math.inf, m: int = 250, n: int = 500,
                seed: int = 0, device: str = "cpu", test_size: int = 1000, config: TrainConfig | None = None,
-               search_points: int = 7, search_rounds: int = 3, checkpoint: str | Path | None = None,
+               search_points: int = 7, search_rounds: int = 3, search_local: int = 150,
+               checkpoint: str | Path | None = None,
                model_options: dict | None = None, verbose: bool = True) -> dict:
     """Prepare ``method`` (train, tune, or pick λ on the validation split), evaluate it on the
     test split and return a JSON-ready record: per-layer NMSE in both conventions, the
     preparation time (wall and CPU seconds of this process) and the settings used.
 
     ista/fista: ``layers`` iterations with the λ of ``LAMBDAS`` best on validation after
-    ``layers`` iterations. hyperlista: ``tune_hyperlista`` on the validation split. Others:
+    ``layers`` iterations. hyperlista: ``tune_hyperlista`` on the validation split (grid of
+    ``search_points``³ × ``search_rounds``, then ``search_local`` Nelder–Mead evaluations). Others:
     ``train_stagewise`` with ``config`` (default: ``default_config(method, seed)``).
     ``model_options`` go to the model's constructor (e.g. ``{"init": "alista"}`` for LISTA-CP).
     """
@@ -71,7 +73,7 @@ def run_method(method: str, *, layers: int = 16, snr_db: float = math.inf, m: in
         if isinstance(model, HyperLISTA):
             y_val, x_val = problem.sample("validation", config.val_size)
             settings = tune_hyperlista(model, y_val, x_val, points=search_points, rounds=search_rounds,
-                                       verbose=verbose)
+                                       local_evals=search_local, verbose=verbose)
         else:
             result = train_stagewise(model, problem, config, checkpoint=checkpoint, verbose=verbose)
             settings = {"config": asdict(config), "model_options": model_options or {}, "steps": result.steps,

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import scipy.optimize
 import torch
 from tqdm.auto import tqdm
 
@@ -160,30 +161,44 @@ HYPER_RANGES = {"c_theta": (1e-4, 1.0), "c_beta": (1e-4, 1e-1), "c_p": (1e-3, 1.
 
 
 def tune_hyperlista(model: HyperLISTA, y: torch.Tensor, x: torch.Tensor, *, points: int = 7, rounds: int = 3,
-                    verbose: bool = True) -> dict[str, float]:
-    """Grid search of HyperLISTA's three hyperparameters minimising the aggregate NMSE of the
-    last layer on ``(y, x)``: a log-spaced ``points``³ grid over ``HYPER_RANGES``, then
-    ``rounds − 1`` finer grids (spacing halved each round) centred on the best point so far.
+                    local_evals: int = 0, verbose: bool = True) -> dict[str, float]:
+    """Search of HyperLISTA's three hyperparameters minimising the aggregate NMSE of the last
+    layer on ``(y, x)``: a log-spaced ``points``³ grid over ``HYPER_RANGES``, then
+    ``rounds − 1`` finer grids (spacing halved each round) centred on the best point so far,
+    then (``local_evals`` > 0) a Nelder–Mead search in log space from the best grid point
+    with at most that many evaluations (initial simplex steps of ×e^0.3; deterministic).
     Sets the best values on ``model`` and returns them with their ``nmse_db``."""
-    if points < 2 or rounds < 1:
-        raise ValueError("need points >= 2 and rounds >= 1.")
+    if points < 2 or rounds < 1 or local_evals < 0:
+        raise ValueError("need points >= 2, rounds >= 1 and local_evals >= 0.")
     names = list(HYPER_RANGES)
     axes = [np.geomspace(*HYPER_RANGES[n], points) for n in names]
     log_step = [math.log(a[1] / a[0]) for a in axes]
     best: dict[str, float] = {"nmse_db": math.inf}
-    bar = tqdm(total=points ** 3 * rounds, desc="HyperLISTA search", disable=not verbose)
+    bar = tqdm(total=points ** 3 * rounds + local_evals, desc="HyperLISTA search", disable=not verbose)
+
+    def value(values) -> float:
+        nonlocal best
+        model.c_theta, model.c_beta, model.c_p = (float(v) for v in values)
+        with torch.no_grad():
+            val = nmse_db(model(y), x)
+        if val < best["nmse_db"]:
+            best = {**dict(zip(names, map(float, values))), "nmse_db": val}
+        bar.update()
+        return val
+
     for r in range(rounds):
         if r:
             log_step = [s / 2 for s in log_step]
             half = (points - 1) / 2
             axes = [best[n] * np.exp(log_step[i] * (np.arange(points) - half)) for i, n in enumerate(names)]
         for values in itertools.product(*axes):
-            model.c_theta, model.c_beta, model.c_p = (float(v) for v in values)
-            with torch.no_grad():
-                val = nmse_db(model(y), x)
-            if val < best["nmse_db"]:
-                best = {**dict(zip(names, map(float, values))), "nmse_db": val}
-            bar.update()
+            value(values)
+        bar.set_postfix(val_db=f"{best['nmse_db']:.2f}")
+    if local_evals:
+        start = np.log([best[n] for n in names])
+        scipy.optimize.minimize(lambda v: value(np.exp(v)), start, method="Nelder-Mead",
+                                options={"maxfev": local_evals, "xatol": 1e-3, "fatol": 1e-3,
+                                         "initial_simplex": start + np.vstack([np.zeros(3), 0.3 * np.eye(3)])})
         bar.set_postfix(val_db=f"{best['nmse_db']:.2f}")
     bar.close()
     model.c_theta, model.c_beta, model.c_p = best["c_theta"], best["c_beta"], best["c_p"]
