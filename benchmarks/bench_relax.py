@@ -186,8 +186,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--scale-steps", type=int, default=20, help="steps per hierarchy stage")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's, one per core)")
     ap.add_argument("--suffix", default="", help="appended to the BENCHMARKS.md section and JSON names")
     args = ap.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     env = " ".join(f"{k}={os.environ[k]}" for k in MALLOC_ENV if k in os.environ)
     command = f"{env + ' ' if env else ''}python benchmarks/bench_relax.py {' '.join(sys.argv[1:])}"
     header = [f"Command: `{command}`", "", f"Machine: {machine()}", ""]
@@ -206,7 +209,7 @@ def main() -> None:
         title = "Mask-training step over dense training step" + (", glibc malloc tuned" if tuned else "")
         write("relax_overhead" + args.suffix, title, header, data,
               f"{args.repeats} interleaved repeats (dense, sigmoid, anneal, ste, dense, ...) of the steps in the "
-              "table, batch 128, float32, CPU, 2 threads; times are medians, ratios the median of the paired ratios. "
+              f"table, batch 128, float32, CPU, {torch.get_num_threads()} thread(s); times are medians, ratios the median of the paired ratios. "
               "A mask step is the whole `solve` loop per step: the exact-budget multiplier, the masked forward and "
               "backward, the optimizer on the scores, the history and the periodic hard-mask evaluations. The dense "
               "step is forward, backward and `torch.optim.Adam` (defaults) on the weights. Goal ≤ 1.5×. "

@@ -9,9 +9,8 @@ Soft stages (``"sigmoid"``, ``"anneal"``) use, with temperature τ,
 
 where θ_u is the Lagrange multiplier of the expected-budget constraint Σ_{i∈u} m_i = c_u:
 the unique root of that equation (m maximises Σ s_i m_i + τ·H(m) subject to it), found
-each step (to :data:`STEP_TOL`) by safeguarded Newton iterations warm-started from the
-previous step's θ. The
-gradient includes θ's dependence on s (implicit function theorem),
+each step (to 1e-6 of the unit's size) by safeguarded Newton iterations warm-started from
+the previous step's θ. The gradient includes θ's dependence on s (implicit function theorem),
 
     ∂θ_u/∂s_i = σ'_i / Σ_{j∈u} σ'_j,
 
@@ -41,11 +40,6 @@ from tqdm.auto import tqdm
 
 STAGES = ("sigmoid", "anneal", "ste")
 SCHEDULES = ("geometric", "linear")
-STEP_TOL = 1e-4
-"""Tolerance of the multiplier in a training step: |Σ_{i∈u} m_i − c_u| ≤ STEP_TOL·|u|, so the
-expected density is the budget to 1e-4. Looser than :meth:`Segments.threshold`'s default:
-the warm-started θ then meets it without a Newton step in most steps (one σ evaluation
-instead of two), and the answer is the exact top-k projection either way."""
 
 
 class Segments:
@@ -476,7 +470,7 @@ def run_stage(
             hard = topk(scores)
             m, sig, kept = work.mask.copy_(hard), None, budget  # the hard mask meets the budget exactly
         else:
-            theta, sig, kept = segments.threshold(scores, tau, theta, tol=STEP_TOL, out=work.sig)
+            theta, sig, kept = segments.threshold(scores, tau, theta, out=work.sig)
             m = segments.fix(sig, out=work.mask)
         densities.append(kept / segments.size)
         loss = loss_fn(masked_product(scores, m, segments, sig, tau, weight, sizes, work), batch)
