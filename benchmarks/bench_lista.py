@@ -9,7 +9,9 @@ NMSE in the aggregate convention 10·log10(Σ‖x̂−x‖² / Σ‖x‖²) (per
    continuation and fixed λ → ``results/lista_fista_iters.json``; the report reads off the
    iterations each method's 16-layer NMSE takes FISTA.
 3. ``transfer``: a noise-free trained model (from its checkpoint) on the SNR-40 test set.
-4. ``report``: the plot ``results/lista_nmse.png`` and the BENCHMARKS.md section.
+4. ``lasso``: the LASSO solution at SNR 40 (2000 FISTA iterations, λ best on validation),
+   the reference of what the convex formulation reaches at that noise level.
+5. ``report``: the plot ``results/lista_nmse.png`` and the BENCHMARKS.md section.
 
     nice -n 10 python benchmarks/bench_lista.py train --method alista --snr inf
     nice -n 10 python benchmarks/bench_lista.py fista
@@ -23,6 +25,7 @@ import json
 import math
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,8 +36,11 @@ from maskopt.solvers.unrolled import (
     TrainConfig,
     build_model,
     evaluate_layers,
+    fista,
     fista_schedules,
     iterations_to_reach,
+    nmse_db,
+    nmse_db_per_sample,
     oracle_nmse_db,
     run_method,
 )
@@ -100,6 +106,31 @@ def transfer(method: str, snr: float) -> None:
     print(method, snr, f"{curves['aggregate'][-1]:.2f} dB")
 
 
+LASSO_LAMBDAS = (3e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2)
+LASSO_ITERS = 2000
+
+
+def lasso_part(snr: float = 40.0) -> None:
+    """The LASSO solution (``LASSO_ITERS`` FISTA iterations) at SNR ``snr``, λ of
+    ``LASSO_LAMBDAS`` best on the validation split, evaluated on the test split."""
+    torch.set_num_threads(1)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    problem = SparseCodingProblem(snr_db=snr)
+    y_val, x_val = problem.sample("validation", 1000)
+    val = {lam: fista(problem.A, y_val, lam, LASSO_ITERS).x for lam in LASSO_LAMBDAS}
+    lam = min(LASSO_LAMBDAS, key=lambda v: nmse_db(val[v], x_val))
+    prep, prep_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    y, x = problem.sample("test", 1000)
+    est = fista(problem.A, y, lam, LASSO_ITERS).x
+    save_results(_name("lasso", snr), {
+        "method": f"lasso solution ({LASSO_ITERS} FISTA iterations)", "command": f"lasso --snr {snr:g}",
+        "snr_db": snr, "convention": CONVENTION, "nmse_db": [nmse_db(est, x)],
+        "nmse_db_per_sample": [nmse_db_per_sample(est, x)], "prepare_time_s": prep, "prepare_cpu_s": prep_cpu,
+        "settings": {"lam": lam, "validation_nmse_db": {str(v): nmse_db(val[v], x_val) for v in LASSO_LAMBDAS}},
+        "noise_floor_db": oracle_nmse_db(problem.A, y, x)})
+    print(f"lasso, SNR {snr:g}: λ={lam}, {nmse_db(est, x):.2f} dB")
+
+
 def fista_part() -> None:
     torch.set_num_threads(1)
     problem = SparseCodingProblem()
@@ -120,7 +151,10 @@ def _settings(record: dict) -> str:
     if "lam" in s:
         return f"λ={s['lam']} (best on validation)"
     if "c_theta" in s:
-        return f"c_θ={s['c_theta']:.3g}, c_β={s['c_beta']:.3g}, c_p={s['c_p']:.3g} (grid search)"
+        g = s.get("search")
+        how = (f"grid {g['points']}³ × {g['rounds']} rounds + {g['local_evals']} Nelder–Mead evaluations on "
+               f"{g['validation_samples']} validation samples" if g else "grid search")
+        return f"c_θ={s['c_theta']:.3g}, c_β={s['c_beta']:.3g}, c_p={s['c_p']:.3g} ({how})"
     c = s["config"]
     init = s["model_options"].get("init")
     scalar = "" if c.get("scalar_lr") is None else f" (thresholds {c['scalar_lr']:g})"
@@ -175,7 +209,7 @@ def _goals(clean: dict, noisy: dict, targets: dict) -> list[str]:
                      + (f"{its} — {verdict(its >= 100 * LAYERS)}" if its else
                         f"not reached within {FISTA_ITERS} iterations — met"))
     for m, r in noisy.items():
-        if m not in ("fista", "ista"):
+        if m not in ("fista", "ista") and "command" not in r:  # unrolled models only
             gap = final(r) - r["noise_floor_db"]
             lines.append(f"- SNR 40, {m} within 1 dB of the noise floor: {gap:+.2f} dB — {verdict(gap <= 1)}")
     return lines
@@ -190,10 +224,11 @@ def _ratios(targets: dict, kind: str) -> str:
 def report() -> None:
     order = ("alista", "lista-cpss", "hyperlista", "lista-cp", "lista", "fista", "ista")
     clean = [r for m in order if (r := _load(_name(m, math.inf)))]
-    noisy = [r for m in order for name in (_name(m, 40.0), f"{_name(m, 40.0)}_transfer") if (r := _load(name))]
+    noisy = [r for m in (*order, "lasso") for name in (_name(m, 40.0), f"{_name(m, 40.0)}_transfer")
+             if (r := _load(name))]
     commands = [f"train --method {r['method']} --snr inf" for r in clean] + [
-        f"transfer --method {r['method'].split()[0]} --snr 40" if "noise-free" in r["method"] else
-        f"train --method {r['method']} --snr 40" for r in noisy]
+        r["command"] if "command" in r else f"transfer --method {r['method'].split()[0]} --snr 40"
+        if "noise-free" in r["method"] else f"train --method {r['method']} --snr 40" for r in noisy]
     fista_iters = _load("lista_fista_iters")
     targets: dict[str, dict] = {}  # method -> {"continuation" | "fixed": (iterations, schedule)}
     if fista_iters:
@@ -229,8 +264,8 @@ def report() -> None:
     body = "\n".join([
         "## Unrolled sparse solvers: sparse coding 250×500, 16 layers (issue 7)",
         "",
-        "Commands (each run on one torch thread under `nice -n 10`, up to four at once on a machine shared with "
-        "other jobs):",
+        "Commands (each run on one torch thread; most under `nice -n 10`, up to four at once on a machine shared "
+        "with other jobs; the hyperlista and lasso runs beside one other job):",
         "",
         "```",
         *[f"nice -n 10 python benchmarks/bench_lista.py {c}" for c in commands],
@@ -282,11 +317,19 @@ def report() -> None:
         "was not run to 16 layers.",
         "- HyperLISTA is the non-oracle variant: θ_k, β_k and p_k come from ‖A⁺(Ax_k − y)‖₁, ‖x_k‖₀ and ‖A⁺y‖₁, "
         "never from the true x; its step is fixed at γ = 1 (the reference code's 1/L converged far slower here). "
-        "Its three hyperparameters come from a 7³ log-grid refined three times (SNR 40: a 5³ grid refined twice), "
-        "on 500 validation samples.",
+        "Its three hyperparameters come from a log-grid refined round by round (spacing halved each round), then "
+        "a Nelder–Mead search in log space from the grid's best point (settings column). The grid alone (7³ × 4 "
+        "rounds) reached −66.83 dB noise-free, 3.74 dB from ALISTA, and −42.40 dB at SNR 40; the Nelder–Mead phase "
+        "gains 1.5 dB noise-free and changes the SNR-40 test NMSE by +0.03 dB.",
+        "- SNR 40: the lasso row is the convex problem ISTA-type iterations solve, run to convergence at its best "
+        "λ; the unrolled models end about 5.5 dB below it (support selection removes part of the ℓ1 shrinkage "
+        "bias). The floor is least squares on the true support, which no estimator reaches without knowing it.",
         f"- FISTA with λ continuation reaches each unrolled model's 16-layer NMSE in "
         f"{_ratios(targets, 'continuation')} as many iterations as layers; FISTA with the best fixed λ in "
-        f"{_ratios(targets, 'fixed')}.",
+        f"{_ratios(targets, 'fixed')}. The issue expected at least 100×: that holds against the best fixed λ, "
+        "not against continuation, which is the stronger baseline at high accuracy (ρ = 0.99 reaches about "
+        "−116 dB within 4000 iterations, where the best fixed λ stalls at −75 dB). The numbers are as measured; "
+        "the continuation schedules were not weakened to meet the expectation.",
         "- LISTA and LISTA-CP were not trained at this size (no time left on the shared machine); tests cover them "
         "on 50×100 problems.",
     ])
@@ -295,9 +338,10 @@ def report() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=("train", "transfer", "fista", "report"))
+    parser.add_argument("part", choices=("train", "transfer", "fista", "lasso", "report"))
     parser.add_argument("--method", choices=sorted(SETTINGS), help="for train and transfer")
-    parser.add_argument("--snr", type=float, default=math.inf, help="for train and transfer: SNR in dB (default inf)")
+    parser.add_argument("--snr", type=float, default=math.inf,
+                        help="for train and transfer: SNR in dB (default inf); for lasso (default 40)")
     args = parser.parse_args()
     if args.part in ("train", "transfer") and args.method is None:
         parser.error(f"{args.part} needs --method")
@@ -307,6 +351,8 @@ def main() -> None:
         transfer(args.method, args.snr)
     elif args.part == "fista":
         fista_part()
+    elif args.part == "lasso":
+        lasso_part(args.snr if not math.isinf(args.snr) else 40.0)
     else:
         report()
 

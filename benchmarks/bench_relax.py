@@ -209,7 +209,8 @@ def main() -> None:
         title = "Mask-training step over dense training step" + (", glibc malloc tuned" if tuned else "")
         write("relax_overhead" + args.suffix, title, header, data,
               f"{args.repeats} interleaved repeats (dense, sigmoid, anneal, ste, dense, ...) of the steps in the "
-              f"table, batch 128, float32, CPU, {torch.get_num_threads()} thread(s); times are medians, ratios the median of the paired ratios. "
+              f"table, batch 128, float32, CPU, {torch.get_num_threads()} thread(s); times are medians, ratios the "
+              "median of the paired ratios. "
               "A mask step is the whole `solve` loop per step: the exact-budget multiplier, the masked forward and "
               "backward, the optimizer on the scores, the history and the periodic hard-mask evaluations. The dense "
               "step is forward, backward and `torch.optim.Adam` (defaults) on the weights. Goal ≤ 1.5×. "

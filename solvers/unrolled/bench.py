@@ -74,6 +74,8 @@ def run_method(method: str, *, layers: int = 16, snr_db: float = math.inf, m: in
             y_val, x_val = problem.sample("validation", config.val_size)
             settings = tune_hyperlista(model, y_val, x_val, points=search_points, rounds=search_rounds,
                                        local_evals=search_local, verbose=verbose)
+            settings["search"] = {"points": search_points, "rounds": search_rounds, "local_evals": search_local,
+                                  "validation_samples": config.val_size}
         else:
             result = train_stagewise(model, problem, config, checkpoint=checkpoint, verbose=verbose)
             settings = {"config": asdict(config), "model_options": model_options or {}, "steps": result.steps,
