@@ -57,8 +57,8 @@ BASE = TrainConfig(batch_size=128, val_size=1000, val_every=25, patience=3, cloc
 SETTINGS = {  # stage-wise training budgets in CPU seconds of one thread (the machine is shared)
     "alista": replace(BASE, lr=3e-2, max_steps=200, time_limit=1200.0),
     "lista-cpss": replace(BASE, lr=5e-4, scalar_lr=3e-2, max_steps=150, patience=2, time_limit=1500.0),
-    "lista-cp": replace(BASE, lr=5e-4, scalar_lr=3e-2, max_steps=100, patience=2, time_limit=900.0),
-    "lista": replace(BASE, lr=5e-4, scalar_lr=3e-3, max_steps=50, patience=2, time_limit=600.0),
+    "lista-cp": replace(BASE, lr=5e-4, scalar_lr=3e-2, max_steps=400, patience=2, time_limit=1500.0),
+    "lista": replace(BASE, lr=5e-4, scalar_lr=3e-3, max_steps=400, patience=2, time_limit=1500.0),
     "fista": BASE, "ista": BASE, "hyperlista": replace(BASE, val_size=500),  # search on 500 validation samples
 }
 # LISTA-CP(SS) start from the analytic ALISTA weight (W_k = W̃): from the standard ISTA start
@@ -66,6 +66,7 @@ SETTINGS = {  # stage-wise training budgets in CPU seconds of one thread (the ma
 MODEL_OPTIONS = {"lista-cpss": {"init": "alista"}, "lista-cp": {"init": "alista"}}
 CHECKPOINTS = Path(tempfile.gettempdir()) / "maskopt-lista"  # per-layer checkpoints; a rerun resumes from them
 NOISY_SETTINGS = {"alista": replace(SETTINGS["alista"], max_steps=100, patience=2, time_limit=600.0)}  # SNR 40: less
+GOAL_MODELS = ("alista", "lista-cpss", "hyperlista")  # the models the issue's goals name
 OPEN_L2O = {"alista": -78.0, "lista-cpss": -63.0, "lista": -35.0}  # 256×512, 16 layers, noise-free
 
 
@@ -192,18 +193,20 @@ def _goals(clean: dict, noisy: dict, targets: dict) -> list[str]:
     def verdict(ok: bool | None) -> str:
         return "not measured" if ok is None else ("met" if ok else "**not met**")
 
-    alista, cpss, hyper = (clean.get(m) for m in ("alista", "lista-cpss", "hyperlista"))
+    alista, cpss, hyper = (clean.get(m) for m in GOAL_MODELS)
     lines = [f"- ALISTA ≤ −60 dB: {final(alista):.2f} dB — {verdict(None if not alista else final(alista) <= -60)}",
              f"- LISTA-CPSS ≤ −50 dB: {final(cpss):.2f} dB — {verdict(None if not cpss else final(cpss) <= -50)}",
              f"- HyperLISTA (non-oracle) within 3 dB of ALISTA: {final(hyper) - final(alista):+.2f} dB — "
              f"{verdict(None if not (hyper and alista) else final(hyper) - final(alista) <= 3)}"]
-    for m in ("alista", "lista-cpss", "hyperlista"):
+    for m in GOAL_MODELS:
         if m in clean:
             cpu = clean[m]["prepare_cpu_s"]
             lines.append(f"- {m} prepared in under 30 min: {cpu / 60:.1f} CPU-min on one thread "
                          f"({clean[m]['prepare_time_s'] / 60:.1f} min wall on the shared machine) — "
                          f"{verdict(cpu < 1800)}")
     for m, t in targets.items():
+        if m not in GOAL_MODELS:
+            continue
         its = t["continuation"][0]
         lines.append(f"- FISTA with λ continuation needs ≥ 100× the layers of {m} (≥ {100 * LAYERS} iterations): "
                      + (f"{its} — {verdict(its >= 100 * LAYERS)}" if its else
@@ -216,8 +219,8 @@ def _goals(clean: dict, noisy: dict, targets: dict) -> list[str]:
 
 
 def _ratios(targets: dict, kind: str) -> str:
-    """Range of iterations / layers over the methods, e.g. "47–54×"."""
-    r = [t[kind][0] / LAYERS for t in targets.values() if t[kind][0]]
+    """Range of iterations / layers over the models of the goals, e.g. "47–54×"."""
+    r = [t[kind][0] / LAYERS for m, t in targets.items() if t[kind][0] and m in GOAL_MODELS]
     return f"{min(r):.0f}–{max(r):.0f}×" if r else "—"
 
 
@@ -265,7 +268,7 @@ def report() -> None:
         "## Unrolled sparse solvers: sparse coding 250×500, 16 layers (issue 7)",
         "",
         "Commands (each run on one torch thread; most under `nice -n 10`, up to four at once on a machine shared "
-        "with other jobs; the hyperlista and lasso runs beside one other job):",
+        "with other jobs; the 2026-12-01 runs of hyperlista, lasso, lista and lista-cp beside one other job):",
         "",
         "```",
         *[f"nice -n 10 python benchmarks/bench_lista.py {c}" for c in commands],
@@ -324,14 +327,17 @@ def report() -> None:
         "- SNR 40: the lasso row is the convex problem ISTA-type iterations solve, run to convergence at its best "
         "λ; the unrolled models end about 5.5 dB below it (support selection removes part of the ℓ1 shrinkage "
         "bias). The floor is least squares on the true support, which no estimator reaches without knowing it.",
-        f"- FISTA with λ continuation reaches each unrolled model's 16-layer NMSE in "
+        f"- FISTA with λ continuation reaches the 16-layer NMSE of ALISTA, LISTA-CPSS and HyperLISTA in "
         f"{_ratios(targets, 'continuation')} as many iterations as layers; FISTA with the best fixed λ in "
         f"{_ratios(targets, 'fixed')}. The issue expected at least 100×: that holds against the best fixed λ, "
         "not against continuation, which is the stronger baseline at high accuracy (ρ = 0.99 reaches about "
         "−116 dB within 4000 iterations, where the best fixed λ stalls at −75 dB). The numbers are as measured; "
         "the continuation schedules were not weakened to meet the expectation.",
-        "- LISTA and LISTA-CP were not trained at this size (no time left on the shared machine); tests cover them "
-        "on 50×100 problems.",
+        "- LISTA (W_k from the ISTA initialisation) and LISTA-CP (from the ALISTA weight, no support selection) "
+        "had at most 400 steps of 128 samples per stage, far fewer than the published recipes; they are shown for "
+        "the plot and the table, not tuned further."
+        if {"lista", "lista-cp"} <= set(clean_by) else
+        "- LISTA and LISTA-CP were not trained at this size; tests cover them on 50×100 problems.",
     ])
     replace_section("lista", body)
 
