@@ -55,7 +55,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import numpy as np
 import torch
 from _common import ROOT, machine, replace_section, save_results
-from bench_tickets import PROTOCOL, PUBLISHED, RETRAIN, SCHEDULE, all_params, student
+from bench_tickets import PROTOCOL, PUBLISHED, RETRAIN, SCHEDULE, all_params, student, ticket
 
 import maskopt as mo
 from maskopt.baselines import ImpRound, iterative_magnitude_pruning
@@ -142,11 +142,6 @@ def baseline_masks(method: str, init, names, data: mo.data.Dataset, sparsity: fl
     opts = {"seed": trial} if method == "random" else {}
     res = mo.solve(prob, method=method, **opts)
     return res.masks, res.stats["gradient_samples"] / 100
-
-
-def ticket(init, masks, data, protocol: dict):
-    return mo.train_ticket(init, masks, data, epochs=None, steps=protocol["steps"],
-                           **{k: v for k, v in protocol.items() if k != "steps"})
 
 
 def sparsity_of(masks) -> float:

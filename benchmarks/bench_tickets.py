@@ -110,11 +110,10 @@ def run_trial(trial: int, data: mo.data.Dataset, methods: list[str], log) -> lis
                                      loss="kl", labels=data.y, alpha=1.0, params=names)
             opts = {"seed": trial} if method == "random" else dict(OTHERS.get(method, {}))
             res = mo.solve(prob, method=method, **opts)
-            ticket = mo.train_ticket(init, res.masks, data, epochs=None, steps=PROTOCOL["steps"],
-                                     **{k: v for k, v in PROTOCOL.items() if k != "steps"})
+            result = ticket(init, res.masks, data)
             spent = res.stats["gradient_samples"] / PROTOCOL["batch_size"]  # in steps of 100 samples
-            rows.append(row(trial, method, target, ticket, spent + ticket.steps, s))
-            log(f"trial {trial} {method} {target}: max test acc {ticket.best():.1f}")
+            rows.append(row(trial, method, target, result, spent + result.steps, s))
+            log(f"trial {trial} {method} {target}: max test acc {result.best():.1f}")
     return rows
 
 
@@ -128,19 +127,19 @@ def random_spread(trial: int, seeds: int, data: mo.data.Dataset, log) -> list[di
         # the problem only carries the budget and the parameters: "random" reads neither data nor teacher
         prob = mo.DistillProblem(init, [init], data.x, mo.Budget(sparsity=float(SCHEDULE[index]), scope=SCOPE),
                                  params=all_params(init))
-        accs = []
-        for seed in range(seeds):
-            masks = mo.solve(prob, method="random", seed=1000 * (trial + 1) + seed).masks
-            ticket = mo.train_ticket(init, masks, data, epochs=None, steps=PROTOCOL["steps"],
-                                     **{k: v for k, v in PROTOCOL.items() if k != "steps"})
-            accs.append(ticket.best("test_acc"))
-        pub = PUBLISHED["random"][target][trial]
-        rows.append({"trial": trial, "sparsity": target, "seeds": seeds, "mean": float(np.mean(accs)),
-                     "std": float(np.std(accs, ddof=1)), "min": min(accs), "max": max(accs), "published": pub,
-                     "published z": (pub - float(np.mean(accs))) / float(np.std(accs, ddof=1)),
+        accs = [ticket(init, mo.solve(prob, method="random", seed=1000 * (trial + 1) + seed).masks, data)
+                .best("test_acc") for seed in range(seeds)]
+        pub, mean, std = PUBLISHED["random"][target][trial], float(np.mean(accs)), float(np.std(accs, ddof=1))
+        rows.append({"trial": trial, "sparsity": target, "seeds": seeds, "mean": mean, "std": std, "min": min(accs),
+                     "max": max(accs), "published": pub, "published z": (pub - mean) / std,
                      "accs": [round(a, 2) for a in accs]})
-        log(f"trial {trial} random {target}: {np.mean(accs):.1f} ± {np.std(accs, ddof=1):.1f} (published {pub})")
+        log(f"trial {trial} random {target}: {mean:.1f} ± {std:.1f} (published {pub})")
     return rows
+
+
+def ticket(init: torch.nn.Module, masks, data: mo.data.Dataset, protocol: dict = PROTOCOL):
+    """``init`` trained with ``masks`` fixed under ``protocol`` (default: the notebook's)."""
+    return mo.train_ticket(init, masks, data, epochs=None, **protocol)
 
 
 def row(trial: int, method: str, target: float, result, steps: float, sparsity: float) -> dict:

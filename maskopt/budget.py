@@ -294,8 +294,8 @@ class Allocation:
         """Scope units as ``(start, stop, cap)`` ranges of the flattened mask vector."""
         if self.scope == "global":
             return [(0, self.size, int(self.caps["*"][0]))]
-        offsets = self.offsets
         if self.scope == "module":
+            offsets = self.offsets
             return [(offsets[names[0]], offsets[names[-1]] + math.prod(self.shapes[names[-1]]), int(self.caps[m][0]))
                     for m, names in _modules(self.shapes).items()]
         out = []
