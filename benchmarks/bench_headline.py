@@ -139,6 +139,11 @@ def train_ensemble(data: mo.data.Dataset, cfg: dict, trial: int) -> tuple[list[t
     return models, spent, accs
 
 
+def teacher_cost(t_steps: float, teachers: list, data: mo.data.Dataset) -> float:
+    """The teachers' training steps plus their forward passes over the training inputs, in steps of 100."""
+    return t_steps + len(teachers) * data.x.shape[0] / 100
+
+
 def evaluations(steps: int, every: int) -> int:
     """Hard-mask evaluations run_stage makes in a stage of ``steps`` mini-batch steps."""
     return sum(1 for s in range(steps) if s == steps - 1 or (s + 1) % every == 0)
@@ -226,7 +231,7 @@ def mnist1d_task(trial: int, method: str, targets: tuple, cfg: dict) -> list[dic
     if method in SHORT_IMP:
         t0 = time.perf_counter()
         sparsities = {t: float(SCHEDULE[RETRAIN[t]]) for t in targets}
-        charged = t_steps + len(teachers) * data.x.shape[0] / 100 if method == "kd-imp" else 0.0
+        charged = teacher_cost(t_steps, teachers, data) if method == "kd-imp" else 0.0
         for target, masks, spent in short_imp_masks(method, init, names, teachers if method == "kd-imp" else None,
                                                     data, sparsities, cfg, trial):
             result = ticket(init, masks, data, PROTOCOL)
@@ -296,7 +301,7 @@ def digits_task(trial: int, targets: tuple, cfg: dict) -> list[dict]:
             rows.append(row("digits", trial, method, target, result, spent + result.steps, masks, **extra))
     kcfg = {**DIGITS_KDIMP, **{k: cfg[k] for k in ("teachers", "teacher_steps", "teacher_lr")}}  # the same teachers
     for method in SHORT_IMP:
-        charged = t_steps + len(teachers) * data.x.shape[0] / 100 if method == "kd-imp" else 0.0
+        charged = teacher_cost(t_steps, teachers, data) if method == "kd-imp" else 0.0
         for target, masks, spent in short_imp_masks(method, init, names, teachers, data, {t: t for t in targets},
                                                     kcfg, trial, DIGITS_SCOPE):
             result = ticket(init, masks, data, DIGITS_PROTOCOL)
@@ -319,7 +324,7 @@ def tune_kdimp_task(index: int, overrides: dict, trial: int, targets: tuple = (0
     cfg = {**KDIMP_BASE, **overrides}
     init = student(trial)
     teachers, t_steps, accs = train_ensemble(data, cfg, trial)
-    charged = t_steps + len(teachers) * data.x.shape[0] / 100
+    charged = teacher_cost(t_steps, teachers, data)
     rows = []
     sparsities = {t: float(SCHEDULE[RETRAIN[t]]) for t in targets}
     for target, masks, spent in short_imp_masks("kd-imp", init, all_params(init), teachers, data, sparsities, cfg,
