@@ -242,6 +242,7 @@ def main() -> int:
 
     plot(summary, args.trials, ROOT / "benchmarks" / "results" / "tickets_mnist1d.png")
     save_results("tickets_mnist1d", {"rows": rows, "summary": summary, "seconds": time.perf_counter() - t0})
+
     def within(method: str, key: str) -> str:
         cells = [r for r in summary if r["method"] == method and r[key] is not None]
         return f"{sum(r[key] <= 3.0 for r in cells)} of {len(cells)} sparsities"
@@ -321,6 +322,7 @@ def imp_spread_main(args: argparse.Namespace) -> int:
                       "mean": round(mean, 2), "std": round(std, 2), "published": "/".join(f"{p:.1f}" for p in pub),
                       "published z": "/".join(f"{(p - mean) / std:+.1f}" for p in pub)})
     save_results("tickets_imp_spread", {"rows": rows, "summary": table})
+    cols = ["sparsity", "inits", "per init", "mean", "std", "published", "published z"]
     within = sum(abs(p - e["mean"]) <= 3.0 for e in table for p in PUBLISHED["imp"][e["sparsity"]])
     replace_section("tickets_imp_spread", "\n".join([
         "## MNIST-1D IMP tickets over initializations (issue 5)", "",
@@ -330,11 +332,11 @@ def imp_spread_main(args: argparse.Namespace) -> int:
         f"{', '.join(map(str, trials))} (0 and 1 taken from `tickets_mnist1d.json`, the others run here): how much "
         "one IMP run's maximum test accuracy differs from another's. `published z` = (published − mean) / std for "
         "the published trials 0 / 1.", "", "```",
-        format_table(table, ["sparsity", "inits", "per init", "mean", "std", "published", "published z"]), "```", "",
+        format_table(table, cols), "```", "",
         f"The published IMP number lies within 3 points of the mean over initializations in {within} of "
         f"{2 * len(table)} cells.",
     ]))
-    print(format_table(table, ["sparsity", "inits", "per init", "mean", "std", "published", "published z"]))
+    print(format_table(table, cols))
     return 0
 
 
