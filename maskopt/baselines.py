@@ -116,11 +116,14 @@ class ImpOptions(TrainOptions):
     step ``rewind_step`` (0 = the initialization), retrain; until the budget is reached.
     ``schedule``: explicit per-round sparsities instead of ``rate`` (each round's caps
     c_u(r) = max(c_u, count_for_density(1 − s_r, n_u)); a last round at the budget is
-    added when the schedule stops short of it)."""
+    added when the schedule stops short of it). ``rounds``: instead of ``rate``, exactly
+    this many rounds on a geometric schedule per scope unit, round r keeping
+    max(c_u, round(n_u · (c_u / n_u)^(r / rounds))) (:func:`geometric_caps`)."""
 
     rate: float = 0.2
     rewind_step: int = 0
     schedule: tuple[float, ...] | None = None
+    rounds: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -130,6 +133,11 @@ class ImpOptions(TrainOptions):
             raise ValueError(f"rewind_step must be ≥ 0; got {self.rewind_step}.")
         if self.schedule is not None and not all(0.0 <= s <= 1.0 for s in self.schedule):
             raise ValueError("schedule must list sparsities in [0, 1].")
+        if self.rounds is not None and (isinstance(self.rounds, bool) or not isinstance(self.rounds, int)
+                                        or self.rounds < 1):
+            raise ValueError(f"rounds must be an integer ≥ 1; got {self.rounds!r}.")
+        if self.rounds is not None and self.schedule is not None:
+            raise ValueError("give rounds= or schedule=, not both (rounds builds a geometric schedule).")
 
 
 @dataclass(frozen=True)
@@ -354,10 +362,14 @@ class ImpRound:
         return kept / sum(m.numel() for m in self.masks.values())
 
 
-def imp_caps(alloc: Allocation, rate: float, schedule: Sequence[float] | None) -> list[list[int]]:
-    """Per-round caps of IMP over ``alloc``'s units (non-increasing; the last = the budget)."""
+def imp_caps(alloc: Allocation, rate: float, schedule: Sequence[float] | None,
+             rounds: int | None = None) -> list[list[int]]:
+    """Per-round caps of IMP over ``alloc``'s units (non-increasing; the last = the budget):
+    from ``rounds`` geometric rounds, else from ``schedule``, else ``rate`` per round."""
     units = alloc.units()
     final = [cap for _, _, cap in units]
+    if rounds is not None:
+        return [geometric_caps(alloc, r / rounds) for r in range(1, rounds + 1)]
     rounds = []
     if schedule is not None:
         for s in schedule:
@@ -377,8 +389,8 @@ def imp_caps(alloc: Allocation, rate: float, schedule: Sequence[float] | None) -
 
 
 def iterative_magnitude_pruning(trainer: Trainer, alloc: Allocation, rate: float = 0.2,
-                                schedule: Sequence[float] | None = None, rewind_step: int = 0
-                                ) -> Iterator[TrainResult | ImpRound]:
+                                schedule: Sequence[float] | None = None, rewind_step: int = 0,
+                                rounds: int | None = None) -> Iterator[TrainResult | ImpRound]:
     """IMP with rewinding (Frankle & Carbin 2019; Frankle et al. 2020). Yields the dense
     training run, then one :class:`ImpRound` per round: prune by |w| of the previous run's
     trained weights (pruned stay pruned) to the round's caps (:func:`imp_caps`), reset the
@@ -398,7 +410,7 @@ def iterative_magnitude_pruning(trainer: Trainer, alloc: Allocation, rate: float
     start = snapshot if rewind_step > 0 else init
     override = {"steps": dense.steps - rewind_step} if rewind_step > 0 else {}
     trained, masks = trainer.weights(), None
-    for r, caps in enumerate(imp_caps(alloc, rate, schedule), start=1):
+    for r, caps in enumerate(imp_caps(alloc, rate, schedule, rounds), start=1):
         scores = _pruned_to_minus_inf({n: w.abs().double() for n, w in trained.items()}, masks)
         masks = alloc.project(scores, caps)
         result = trainer.run(masks, start, **override)
@@ -411,7 +423,8 @@ def iterative_magnitude_pruning(trainer: Trainer, alloc: Allocation, rate: float
 def _imp(problem: DistillProblem, opts: ImpOptions) -> MethodOutput:
     trainer = problem_trainer(problem, opts)
     samples, history, last = 0, [], None
-    for item in iterative_magnitude_pruning(trainer, problem.allocation, opts.rate, opts.schedule, opts.rewind_step):
+    for item in iterative_magnitude_pruning(trainer, problem.allocation, opts.rate, opts.schedule, opts.rewind_step,
+                                            opts.rounds):
         result = item if isinstance(item, TrainResult) else item.result
         samples += result.samples
         if isinstance(item, ImpRound):

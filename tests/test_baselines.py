@@ -121,6 +121,22 @@ def test_imp_caps_follow_a_schedule_and_refuse_growth():
     assert geometric_caps(alloc, 0.5) == [round(100 * 0.1**0.5), round(20 * 0.1**0.5)]
 
 
+def test_imp_rounds_give_a_geometric_schedule_per_unit(task):
+    alloc = mo.Budget(sparsity=0.9, scope="layer").allocate({"a": (10, 10), "b": (5, 4)})
+    assert imp_caps(alloc, 0.2, None, rounds=2) == [[round(100 * 0.1**0.5), round(20 * 0.1**0.5)], [10, 2]]
+    assert imp_caps(alloc, 0.2, None, rounds=1) == [[10, 2]]
+    data, teacher, student = task
+    prob = mo.DistillProblem(student, [teacher], data.x, mo.Budget(sparsity=0.9, scope="layer"), labels=data.y)
+    res = mo.solve(prob, method="imp", rounds=3, epochs=1, train_on="labels")
+    assert [h["round"] for h in res.history] == [1, 2, 3] and res.stats["rounds"] == 3
+    assert kept_per_unit(prob.allocation, res.masks) == [c for _, _, c in prob.allocation.units()]
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="rounds must be an integer"):
+            mo.solve(prob, method="imp", rounds=bad)
+    with pytest.raises(ValueError, match="not both"):
+        mo.solve(prob, method="imp", rounds=3, schedule=(0.5, 0.9))
+
+
 def tiny(w1: list[list[float]], w2: list[float]) -> nn.Module:
     net = nn.Sequential(nn.Linear(len(w1[0]), len(w1), bias=False), nn.ReLU(), nn.Linear(len(w1), 1, bias=False))
     with torch.no_grad():
