@@ -366,26 +366,26 @@ def imp_caps(alloc: Allocation, rate: float, schedule: Sequence[float] | None,
              rounds: int | None = None) -> list[list[int]]:
     """Per-round caps of IMP over ``alloc``'s units (non-increasing; the last = the budget):
     from ``rounds`` geometric rounds, else from ``schedule``, else ``rate`` per round."""
-    units = alloc.units()
-    final = [cap for _, _, cap in units]
     if rounds is not None:
         return [geometric_caps(alloc, r / rounds) for r in range(1, rounds + 1)]
-    rounds = []
+    units = alloc.units()
+    final = [cap for _, _, cap in units]
+    out = []
     if schedule is not None:
         for s in schedule:
-            rounds.append([max(c, count_for_density(1.0 - s, stop - start))
-                           for (start, stop, _), c in zip(units, final)])
+            out.append([max(c, count_for_density(1.0 - s, stop - start))
+                        for (start, stop, _), c in zip(units, final)])
     else:
         keep = [stop - start for start, stop, _ in units]
         while keep != final:
             keep = [max(c, round(k * (1.0 - rate))) if k > c else c for k, c in zip(keep, final)]
-            rounds.append(keep)
-    if not rounds or rounds[-1] != final:
-        rounds.append(final)
-    for a, b in zip(rounds, rounds[1:]):
+            out.append(keep)
+    if not out or out[-1] != final:
+        out.append(final)
+    for a, b in zip(out, out[1:]):
         if any(y > x for x, y in zip(a, b)):
             raise ValueError("an IMP schedule must not increase the density from round to round.")
-    return rounds
+    return out
 
 
 def iterative_magnitude_pruning(trainer: Trainer, alloc: Allocation, rate: float = 0.2,
