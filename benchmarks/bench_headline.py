@@ -44,7 +44,7 @@ Digits variant: ``mo.data.digits()`` (1347/450), an MLP 64-256-256-10 at init, t
 MLPs 64-256-10, the same methods; IMP there is run here (20 % per round, rounds placed to hit
 90/95/98/99 % exactly), and tickets use the ``DIGITS_PROTOCOL``.
 
-    python benchmarks/bench_headline.py            # full run (the recorded one; ~30 min on 2 cores)
+    python benchmarks/bench_headline.py            # full run (the recorded one; ~15 min on 2 cores)
     python benchmarks/bench_headline.py --quick    # smoke run (minutes)
     python benchmarks/bench_headline.py --tune     # the validation-split tuning of KD-LTS
     python benchmarks/bench_headline.py --tune-kdimp   # ... and of KD-IMP
