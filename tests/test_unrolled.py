@@ -30,6 +30,7 @@ from maskopt.solvers.unrolled import (
     nmse_db_per_sample,
     oracle_nmse_db,
     shrink,
+    support_least_squares,
     support_shrink,
     train_stagewise,
     tune_hyperlista,
@@ -88,6 +89,27 @@ def test_nmse_conventions():
     x_hat = x + torch.tensor([[0.1, 0.0], [0.0, 0.1]])  # same error, different signal energy
     assert nmse_db(x_hat, x) == pytest.approx(10 * math.log10(0.02 / 101))
     assert nmse_db_per_sample(x_hat, x) == pytest.approx((10 * math.log10(0.01) + 10 * math.log10(1e-4)) / 2)
+
+
+def test_support_least_squares_matches_numpy_on_each_support():
+    prob = SparseCodingProblem(**SMALL, p=0.1, snr_db=30.0, dtype=torch.float64)
+    y, x = prob.sample("test", 6)
+    rng = np.random.default_rng(0)
+    support = torch.as_tensor(rng.random((6, SMALL["n"])) < 0.1)
+    support[2] = False  # an empty support gives the zero estimate
+    est = support_least_squares(prob.A, y, support)
+    A, Y = prob.A.numpy(), y.numpy()
+    for b in range(6):
+        s = support[b].numpy()
+        ref = np.zeros(SMALL["n"])
+        if s.any():
+            ref[s] = np.linalg.lstsq(A[:, s], Y[b], rcond=None)[0]
+        np.testing.assert_allclose(est[b].numpy(), ref, atol=1e-10)
+    assert not est[2].any() and not est[~support].any()
+    with pytest.raises(ValueError, match="support must be a bool tensor"):
+        support_least_squares(prob.A, y, support.double())
+    with pytest.raises(ValueError, match="need A"):
+        support_least_squares(prob.A, y.T, support)
 
 
 def test_oracle_floor_is_exact_without_noise_and_finite_with_noise():

@@ -97,13 +97,29 @@ def nmse_db_per_sample(x_hat: torch.Tensor, x: torch.Tensor) -> float:
     return float((10.0 * torch.log10(err / x.double().pow(2).sum(dim=1).clamp_min(_EPS))).mean())
 
 
+def support_least_squares(A: torch.Tensor, y: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+    """Least squares restricted to a support, sample by sample: row b of the result (B, n)
+    is argmin_z ‖A[:, S_b] z − y_b‖² on S_b = ``support[b]`` and 0 elsewhere (float64, CPU).
+
+    ``A`` (m, n), ``y`` (B, m), ``support`` (B, n) bool. With the true support it is the
+    oracle estimator of :func:`oracle_nmse_db`; with an estimate's own support
+    (|x̂| > t) it is the classical debiasing step after a sparse solver.
+    """
+    if A.dim() != 2 or y.dim() != 2 or y.shape[1] != A.shape[0]:
+        raise ValueError(f"need A (m, n) and y (B, m); got A {tuple(A.shape)} and y {tuple(y.shape)}.")
+    if tuple(support.shape) != (y.shape[0], A.shape[1]) or support.dtype != torch.bool:
+        raise ValueError(f"support must be a bool tensor of shape {(y.shape[0], A.shape[1])}; "
+                         f"got {support.dtype} {tuple(support.shape)}.")
+    A64, y64 = A.double().cpu(), y.double().cpu()
+    est = torch.zeros(y.shape[0], A.shape[1], dtype=torch.float64)
+    for i, row in enumerate(support.cpu()):
+        s = row.nonzero().flatten()
+        if s.numel():
+            est[i, s] = torch.linalg.lstsq(A64[:, s], y64[i].unsqueeze(1)).solution.flatten()
+    return est
+
+
 def oracle_nmse_db(A: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> float:
     """Aggregate NMSE of least squares restricted to the true support of each sample: the
     noise floor that no estimator knowing only y (and A) beats on average."""
-    A64, y64 = A.double().cpu(), y.double().cpu()
-    est = torch.zeros_like(x, dtype=torch.float64, device="cpu")
-    for i, xi in enumerate(x.cpu()):
-        s = xi.nonzero().flatten()
-        if s.numel():
-            est[i, s] = torch.linalg.lstsq(A64[:, s], y64[i].unsqueeze(1)).solution.flatten()
-    return nmse_db(est, x.double().cpu())
+    return nmse_db(support_least_squares(A, y, x != 0), x.double().cpu())
