@@ -112,24 +112,39 @@ LASSO_LAMBDAS = (3e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2)
 LASSO_ITERS = 2000
 
 
+def _clock() -> tuple[float, float]:
+    """(wall, CPU) seconds now."""
+    return time.perf_counter(), time.process_time()
+
+
+def _save_reference(name: str, method: str, command: str, problem: SparseCodingProblem, y: torch.Tensor,
+                    x: torch.Tensor, est: torch.Tensor, prep: tuple[float, float], settings: dict) -> None:
+    """Write the record of a reference estimator at SNR ``problem.snr_db``: its test NMSE
+    (``est`` of ``x`` from ``y``), its preparation time ``prep`` = (wall, CPU) seconds and
+    the oracle floor, in the format of the trained models' records."""
+    snr = problem.snr_db
+    save_results(name, {
+        "method": method, "command": f"{command} --snr {snr:g}", "snr_db": snr, "convention": CONVENTION,
+        "nmse_db": [nmse_db(est, x)], "nmse_db_per_sample": [nmse_db_per_sample(est, x)],
+        "prepare_time_s": prep[0], "prepare_cpu_s": prep[1], "settings": settings,
+        "noise_floor_db": oracle_nmse_db(problem.A, y, x)})
+
+
 def lasso_part(snr: float = 40.0) -> None:
     """The LASSO solution (``LASSO_ITERS`` FISTA iterations) at SNR ``snr``, λ of
     ``LASSO_LAMBDAS`` best on the validation split, evaluated on the test split."""
     torch.set_num_threads(1)
-    start, start_cpu = time.perf_counter(), time.process_time()
+    start = _clock()
     problem = SparseCodingProblem(snr_db=snr)
     y_val, x_val = problem.sample("validation", 1000)
     val = {lam: fista(problem.A, y_val, lam, LASSO_ITERS).x for lam in LASSO_LAMBDAS}
     lam = min(LASSO_LAMBDAS, key=lambda v: nmse_db(val[v], x_val))
-    prep, prep_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    prepared = tuple(now - then for now, then in zip(_clock(), start))
     y, x = problem.sample("test", 1000)
     est = fista(problem.A, y, lam, LASSO_ITERS).x
-    save_results(_name("lasso", snr), {
-        "method": f"lasso solution ({LASSO_ITERS} FISTA iterations)", "command": f"lasso --snr {snr:g}",
-        "snr_db": snr, "convention": CONVENTION, "nmse_db": [nmse_db(est, x)],
-        "nmse_db_per_sample": [nmse_db_per_sample(est, x)], "prepare_time_s": prep, "prepare_cpu_s": prep_cpu,
-        "settings": {"lam": lam, "validation_nmse_db": {str(v): nmse_db(val[v], x_val) for v in LASSO_LAMBDAS}},
-        "noise_floor_db": oracle_nmse_db(problem.A, y, x)})
+    _save_reference(_name("lasso", snr), f"lasso solution ({LASSO_ITERS} FISTA iterations)", "lasso", problem, y, x,
+                    est, prepared,
+                    {"lam": lam, "validation_nmse_db": {str(v): nmse_db(val[v], x_val) for v in LASSO_LAMBDAS}})
     print(f"lasso, SNR {snr:g}: λ={lam}, {nmse_db(est, x):.2f} dB")
 
 
@@ -146,7 +161,7 @@ def refit_part(snr: float = 40.0) -> None:
     if record is None:
         raise SystemExit(f"refit needs results/{_name('hyperlista', snr)}.json: run train --method hyperlista "
                          f"--snr {snr:g} first.")
-    start, start_cpu = time.perf_counter(), time.process_time()
+    start = _clock()
     problem = SparseCodingProblem(snr_db=snr)
     hyper = {k: record["settings"][k] for k in ("c_theta", "c_beta", "c_p")}
     model = build_model("hyperlista", problem.A, LAYERS, **hyper)
@@ -155,18 +170,13 @@ def refit_part(snr: float = 40.0) -> None:
         est_val = model(y_val)
     val = {t: nmse_db(support_least_squares(problem.A, y_val, est_val.abs() > t), x_val) for t in REFIT_THRESHOLDS}
     t = min(REFIT_THRESHOLDS, key=val.get)
-    prep, prep_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    prepared = tuple(now - then for now, then in zip(_clock(), start))
     y, x = problem.sample("test", 1000)
     with torch.no_grad():
         est = support_least_squares(problem.A, y, model(y).abs() > t)
-    x64 = x.double()
-    save_results(f"{_name('hyperlista', snr)}_refit", {
-        "method": "hyperlista + support LS refit", "command": f"refit --snr {snr:g}", "snr_db": snr,
-        "convention": CONVENTION, "nmse_db": [nmse_db(est, x64)], "nmse_db_per_sample": [nmse_db_per_sample(est, x64)],
-        "prepare_time_s": prep, "prepare_cpu_s": prep_cpu,
-        "settings": {**hyper, "threshold": t, "validation_nmse_db": {str(k): v for k, v in val.items()}},
-        "noise_floor_db": oracle_nmse_db(problem.A, y, x)})
-    print(f"hyperlista + refit, SNR {snr:g}: t={t}, {nmse_db(est, x64):.2f} dB")
+    _save_reference(f"{_name('hyperlista', snr)}_refit", "hyperlista + support LS refit", "refit", problem, y, x, est,
+                    prepared, {**hyper, "threshold": t, "validation_nmse_db": {str(k): v for k, v in val.items()}})
+    print(f"hyperlista + refit, SNR {snr:g}: t={t}, {nmse_db(est, x):.2f} dB")
 
 
 def fista_part() -> None:
@@ -399,10 +409,8 @@ def main() -> None:
         transfer(args.method, args.snr)
     elif args.part == "fista":
         fista_part()
-    elif args.part == "lasso":
-        lasso_part(args.snr if not math.isinf(args.snr) else 40.0)
-    elif args.part == "refit":
-        refit_part(args.snr if not math.isinf(args.snr) else 40.0)
+    elif args.part in ("lasso", "refit"):
+        (lasso_part if args.part == "lasso" else refit_part)(args.snr if not math.isinf(args.snr) else 40.0)
     else:
         report()
 
