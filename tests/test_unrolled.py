@@ -21,6 +21,7 @@ from maskopt.solvers.unrolled import (
     TrainConfig,
     alista_weight,
     build_model,
+    debias,
     fista,
     fista_schedules,
     ista,
@@ -110,6 +111,33 @@ def test_support_least_squares_matches_numpy_on_each_support():
         support_least_squares(prob.A, y, support.double())
     with pytest.raises(ValueError, match="need A"):
         support_least_squares(prob.A, y.T, support)
+
+
+def test_debias_is_two_stage_least_squares_and_drops_false_detections():
+    prob = SparseCodingProblem(**SMALL, p=0.05, snr_db=40.0, dtype=torch.float64)
+    y, x = prob.sample("test", 8)
+    rng = np.random.default_rng(1)
+    spurious = torch.as_tensor((rng.random(x.shape) < 0.04) & (x.numpy() == 0))
+    estimate = x + 1e-3 * spurious  # every true entry found plus small false detections
+    A, Y = prob.A.numpy(), y.numpy()
+    prune = 0.05
+    out = debias(prob.A, y, estimate, prune=prune)
+    for b in range(8):
+        z = np.zeros(SMALL["n"])
+        s = estimate[b].numpy() != 0
+        z[s] = np.linalg.lstsq(A[:, s], Y[b], rcond=None)[0]
+        ref = np.zeros(SMALL["n"])
+        keep = np.abs(z) > prune
+        ref[keep] = np.linalg.lstsq(A[:, keep], Y[b], rcond=None)[0]
+        np.testing.assert_allclose(out[b].numpy(), ref, atol=1e-10)
+    # false detections' coefficients are noise-sized, so pruning recovers the oracle estimate
+    small = x.abs() <= prune  # true entries below the prune level are (rightly) lost too
+    assert torch.equal(out != 0, (x != 0) & ~small) and spurious.any()
+    assert torch.equal(debias(prob.A, y, estimate), support_least_squares(prob.A, y, estimate != 0))
+    with pytest.raises(ValueError, match="must be >= 0"):
+        debias(prob.A, y, estimate, prune=-1.0)
+    with pytest.raises(ValueError, match="estimate"):
+        debias(prob.A, y, estimate.T)
 
 
 def test_oracle_floor_is_exact_without_noise_and_finite_with_noise():

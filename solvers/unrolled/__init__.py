@@ -19,6 +19,7 @@ from maskopt.solvers.unrolled.models import (
 )
 from maskopt.solvers.unrolled.problem import (
     SparseCodingProblem,
+    debias,
     nmse_db,
     nmse_db_per_sample,
     oracle_nmse_db,
@@ -28,8 +29,8 @@ from maskopt.solvers.unrolled.train import TrainConfig, TrainResult, evaluate_la
 
 __all__ = [
     "ALISTA", "LISTA", "LISTACP", "METHODS", "MODELS", "Continuation", "HyperLISTA", "ProxTrace",
-    "SparseCodingProblem", "TrainConfig", "TrainResult", "Unrolled", "alista_weight", "build_model", "evaluate_layers",
-    "fista", "fista_schedules", "ista", "iterations_to_reach", "lasso_cvxpy", "lipschitz", "nmse_db",
-    "nmse_db_per_sample", "oracle_nmse_db", "run_method", "shrink", "ss_schedule", "support_least_squares",
-    "support_shrink", "train_stagewise", "tune_hyperlista",
+    "SparseCodingProblem", "TrainConfig", "TrainResult", "Unrolled", "alista_weight", "build_model", "debias",
+    "evaluate_layers", "fista", "fista_schedules", "ista", "iterations_to_reach", "lasso_cvxpy", "lipschitz",
+    "nmse_db", "nmse_db_per_sample", "oracle_nmse_db", "run_method", "shrink", "ss_schedule",
+    "support_least_squares", "support_shrink", "train_stagewise", "tune_hyperlista",
 ]

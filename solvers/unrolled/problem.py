@@ -119,7 +119,24 @@ def support_least_squares(A: torch.Tensor, y: torch.Tensor, support: torch.Tenso
     return est
 
 
+def debias(A: torch.Tensor, y: torch.Tensor, estimate: torch.Tensor, threshold: float = 0.0,
+           prune: float = 0.0) -> torch.Tensor:
+    """Two-stage least-squares debiasing of a sparse estimate (B, n): least squares on its
+    support {|x̂| > ``threshold``}, then entries of that solution with |z| ≤ ``prune`` are
+    dropped and least squares is solved again on the rest (``prune=0`` skips the second
+    stage). Returns (B, n) float64 on CPU. The second stage removes false detections, whose
+    least-squares coefficients are of the noise's size."""
+    if threshold < 0 or prune < 0:
+        raise ValueError(f"threshold and prune must be >= 0; got {threshold} and {prune}.")
+    if y.dim() != 2 or A.dim() != 2 or tuple(estimate.shape) != (y.shape[0], A.shape[1]):
+        raise ValueError(f"need A (m, n), y (B, m) and estimate (B, n); got A {tuple(A.shape)}, "
+                         f"y {tuple(y.shape)}, estimate {tuple(estimate.shape)}.")
+    z = support_least_squares(A, y, estimate.detach().abs().cpu() > threshold)
+    return support_least_squares(A, y, z.abs() > prune) if prune > 0 else z
+
+
 def oracle_nmse_db(A: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> float:
     """Aggregate NMSE of least squares restricted to the true support of each sample: the
-    noise floor that no estimator knowing only y (and A) beats on average."""
+    error of an estimator told the support (the usual noise floor of sparse recovery; an
+    estimator that must find the support does not reach it in practice)."""
     return nmse_db(support_least_squares(A, y, x != 0), x.double().cpu())
