@@ -112,7 +112,17 @@ DIGITS_KDLTS = {"teachers": (("mlp", {"in_features": 64, "hidden": [256], "num_c
                 "lr": 0.1, "batch_size": 100, "eval_every": 100}
 # digits keeps per-layer budgets over weights and biases separately ("layer"): with weight and bias
 # together ("module"), IMP's 98 and 99 % digits tickets fell to chance (20 %) in trial 0
-DIGITS_SCOPE = "layer"
+DIGITS_BUDGET = {"scope": "layer"}
+# MNIST-1D budget variants (--allocation): Budget keywords, the results/section name, the text.
+# "erk": Erdős–Rényi-kernel densities per weight and bias tensor (a standard non-uniform
+# allocation, chosen on the validation split; kd-imp and imp-short then run one chain per target)
+VARIANTS = {
+    "uniform": ({"scope": SCOPE}, "headline",
+                "per layer over its weight and bias together (`scope='module'`, as the notebook's IMP)"),
+    "erk": ({"scope": "layer", "allocation": "erk"}, "headline_erk",
+            "Erdős–Rényi-kernel densities per parameter tensor (`scope='layer', allocation='erk'`: density ∝ "
+            "sum(shape)/prod(shape), so the 500×500 layer is pruned hardest and the biases are nearly dense)"),
+}
 DIGITS_KDIMP = {"temperature": 2.0, "rounds": 10, "round_steps": 100, "lr": 5e-3, "batch_size": 100}
 DIGITS_IMP_SCHEDULE = [1 - 0.8**k for k in range(1, 11)] + [0.90, 0.92, 0.936, 0.95, 0.96, 0.968, 0.975, 0.98,
                                                           0.984, 0.9875, 0.99]
@@ -151,9 +161,9 @@ def evaluations(steps: int, every: int) -> int:
 
 
 def kdlts_masks(init, names, teachers, data: mo.data.Dataset, sparsity: float, cfg: dict, trial: int,
-                scope: str = SCOPE):
+                budget: dict = VARIANTS["uniform"][0]):
     """KD-LTS mask of ``init`` at ``sparsity``: (masks, search compute in steps of 100, result)."""
-    prob = mo.DistillProblem(init, teachers, data.x, mo.Budget(sparsity=sparsity, scope=scope), loss="kl",
+    prob = mo.DistillProblem(init, teachers, data.x, mo.Budget(sparsity=sparsity, **budget), loss="kl",
                              temperature=cfg["temperature"], labels=data.y if cfg["alpha"] > 0 else None,
                              alpha=cfg["alpha"], params=names)
     res = mo.solve(prob, method="hierarchy", steps=cfg["steps"], lr=cfg["lr"], batch_size=cfg["batch_size"],
@@ -167,9 +177,9 @@ def kdlts_masks(init, names, teachers, data: mo.data.Dataset, sparsity: float, c
 
 
 def baseline_masks(method: str, init, names, data: mo.data.Dataset, sparsity: float, trial: int,
-                   scope: str = SCOPE):
+                   budget: dict = VARIANTS["uniform"][0]):
     """(masks, compute in steps of 100) of a pruning-at-init baseline (SNIP: cross-entropy on the labels)."""
-    prob = mo.DistillProblem(init, [init], data.x, mo.Budget(sparsity=sparsity, scope=scope), loss="kl",
+    prob = mo.DistillProblem(init, [init], data.x, mo.Budget(sparsity=sparsity, **budget), loss="kl",
                              labels=data.y, alpha=1.0, params=names)  # alpha 1: the teacher plays no part
     opts = {"seed": trial} if method == "random" else {}
     res = mo.solve(prob, method=method, **opts)
@@ -177,7 +187,7 @@ def baseline_masks(method: str, init, names, data: mo.data.Dataset, sparsity: fl
 
 
 def short_imp_masks(method: str, init, names, teachers, data: mo.data.Dataset, sparsities: dict, cfg: dict,
-                    trial: int, scope: str = SCOPE) -> list[tuple[float, object, float]]:
+                    trial: int, budget: dict = VARIANTS["uniform"][0]) -> list[tuple[float, object, float]]:
     """``"kd-imp"`` (rounds trained on the teachers' ensemble: the DistillProblem objective) or
     ``"imp-short"`` (on the labels): one chain of ``cfg["rounds"]`` rounds of
     ``cfg["round_steps"]`` steps on a geometric density schedule to the largest of
@@ -188,7 +198,7 @@ def short_imp_masks(method: str, init, names, teachers, data: mo.data.Dataset, s
     geometric = 1.0 - np.geomspace(1.0, 1.0 - final, cfg["rounds"] + 1)[1:]
     schedule = sorted({round(float(s), 12) for s in [*geometric, *sparsities.values()]})
     prob = mo.DistillProblem(init, teachers if method == "kd-imp" else [init], data.x,
-                             mo.Budget(sparsity=final, scope=scope), loss="kl", temperature=cfg["temperature"],
+                             mo.Budget(sparsity=final, **budget), loss="kl", temperature=cfg["temperature"],
                              labels=data.y, params=names)
     opts = ImpOptions(batch_size=cfg["batch_size"], lr=cfg["lr"], seed=trial,
                       train_on="problem" if method == "kd-imp" else "labels")
@@ -218,8 +228,11 @@ def setup(threads: int = 1) -> None:
     torch.set_num_threads(threads)
 
 
-def mnist1d_task(trial: int, method: str, targets: tuple, cfg: dict) -> list[dict]:
-    """One seed of one method on MNIST-1D at every target sparsity."""
+def mnist1d_task(trial: int, method: str, targets: tuple, cfg: dict, budget: dict = VARIANTS["uniform"][0]) \
+        -> list[dict]:
+    """One seed of one method on MNIST-1D at every target sparsity (budgets ``Budget(s, **budget)``;
+    kd-imp / imp-short: one chain through every target under a uniform allocation, else one
+    chain per target, since a chain's intermediate rounds keep the final allocation's floors)."""
     setup()
     data = mo.data.mnist1d()
     init = student(trial)
@@ -233,8 +246,11 @@ def mnist1d_task(trial: int, method: str, targets: tuple, cfg: dict) -> list[dic
         t0 = time.perf_counter()
         sparsities = {t: float(SCHEDULE[RETRAIN[t]]) for t in targets}
         charged = teacher_cost(t_steps, teachers, data) if method == "kd-imp" else 0.0
-        for target, masks, spent in short_imp_masks(method, init, names, teachers if method == "kd-imp" else None,
-                                                    data, sparsities, cfg, trial):
+        chains = [sparsities] if budget.get("allocation", "uniform") == "uniform" else \
+            [{t: s} for t, s in sparsities.items()]
+        found = [out for chain in chains for out in short_imp_masks(
+            method, init, names, teachers if method == "kd-imp" else None, data, chain, cfg, trial, budget)]
+        for target, masks, spent in found:
             result = ticket(init, masks, data, PROTOCOL)
             rows.append(row("mnist1d", trial, method, target, result, charged + spent + result.steps, masks,
                             **({"teacher acc": accs} if method == "kd-imp" else {})))
@@ -245,12 +261,12 @@ def mnist1d_task(trial: int, method: str, targets: tuple, cfg: dict) -> list[dic
         s = float(SCHEDULE[RETRAIN[target]])
         t0 = time.perf_counter()
         if method == "kd-lts":
-            masks, spent, res = kdlts_masks(init, names, teachers, data, s, cfg, trial)
+            masks, spent, res = kdlts_masks(init, names, teachers, data, s, cfg, trial, budget)
             extra = {"teacher steps": t_steps, "search steps": spent, "teacher acc": accs,
                      "objective": res.objective, "search seconds": time.perf_counter() - t0}
             spent += t_steps
         else:
-            masks, spent = baseline_masks(method, init, names, data, s, trial)
+            masks, spent = baseline_masks(method, init, names, data, s, trial, budget)
             extra = {}
         result = ticket(init, masks, data, PROTOCOL)
         rows.append(row("mnist1d", trial, method, target, result, spent + result.steps, masks, **extra))
@@ -303,7 +319,7 @@ def digits_task(trial: int, targets: tuple, cfg: dict) -> list[dict]:
     # IMP, 20 % per round with rounds placed at the target sparsities
     schedule = [s for s in DIGITS_IMP_SCHEDULE if s <= max(targets) + 1e-9]
     trainer = Trainer(digits_student(trial), data, names, options=DIGITS_PROTOCOL)
-    final = mo.Budget(sparsity=schedule[-1], scope=DIGITS_SCOPE).allocate(shapes)
+    final = mo.Budget(sparsity=schedule[-1], **DIGITS_BUDGET).allocate(shapes)
     steps = 0
     for item in iterative_magnitude_pruning(trainer, final, schedule=schedule):
         result = item.result if isinstance(item, ImpRound) else item
@@ -320,11 +336,11 @@ def digits_task(trial: int, targets: tuple, cfg: dict) -> list[dict]:
     for target in targets:
         for method in ("kd-lts", *BASELINES):
             if method == "kd-lts":
-                masks, spent, _ = kdlts_masks(init, names, teachers, data, target, cfg, trial, DIGITS_SCOPE)
+                masks, spent, _ = kdlts_masks(init, names, teachers, data, target, cfg, trial, DIGITS_BUDGET)
                 spent += t_steps
                 extra = {"teacher acc": accs}
             else:
-                masks, spent = baseline_masks(method, init, names, data, target, trial, DIGITS_SCOPE)
+                masks, spent = baseline_masks(method, init, names, data, target, trial, DIGITS_BUDGET)
                 extra = {}
             result = ticket(init, masks, data, DIGITS_PROTOCOL)
             rows.append(row("digits", trial, method, target, result, spent + result.steps, masks, **extra))
@@ -332,7 +348,7 @@ def digits_task(trial: int, targets: tuple, cfg: dict) -> list[dict]:
     for method in SHORT_IMP:
         charged = teacher_cost(t_steps, teachers, data) if method == "kd-imp" else 0.0
         for target, masks, spent in short_imp_masks(method, init, names, teachers, data, {t: t for t in targets},
-                                                    kcfg, trial, DIGITS_SCOPE):
+                                                    kcfg, trial, DIGITS_BUDGET):
             result = ticket(init, masks, data, DIGITS_PROTOCOL)
             rows.append(row("digits", trial, method, target, result, charged + spent + result.steps, masks))
     log(f"digits trial {trial} done")
@@ -413,12 +429,12 @@ def run_tasks(calls: list[tuple], jobs: int) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------- report
-def imp_from_tickets() -> list[dict]:
-    """maskopt's own IMP rows of bench_tickets.py, never rerun here: those of
-    results/tickets_imp_spread.json (all its initializations) if present, else of
-    results/tickets_mnist1d.json (trials 0, 1), else none."""
+def imp_from_tickets(names: tuple = ("tickets_imp_spread", "tickets_mnist1d")) -> list[dict]:
+    """maskopt's own IMP rows of bench_tickets.py, never rerun here: those of the first of
+    ``names`` in results/ present (by default tickets_imp_spread.json, all its
+    initializations, else tickets_mnist1d.json, trials 0, 1), else none."""
     results = ROOT / "benchmarks" / "results"
-    for name in ("tickets_imp_spread", "tickets_mnist1d"):
+    for name in names:
         path = results / f"{name}.json"
         if path.exists():
             rows = json.loads(path.read_text())["rows"]
@@ -543,6 +559,8 @@ ANALYSIS = (
     "published IMP tickets (71.8 / 63.9 / 41.9) both stay 1-3 points short at 95 and 98 %, about as far as "
     "maskopt's full IMP reproduction is from them (section tickets_mnist1d), and beat them at 99 %.")
 
+ERK_ANALYSIS = "(written after the run)"
+
 DIGITS_ANALYSIS = (
     "On digits (not tuned) the short rounds (10 geometric rounds of 100 steps) hold up to 95 % but fall apart at "
     "98-99 %: kd-imp 74.1 ± 35.5 (one trial at 33.1) and 29.6, imp-short 95.3 and 20.2, where IMP with 20 % per "
@@ -590,6 +608,8 @@ def main() -> int:
     ap.add_argument("--methods", nargs="*", default=["kd-lts", *SHORT_IMP, *BASELINES],
                     help="MNIST-1D methods to run (IMP is read from tickets_mnist1d.json)")
     ap.add_argument("--no-digits", action="store_true")
+    ap.add_argument("--allocation", choices=tuple(VARIANTS), default="uniform",
+                    help="MNIST-1D budget variant (erk: results/headline_erk*, its own section, no digits)")
     ap.add_argument("--partial", metavar="NAME", help="only save the rows to results/headline_part_NAME.json")
     ap.add_argument("--merge", action="store_true",
                     help="add the rows of earlier --partial runs (for (bench, method) pairs not run now)")
@@ -628,8 +648,10 @@ def main() -> int:
         cfg.update(steps=50, eval_every=25, teacher_steps=100)
         dcfg.update(steps=30, eval_every=15, teacher_steps=50)
         kcfg.update(rounds=3, round_steps=50, teacher_steps=100)
-    calls = [(mnist1d_task, t, m, targets, kcfg if m in SHORT_IMP else cfg) for t in trials for m in args.methods]
-    if not args.no_digits:
+    budget, name, budget_text = VARIANTS[args.allocation]
+    calls = [(mnist1d_task, t, m, targets, kcfg if m in SHORT_IMP else cfg, budget)
+             for t in trials for m in args.methods]
+    if not args.no_digits and args.allocation == "uniform":
         calls += [(digits_task, t, targets, dcfg) for t in trials]
     rows = run_tasks(calls, args.jobs)
     if args.partial:
@@ -647,7 +669,7 @@ def main() -> int:
     if args.quick:
         print(format_table(rows, ["bench", "trial", "method", "sparsity", "max test acc", "train steps"]))
         return 0
-    rows += imp_from_tickets()
+    rows += imp_from_tickets(("tickets_imp_erk",)) if args.allocation == "erk" else imp_from_tickets()
     seconds = time.perf_counter() - t0
     out = {}
     for bench in ("mnist1d", "digits"):
@@ -655,10 +677,11 @@ def main() -> int:
         out[bench] = summary
         print(bench)
         print(format_table(summary, COLUMNS))
-    save_results("headline", {"rows": rows, "summary": out, "kdlts": cfg, "digits_kdlts": dcfg, "kdimp": kcfg,
+    save_results(name, {"rows": rows, "summary": out, "budget": budget, "kdlts": cfg, "digits_kdlts": dcfg, "kdimp": kcfg,
                               "digits_kdimp": DIGITS_KDIMP, "seconds": seconds})
-    plot(rows, ROOT / "benchmarks" / "results" / "headline_mnist1d.png", "mnist1d",
-         "MNIST-1D MLP 40-500-500-10: tickets trained from init (mean ± std, 3 seeds)")
+    plot(rows, ROOT / "benchmarks" / "results" / f"{name}_mnist1d.png", "mnist1d",
+         "MNIST-1D MLP 40-500-500-10: tickets trained from init (mean ± std, 3 seeds)"
+         + (", ERK allocation" if args.allocation == "erk" else ""))
     if out["digits"]:
         plot(rows, ROOT / "benchmarks" / "results" / "headline_digits.png", "digits",
              f"digits MLP 64-{'-'.join(map(str, DIGITS_HIDDEN))}-10: tickets from init (mean ± std)")
@@ -667,21 +690,25 @@ def main() -> int:
                "trials " + ",".join(str(t) for t in sorted({r['trial'] for r in imp_rows})) + "), not rerun here"
                if imp_rows else "no maskopt IMP run available (tickets_mnist1d.json absent): the published numbers")
     body = [
-        "## Headline: KD-LTS masks vs IMP and pruning at init (issue 6)", "",
-        "Command: `python benchmarks/bench_headline.py` (`--tune` for the validation tuning, `--quick` smoke run)",
+        "## Headline: KD-LTS masks vs IMP and pruning at init"
+        + (", ERK allocation" if args.allocation == "erk" else "") + " (issue 6)", "",
+        "Command: `python benchmarks/bench_headline.py"
+        + (" --allocation erk --trials 0 1 2`" if args.allocation == "erk" else
+           "` (`--tune` for the validation tuning, `--quick` smoke run)"),
         "", f"Machine: {machine()}; wall time {seconds:.0f} s with {args.jobs} worker processes of 1 thread"
         + (f" plus the merged partial runs ({'; '.join(parts)})" if parts else "") + ".", "",
         "MNIST-1D, MLP 40-500-500-10 with residual at init (seed 42 + trial, trials "
         f"{','.join(map(str, trials))}); every ticket trained with the notebook protocol of bench_tickets.py "
         "(Adam 2e-2, batch 100 in order, 1501 steps, max test accuracy over evals every 100 steps); budgets "
-        "per layer over its weight and bias together (`scope='module'`, as the notebook's IMP) at IMP's retrain "
-        "sparsities (89.9/94.9/98.0/99.0 %). KD-LTS = "
+        f"{budget_text} at IMP's retrain sparsities (89.9/94.9/98.0/99.0 %). KD-LTS = "
         f"teachers {cfg['teachers']} ({cfg['teacher_steps']} steps each, Adam {cfg['teacher_lr']}, batch 100), "
         f"`DistillProblem(loss='kl', temperature={cfg['temperature']}, alpha={cfg['alpha']})` on the 4000 "
         f"training inputs, `mo.solve(method='hierarchy', steps={cfg['steps']} per stage, lr={cfg['lr']}, "
         f"batch_size={cfg['batch_size']}, eval_every={cfg['eval_every']})`. kd-imp = maskopt's IMP on the same "
         f"DistillProblem (rounds trained on the teachers' soft targets at T={kcfg['temperature']}), "
-        f"{kcfg['rounds']} geometric rounds to 99 % (+ the targets) of {kcfg['round_steps']} steps each (Adam "
+        f"{kcfg['rounds']} geometric rounds to "
+        + ("each target, one chain per target" if args.allocation == "erk" else "99 % (+ the targets)")
+        + f" of {kcfg['round_steps']} steps each (Adam "
         f"{kcfg['lr']}, batch {kcfg['batch_size']} shuffled), magnitude pruning, rewind to init; imp-short = the "
         f"same rounds on the labels. IMP: {imp_src}; its compute is "
         "(retrain number) × 1501. `train steps` = training-step equivalents (100 samples forward+backward): "
@@ -690,8 +717,8 @@ def main() -> int:
         "```", format_table(out["mnist1d"], COLUMNS), "```", "",
         "Goals (beat the published IMP tickets at 95-99 % with at most 1/10 of IMP's compute):", "",
         *verdicts(out["mnist1d"], "kd-lts"), *verdicts(out["mnist1d"], "kd-imp"), "",
-        against_init(out["mnist1d"]), "", ANALYSIS, "",
-        "Plot: `benchmarks/results/headline_mnist1d.png`; all rows in `benchmarks/results/headline.json`.", "",
+        against_init(out["mnist1d"]), "", ERK_ANALYSIS if args.allocation == "erk" else ANALYSIS, "",
+        f"Plot: `benchmarks/results/{name}_mnist1d.png`; all rows in `benchmarks/results/{name}.json`.", "",
     ]
     if out["digits"]:
         body += [
@@ -704,8 +731,8 @@ def main() -> int:
             "```", format_table(out["digits"], COLUMNS), "```", "", against_init(out["digits"]), "",
             DIGITS_ANALYSIS, "",
             "Plot: `benchmarks/results/headline_digits.png`.", ""]
-    body += tuning_text()
-    replace_section("headline", "\n".join(body))
+    body += tuning_text() if args.allocation == "uniform" else []
+    replace_section(name, "\n".join(body))
     return 0
 
 
