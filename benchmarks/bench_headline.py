@@ -103,6 +103,12 @@ KDIMP_TUNE_TRIALS = (0, 1)  # inits (and teacher seeds) scored on the validation
 HIERARCHY_WARM = {"steps": 100, "lr": 0.05, "batch_size": 100, "eval_every": 100}  # objective_task's refinement
 KDIMP = {**KDIMP_BASE, "rounds": 10}  # best mean validation accuracy of --tune-kdimp (95/98/99 %, trials 0, 1)
 VALIDATION = 800  # samples carved off the end of the training data for --tune
+# --tune --allocation erk: overrides of KDLTS scored under the ERK budget (trials 0, 1; 95/98/99 %)
+TUNING_ERK = [{}, {"alpha": 0.5}, {"temperature": 2.0}, {"steps": 200, "eval_every": 50}, {"steps": 1000},
+              {"lr": 0.03}, {"lr": 0.3}, {"init": "constant"}]
+TUNE_ERK_TRIALS = (0, 1)
+ERK_TARGETS = (0.95, 0.98, 0.99)
+ERK_TUNING_COLUMNS = ["config", "overrides", "val 95 %", "val 98 %", "val 99 %", "mean"]
 
 DIGITS_HIDDEN = [256, 256]
 DIGITS_PROTOCOL = {"steps": 300, "batch_size": 100, "lr": 5e-3, "optimizer": "adam", "shuffle": True,
@@ -383,13 +389,15 @@ def tune_kdimp_task(index: int, overrides: dict, trial: int, targets: tuple = (0
     return rows
 
 
-def tune_task(index: int, overrides: dict, targets: tuple = TUNE_TARGETS) -> list[dict]:
-    """Validation score of one KD-LTS configuration (trial 0; first 3200 training samples
-    to train on, the last 800 held out as the "test" split of every training run here)."""
+def tune_task(index: int, overrides: dict, targets: tuple = TUNE_TARGETS, budget: dict = VARIANTS["uniform"][0],
+              trial: int = 0, base: dict = TUNE_BASE) -> list[dict]:
+    """Validation score of one KD-LTS configuration (``base`` with ``overrides``; first 3200
+    training samples to train on, the last 800 held out as the "test" split of every training
+    run here)."""
     setup()
     data = validation_split()
-    cfg = {**TUNE_BASE, **overrides}
-    init = student(0)
+    cfg = {**base, **overrides}
+    init = student(trial)
     names = all_params(init)
     rows = []
     if index < 0:  # reference: the baselines on the same split
@@ -402,17 +410,17 @@ def tune_task(index: int, overrides: dict, targets: tuple = TUNE_TARGETS) -> lis
                              "train steps": spent + result.steps})
                 log(f"tune {method} {target}: val {result.best():.1f}")
         return rows
-    teachers, t_steps, accs = train_ensemble(data, cfg, 0)
+    teachers, t_steps, accs = train_ensemble(data, cfg, trial)
     for target in targets:
         s = float(SCHEDULE[RETRAIN[target]])
         t0 = time.perf_counter()
-        masks, spent, res = kdlts_masks(init, names, teachers, data, s, cfg, 0)
+        masks, spent, res = kdlts_masks(init, names, teachers, data, s, cfg, trial, budget)
         result = ticket(init, masks, data, PROTOCOL)
-        rows.append({"config": index, "overrides": json.dumps(overrides), "sparsity": target,
+        rows.append({"config": index, "trial": trial, "overrides": json.dumps(overrides), "sparsity": target,
                      "val acc": result.best(), "teacher val acc": float(np.mean(accs)),
                      "train steps": t_steps + spent + result.steps, "objective": res.objective,
                      "seconds": time.perf_counter() - t0})
-        log(f"tune config {index} {overrides} {target}: val {result.best():.1f} teachers {accs}")
+        log(f"tune config {index} trial {trial} {overrides} {target}: val {result.best():.1f} teachers {accs}")
     return rows
 
 
@@ -608,14 +616,20 @@ def main() -> int:
     ap.add_argument("--methods", nargs="*", default=["kd-lts", *SHORT_IMP, *BASELINES],
                     help="MNIST-1D methods to run (IMP is read from tickets_mnist1d.json)")
     ap.add_argument("--no-digits", action="store_true")
+    ap.add_argument("--report", action="store_true",
+                    help="rewrite the section and plot from the recorded results/headline[_erk].json, run nothing")
     ap.add_argument("--allocation", choices=tuple(VARIANTS), default="uniform",
                     help="MNIST-1D budget variant (erk: results/headline_erk*, its own section, no digits)")
-    ap.add_argument("--partial", metavar="NAME", help="only save the rows to results/headline_part_NAME.json")
+    ap.add_argument("--partial", metavar="NAME",
+                    help="only save the rows to results/headline[_erk]_part_NAME.json")
     ap.add_argument("--merge", action="store_true",
-                    help="add the rows of earlier --partial runs (for (bench, method) pairs not run now)")
+                    help="add the rows of earlier --partial runs of this variant, then of its recorded "
+                    "results/headline[_erk].json, for (bench, method) pairs not run now")
     args = ap.parse_args()
     setup()
     t0 = time.perf_counter()
+    if args.tune and args.allocation == "erk":
+        return tune_erk_main(args)
     if args.tune:
         path = ROOT / "benchmarks" / "results" / "headline_tuning.json"
         rows = json.loads(path.read_text())["rows"] if path.exists() else []  # resume: skip what is there
@@ -653,31 +667,44 @@ def main() -> int:
              for t in trials for m in args.methods]
     if not args.no_digits and args.allocation == "uniform":
         calls += [(digits_task, t, targets, dcfg) for t in trials]
-    rows = run_tasks(calls, args.jobs)
+    saved = ROOT / "benchmarks" / "results" / f"{name}.json"
+    if args.report:  # the recorded rows (maskopt's IMP re-read from bench_tickets' results below)
+        record = json.loads(saved.read_text())
+        rows = [r for r in record["rows"] if (r["bench"], r["method"]) != ("mnist1d", "imp")]
+        trials = sorted({r["trial"] for r in rows})
+    else:
+        rows = run_tasks(calls, args.jobs)
     if args.partial:
-        save_results(f"headline_part_{args.partial}", {"rows": rows, "kdlts": cfg, "digits_kdlts": dcfg,
+        save_results(f"{name}_part_{args.partial}", {"rows": rows, "kdlts": cfg, "digits_kdlts": dcfg,
                                                        "seconds": time.perf_counter() - t0})
         return 0
-    parts = []
+    parts = record.get("parts", []) if args.report else []
+    ran_on = record["machine"] if args.report else machine()
     if args.merge:
         done = {(r["bench"], r["method"]) for r in rows}
-        for path in sorted((ROOT / "benchmarks" / "results").glob("headline_part_*.json")):
+        earlier = sorted((ROOT / "benchmarks" / "results").glob(f"{name}_part_*.json"))
+        for path in [*earlier, saved] if saved.exists() else earlier:
             part = json.loads(path.read_text())
-            rows += [r for r in part["rows"] if (r["bench"], r["method"]) not in done]
+            new = [r for r in part["rows"] if (r["bench"], r["method"]) not in done | {("mnist1d", "imp")}]
+            if not new:
+                continue
+            rows += new
+            done |= {(r["bench"], r["method"]) for r in new}
             note = f": {part['note']}" if part.get("note") else ""
-            parts.append(f"{path.name} {part.get('seconds', 0):.0f} s{note}")
+            methods = ", ".join(sorted({r["method"] for r in new}))
+            parts.append(f"{path.name} {part.get('seconds', 0):.0f} s ({methods}){note}")
     if args.quick:
         print(format_table(rows, ["bench", "trial", "method", "sparsity", "max test acc", "train steps"]))
         return 0
     rows += imp_from_tickets(("tickets_imp_erk",)) if args.allocation == "erk" else imp_from_tickets()
-    seconds = time.perf_counter() - t0
+    seconds = record["seconds"] if args.report else time.perf_counter() - t0
     out = {}
     for bench in ("mnist1d", "digits"):
         summary = summarize(rows, bench)
         out[bench] = summary
         print(bench)
         print(format_table(summary, COLUMNS))
-    save_results(name, {"rows": rows, "summary": out, "budget": budget, "kdlts": cfg, "digits_kdlts": dcfg, "kdimp": kcfg,
+    save_results(name, {"machine": ran_on, "parts": parts, "rows": rows, "summary": out, "budget": budget, "kdlts": cfg, "digits_kdlts": dcfg, "kdimp": kcfg,
                               "digits_kdimp": DIGITS_KDIMP, "seconds": seconds})
     plot(rows, ROOT / "benchmarks" / "results" / f"{name}_mnist1d.png", "mnist1d",
          "MNIST-1D MLP 40-500-500-10: tickets trained from init (mean ± std, 3 seeds)"
@@ -695,7 +722,7 @@ def main() -> int:
         "Command: `python benchmarks/bench_headline.py"
         + (" --allocation erk --trials 0 1 2`" if args.allocation == "erk" else
            "` (`--tune` for the validation tuning, `--quick` smoke run)"),
-        "", f"Machine: {machine()}; wall time {seconds:.0f} s with {args.jobs} worker processes of 1 thread"
+        "", f"Machine: {ran_on}; wall time {seconds:.0f} s with {args.jobs} worker processes of 1 thread"
         + (f" plus the merged partial runs ({'; '.join(parts)})" if parts else "") + ".", "",
         "MNIST-1D, MLP 40-500-500-10 with residual at init (seed 42 + trial, trials "
         f"{','.join(map(str, trials))}); every ticket trained with the notebook protocol of bench_tickets.py "
@@ -734,6 +761,39 @@ def main() -> int:
     body += tuning_text() if args.allocation == "uniform" else []
     replace_section(name, "\n".join(body))
     return 0
+
+
+def tune_erk_main(args: argparse.Namespace) -> int:
+    """``--tune --allocation erk``: the TUNING_ERK overrides of KDLTS under the ERK budget on the
+    validation split, trials TUNE_ERK_TRIALS, 95 / 98 / 99 % (results/headline_tuning_erk.json,
+    resumable)."""
+    t0 = time.perf_counter()
+    path = ROOT / "benchmarks" / "results" / "headline_tuning_erk.json"
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    have = {(r["config"], r["trial"]) for r in rows}
+    calls = [(tune_task, i, o, ERK_TARGETS, VARIANTS["erk"][0], t, KDLTS) for t in TUNE_ERK_TRIALS
+             for i, o in enumerate(TUNING_ERK) if (i, t) not in have]
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for done in as_completed([pool.submit(fn, *a) for fn, *a in calls]):
+            rows.extend(done.result())  # saved after every configuration
+            save_results("headline_tuning_erk", {"base": KDLTS, "configs": TUNING_ERK, "rows": rows,
+                                                 "seconds": time.perf_counter() - t0})
+    print(format_table(tuning_erk_summary(rows), ERK_TUNING_COLUMNS))
+    return 0
+
+
+def tuning_erk_summary(rows: list[dict]) -> list[dict]:
+    """Mean validation accuracy of each ERK tuning config over its trials, per sparsity."""
+    out = []
+    for i, o in enumerate(TUNING_ERK):
+        entry = {"config": i, "overrides": json.dumps(o)}
+        for t in ERK_TARGETS:
+            accs = [r["val acc"] for r in rows if r["config"] == i and r["sparsity"] == t]
+            entry[f"val {100 * t:.0f} %"] = round(float(np.mean(accs)), 2) if accs else None
+        means = [entry[f"val {100 * t:.0f} %"] for t in ERK_TARGETS]
+        entry["mean"] = round(float(np.mean(means)), 2) if None not in means else None
+        out.append(entry)
+    return out
 
 
 def objective_main(args: argparse.Namespace) -> int:
