@@ -107,6 +107,9 @@ VALIDATION = 800  # samples carved off the end of the training data for --tune
 TUNING_ERK = [{}, {"alpha": 0.5}, {"temperature": 2.0}, {"steps": 200, "eval_every": 50}, {"steps": 1000},
               {"lr": 0.03}, {"lr": 0.3}, {"init": "constant"}]
 TUNE_ERK_TRIALS = (0, 1)
+# KD-LTS under ERK: the best mean validation accuracy of --tune --allocation erk (61.8 against
+# 61.0-61.8 for the other configs: within the split's noise)
+KDLTS_ERK = {**KDLTS, "steps": 1000}
 ERK_TARGETS = (0.95, 0.98, 0.99)
 ERK_TUNING_COLUMNS = ["config", "overrides", "val 95 %", "val 98 %", "val 99 %", "mean"]
 
@@ -565,9 +568,26 @@ ANALYSIS = (
     "70.9 / 60.7 / 50.9 % with "
     "3-4 % of the compute) do as well, so the saving comes from short rounds, not from the teachers. Against the "
     "published IMP tickets (71.8 / 63.9 / 41.9) both stay 1-3 points short at 95 and 98 %, about as far as "
-    "maskopt's full IMP reproduction is from them (section tickets_mnist1d), and beat them at 99 %.")
+    "maskopt's full IMP reproduction is from them (section tickets_mnist1d), and beat them at 99 %. With ERK "
+    "budgets instead of uniform per-layer ones (section headline_erk) kd-imp beats them at 95, 98 and 99 % and "
+    "KD-LTS at 98 and 99 %.")
 
-ERK_ANALYSIS = "(written after the run)"
+ERK_ANALYSIS = (
+    "Analysis (of the 2026-12-02 runs): on this network the allocation of the budget over the layers matters more "
+    "than the method that picks the weights. ERK prunes the 500×500 middle layer hardest (the residual connection "
+    "bridges it) and keeps far more of the 40×500 input and 500×10 output layers and the biases; per-layer "
+    "uniform budgets (section headline) cut every layer to the same density. Under ERK random masks alone give "
+    "70.5 / 57.7 / 39.7 % at 95 / 98 / 99 % (uniform: 55.1 / 31.6 / 18.7), and every method gains 10-25 points "
+    "at 98-99 %. kd-imp (the same 10 short rounds on the teachers' targets, one chain per target) reaches "
+    "72.7 / 69.5 / 66.7 % with 5 % of IMP's compute: above the published IMP tickets (71.8 / 63.9 / 41.9, "
+    "uniform per-layer budgets) at every goal sparsity, so the goal is met by distillation-driven IMP under ERK. "
+    "The relaxation (kd-lts, 1000 steps per stage as chosen on the validation split) reaches 70.4 / 64.8 / "
+    "57.6 %: above the published numbers at 98 and 99 %, 1.4 points short at 95 %, where it does no better than "
+    "random ERK masks. The fair reference is IMP under the same allocation (`tickets_imp_erk`, trial 0, the full "
+    "100-retrain protocol, one chain per target): 73.9 / 75.1 / 68.4 %, so with ERK for both, kd-imp stays "
+    "1.2 / 5.6 / 1.7 points below IMP for 5 % of its compute, and kd-lts 3.5 / 10.3 / 10.8 points below. The "
+    "teachers add nothing measurable: imp-short (the same rounds on the labels) gives 72.6 / 70.0 / 68.1 %. SNIP "
+    "under ERK is the best one-shot method at 95 % (73.0 %, 1 % of IMP's compute) but falls to 44.3 % at 99 %.")
 
 DIGITS_ANALYSIS = (
     "On digits (not tuned) the short rounds (10 geometric rounds of 100 steps) hold up to 95 % but fall apart at "
@@ -656,7 +676,8 @@ def main() -> int:
                                                "seconds": time.perf_counter() - t0})
         print(format_table(rows, KDIMP_TUNING_COLUMNS))
         return 0
-    targets, trials, cfg, dcfg, kcfg = TARGETS, args.trials, dict(KDLTS), dict(DIGITS_KDLTS), dict(KDIMP)
+    targets, trials, dcfg, kcfg = TARGETS, args.trials, dict(DIGITS_KDLTS), dict(KDIMP)
+    cfg = dict(KDLTS_ERK if args.allocation == "erk" else KDLTS)
     if args.quick:
         targets, trials = (0.95,), args.trials[:1]
         cfg.update(steps=50, eval_every=25, teacher_steps=100)
@@ -758,9 +779,20 @@ def main() -> int:
             "```", format_table(out["digits"], COLUMNS), "```", "", against_init(out["digits"]), "",
             DIGITS_ANALYSIS, "",
             "Plot: `benchmarks/results/headline_digits.png`.", ""]
-    body += tuning_text() if args.allocation == "uniform" else []
+    body += tuning_text() if args.allocation == "uniform" else tuning_erk_text()
     replace_section(name, "\n".join(body))
     return 0
+
+
+def tuning_erk_text() -> list[str]:
+    path = ROOT / "benchmarks" / "results" / "headline_tuning_erk.json"
+    if not path.exists():
+        return ["(no ERK tuning record: run `python benchmarks/bench_headline.py --tune --allocation erk`)"]
+    record = json.loads(path.read_text())
+    return [f"KD-LTS tuning under ERK (`--tune --allocation erk`: overrides of `{json.dumps(record['base'])}`, "
+            f"trials {', '.join(map(str, TUNE_ERK_TRIALS))}, train on the first 3200 training samples, maximum "
+            "accuracy on the last 800; mean over the trials; the chosen config has the best `mean`):", "", "```",
+            format_table(tuning_erk_summary(record["rows"]), ERK_TUNING_COLUMNS), "```"]
 
 
 def tune_erk_main(args: argparse.Namespace) -> int:
