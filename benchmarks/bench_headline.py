@@ -522,7 +522,8 @@ def against_init(summary: list[dict]) -> str:
     return "KD-LTS against the best pruning-at-init baseline (mean max test accuracy): " + "; ".join(parts) + "."
 
 
-def plot(rows: list[dict], path, bench: str, title: str) -> None:
+def plot(rows: list[dict], path, bench: str, title: str, labels: dict | None = None) -> None:
+    """Mean ± std max test accuracy per method against sparsity (``labels``: legend overrides)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -538,11 +539,12 @@ def plot(rows: list[dict], path, bench: str, title: str) -> None:
                 pts.append((100 * target, np.mean(acc), np.std(acc, ddof=1) if len(acc) > 1 else 0.0))
         if pts:
             x, m, s = (np.array(v) for v in zip(*pts))
-            ax.errorbar(x, m, yerr=s, marker="o", capsize=3, label=method,
+            ax.errorbar(x, m, yerr=s, marker="o", capsize=3, label=(labels or {}).get(method, method),
                         lw=2.2 if method in ("kd-lts", "kd-imp") else 1.2)
     if bench == "mnist1d":
         pub = sorted(PUBLISHED["imp"].items())
-        ax.plot([100 * s for s, _ in pub], [v[0] for _, v in pub], "k--", label="imp (published, trial 0)")
+        ax.plot([100 * s for s, _ in pub], [v[0] for _, v in pub], "k--",
+                label=(labels or {}).get("published", "imp (published, trial 0)"))
     ax.set_xlabel("sparsity (%)")
     ax.set_ylabel("max test accuracy (%)")
     ax.set_title(title)
@@ -728,8 +730,10 @@ def main() -> int:
     save_results(name, {"machine": ran_on, "parts": parts, "rows": rows, "summary": out, "budget": budget, "kdlts": cfg, "digits_kdlts": dcfg, "kdimp": kcfg,
                               "digits_kdimp": DIGITS_KDIMP, "seconds": seconds})
     plot(rows, ROOT / "benchmarks" / "results" / f"{name}_mnist1d.png", "mnist1d",
-         "MNIST-1D MLP 40-500-500-10: tickets trained from init (mean ± std, 3 seeds)"
-         + (", ERK allocation" if args.allocation == "erk" else ""))
+         "MNIST-1D MLP 40-500-500-10, " + ("ERK budgets" if args.allocation == "erk" else "per-layer budgets")
+         + ": tickets from init (mean ± std)",
+         {"imp": "imp (ERK, full protocol)", "published": "imp (published, per-layer, trial 0)"}
+         if args.allocation == "erk" else None)
     if out["digits"]:
         plot(rows, ROOT / "benchmarks" / "results" / "headline_digits.png", "digits",
              f"digits MLP 64-{'-'.join(map(str, DIGITS_HIDDEN))}-10: tickets from init (mean ± std)")
