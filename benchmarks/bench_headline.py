@@ -48,6 +48,9 @@ MLPs 64-256-10, the same methods; IMP there is run here (20 % per round, rounds 
     python benchmarks/bench_headline.py --quick    # smoke run (minutes)
     python benchmarks/bench_headline.py --tune     # the validation-split tuning of KD-LTS
     python benchmarks/bench_headline.py --tune-kdimp   # ... and of KD-IMP
+    python benchmarks/bench_headline.py --allocation erk --no-digits   # every method under ERK budgets
+    python benchmarks/bench_headline.py --tune --allocation erk        # KD-LTS tuning under ERK
+    python benchmarks/bench_headline.py [--allocation erk] --report    # rewrite a section from its rows
     # or in pieces: --methods M... [--no-digits] --partial NAME, then --methods --no-digits --merge
 """
 
