@@ -335,14 +335,22 @@ def imp_erk_task(trial: int, target: float) -> dict:
 def imp_erk_main(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
 
+    from _common import ROOT
+
+    path = ROOT / "benchmarks" / "results" / "tickets_imp_erk.json"
+    kept = [r for r in json.loads(path.read_text())["rows"] if r["trial"] not in args.imp_erk] \
+        if path.exists() else []  # the recorded rows of the other initializations
     with ProcessPoolExecutor(max_workers=3) as pool:  # 3 chains on 2 cores: less idle time than 2 + 1
         rows = [f.result() for f in [pool.submit(imp_erk_task, t, target) for t in args.imp_erk
                                      for target in ERK_TARGETS]]
+    rows = sorted(kept + rows, key=lambda r: (r["trial"], r["sparsity"]))
+    trials = sorted({r["trial"] for r in rows})
     save_results("tickets_imp_erk", {"rows": rows, "budget": ERK})
     cols = ["trial", "sparsity", "max test acc", "train steps"]
     replace_section("tickets_imp_erk", "\n".join([
         "## MNIST-1D IMP tickets under the ERK allocation (issues 5, 6)", "",
-        f"Command: `python benchmarks/bench_tickets.py --imp-erk {' '.join(map(str, args.imp_erk))}`", "",
+        f"Command: `python benchmarks/bench_tickets.py --imp-erk {' '.join(map(str, trials))}` (or one "
+        "initialization per run; the others' rows are kept)", "",
         f"Machine: {machine()}", "",
         "maskopt's IMP under the protocol of `tickets_mnist1d` (1 % of the weights per retrain, rewinding to init) "
         "but to `Budget(sparsity=s, scope='layer', allocation='erk')`: one chain per target, so that its last "
