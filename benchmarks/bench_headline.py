@@ -589,9 +589,9 @@ ERK_ANALYSIS = (
     "The relaxation (kd-lts, 1000 steps per stage as chosen on the validation split) reaches 70.4 / 64.8 / "
     "57.6 %: above the published numbers at 98 and 99 %, 1.4 points short at 95 %, where it does no better than "
     "random ERK masks. The fair reference is IMP under the same allocation (`tickets_imp_erk`, trials 0 and 1, "
-    "the full 100-retrain protocol, one chain per target): 72.6 / 72.3 / 67.8 %, so with ERK for both, kd-imp "
-    "is level with IMP at 95 % (+0.1) and 2.9 / 1.1 points below it at 98 / 99 % for 5 % of its compute, and "
-    "kd-lts 2.2 / 7.6 / 10.1 points below. The "
+    "the full 100-retrain protocol, one chain per target): 72.6 / 72.35 / 67.75 %, so with ERK for both, kd-imp "
+    "is level with IMP at 95 % (+0.1) and 2.85 / 1.0 points below it at 98 / 99 % for 5 % of its compute, and "
+    "kd-lts 2.2 / 7.55 / 10.1 points below. The "
     "teachers add nothing measurable: imp-short (the same rounds on the labels) gives 72.6 / 70.0 / 68.1 %. SNIP "
     "under ERK is the best one-shot method at 95 % (73.0 %, 1 % of IMP's compute) but falls to 44.3 % at 99 %.")
 
