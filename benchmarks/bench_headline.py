@@ -65,7 +65,18 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 import numpy as np
 import torch
 from _common import ROOT, machine, replace_section, save_results
-from bench_tickets import PROTOCOL, PUBLISHED, RETRAIN, SCHEDULE, SCOPE, all_params, student, ticket
+from bench_tickets import (
+    ERK,
+    ERK_TARGETS,
+    PROTOCOL,
+    PUBLISHED,
+    RETRAIN,
+    SCHEDULE,
+    SCOPE,
+    all_params,
+    student,
+    ticket,
+)
 
 import maskopt as mo
 from maskopt.baselines import ImpOptions, ImpRound, iterative_magnitude_pruning, problem_trainer
@@ -113,7 +124,6 @@ TUNE_ERK_TRIALS = (0, 1)
 # KD-LTS under ERK: the best mean validation accuracy of --tune --allocation erk (61.8 against
 # 61.0-61.8 for the other configs: within the split's noise)
 KDLTS_ERK = {**KDLTS, "steps": 1000}
-ERK_TARGETS = (0.95, 0.98, 0.99)
 ERK_TUNING_COLUMNS = ["config", "overrides", "val 95 %", "val 98 %", "val 99 %", "mean"]
 
 DIGITS_HIDDEN = [256, 256]
@@ -131,7 +141,7 @@ DIGITS_BUDGET = {"scope": "layer"}
 VARIANTS = {
     "uniform": ({"scope": SCOPE}, "headline",
                 "per layer over its weight and bias together (`scope='module'`, as the notebook's IMP)"),
-    "erk": ({"scope": "layer", "allocation": "erk"}, "headline_erk",
+    "erk": (ERK, "headline_erk",
             "Erdős–Rényi-kernel densities per parameter tensor (`scope='layer', allocation='erk'`: density ∝ "
             "sum(shape)/prod(shape), so the 500×500 layer is pruned hardest and the biases are nearly dense)"),
 }
@@ -667,11 +677,7 @@ def main() -> int:
         tt = tuple(args.tune_targets)
         calls = [(tune_task, -1, {}, tt)] if "synflow" not in have else []
         calls += [(tune_task, i, o, tt) for i, o in enumerate(TUNING) if str(i) not in have]
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            for done in as_completed([pool.submit(fn, *a) for fn, *a in calls]):
-                rows.extend(done.result())  # saved after every configuration
-                save_results("headline_tuning", {"base": TUNE_BASE, "configs": TUNING, "rows": rows,
-                                                 "seconds": time.perf_counter() - t0})
+        run_tuning("headline_tuning", rows, calls, args.jobs, {"base": TUNE_BASE, "configs": TUNING})
         print(format_table(rows, ["config", "overrides", "sparsity", "val acc", "teacher val acc", "train steps"]))
         return 0
     if args.objective:
@@ -807,21 +813,26 @@ def tuning_erk_text() -> list[str]:
             format_table(tuning_erk_summary(record["rows"]), ERK_TUNING_COLUMNS), "```"]
 
 
+def run_tuning(name: str, rows: list[dict], calls: list[tuple], jobs: int, record: dict) -> None:
+    """Run the tuning ``calls`` in ``jobs`` processes, appending to ``rows`` (the recorded ones,
+    for a resumed run) and saving results/``name``.json with ``record`` after every call."""
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        for done in as_completed([pool.submit(fn, *a) for fn, *a in calls]):
+            rows.extend(done.result())
+            save_results(name, {**record, "rows": rows, "seconds": time.perf_counter() - t0})
+
+
 def tune_erk_main(args: argparse.Namespace) -> int:
     """``--tune --allocation erk``: the TUNING_ERK overrides of KDLTS under the ERK budget on the
     validation split, trials TUNE_ERK_TRIALS, 95 / 98 / 99 % (results/headline_tuning_erk.json,
     resumable)."""
-    t0 = time.perf_counter()
     path = ROOT / "benchmarks" / "results" / "headline_tuning_erk.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
     have = {(r["config"], r["trial"]) for r in rows}
-    calls = [(tune_task, i, o, ERK_TARGETS, VARIANTS["erk"][0], t, KDLTS) for t in TUNE_ERK_TRIALS
+    calls = [(tune_task, i, o, ERK_TARGETS, ERK, t, KDLTS) for t in TUNE_ERK_TRIALS
              for i, o in enumerate(TUNING_ERK) if (i, t) not in have]
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for done in as_completed([pool.submit(fn, *a) for fn, *a in calls]):
-            rows.extend(done.result())  # saved after every configuration
-            save_results("headline_tuning_erk", {"base": KDLTS, "configs": TUNING_ERK, "rows": rows,
-                                                 "seconds": time.perf_counter() - t0})
+    run_tuning("headline_tuning_erk", rows, calls, args.jobs, {"base": KDLTS, "configs": TUNING_ERK})
     print(format_table(tuning_erk_summary(rows), ERK_TUNING_COLUMNS))
     return 0
 
