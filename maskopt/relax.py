@@ -12,6 +12,21 @@ The training loss is the problem's objective on a mini-batch divided by the batc
 The answer is the exact-budget projection (top scores of each scope unit) of the scores
 at the checkpoint whose hard mask had the lowest objective on the problem's inputs
 (checked every ``eval_every`` steps and at the end of each stage).
+
+Lookahead (``lookahead=k > 0``, DistillProblem only): the scores are trained on the loss
+the masked student reaches after k gradient steps of its own weights from the
+initialization, differentiated through those steps (a trainability surrogate in the spirit
+of ProsPr, Alizadeh et al. 2022). With masked weights v = m ⊙ w of a mini-batch B,
+
+    v₀ = m ⊙ w,   v_{j+1} = v_j − η · m² ⊙ ∇_v L_B(v_j)   (j < k),   loss = L_B(v_k),
+
+which is plain gradient descent on the kept weights w (v = m ⊙ w, ∇_w = m ⊙ ∇_v); m = v / w
+is read off the masked weights (an entry whose initial weight is exactly 0 counts as pruned),
+η = ``lookahead_lr`` and L_B the per-sample training loss above; parameters outside the
+mask stay at their initial values. Checkpoints are then compared by the same surrogate on
+the problem's inputs, split into fixed chunks of ``batch_size`` (each chunk its own k
+steps; the sum over chunks, the maximum for ``"linf"``). ``res.objective`` stays the
+problem's objective of the returned mask.
 """
 
 from __future__ import annotations
@@ -84,6 +99,9 @@ class RelaxOptions:
             :mod:`maskopt.solvers.relax.polish` with the problem's objective (a heuristic
             on top of the relaxation, off by default; its effect is in ``stats``).
         polish_candidates: masks evaluated per local-search pass (at most).
+        lookahead: inner gradient steps k of the lookahead surrogate (0 = off; see the
+            module docstring). DistillProblem on its own inputs only (not with ``loader``).
+        lookahead_lr: step size η of those inner steps (> 0).
     """
 
     steps: int = 300
@@ -103,17 +121,23 @@ class RelaxOptions:
     eval_every: int | None = None
     polish: bool = False
     polish_candidates: int = 2048
+    lookahead: int = 0
+    lookahead_lr: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "epochs", "batch_size", "eval_every", "seed", "polish_candidates"):
+        for name in ("steps", "epochs", "batch_size", "eval_every", "seed", "polish_candidates", "lookahead"):
             v = getattr(self, name)
-            low = 0 if name in ("steps", "seed") else 1
-            if v is None and name not in ("steps", "seed"):
+            low = 0 if name in ("steps", "seed", "lookahead") else 1
+            if v is None and name not in ("steps", "seed", "lookahead"):
                 continue
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"{name} must be an integer ≥ {low}; got {v!r}.")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0; got {self.lr}.")
+        if not self.lookahead_lr > 0:
+            raise ValueError(f"lookahead_lr must be > 0; got {self.lookahead_lr}.")
+        if self.lookahead and self.loader is not None:
+            raise ValueError("lookahead steps train on the problem's own inputs; drop loader= or set lookahead=0.")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {self.optimizer!r}.")
         if self.init not in INITS:
@@ -317,6 +341,40 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
     return _Closure(loss, evaluate, batches, per_pass, hard_value, flat_weight, sizes)
 
 
+def _lookahead_closure(c: _Closure, opts: RelaxOptions, n: int, per_sample: bool, device) -> _Closure:
+    """``c`` with its loss and hard-mask evaluation replaced by the lookahead surrogate of
+    ``opts.lookahead`` inner steps (module docstring); ``n`` samples, ``per_sample`` = the
+    loss is a mean over samples (else a maximum)."""
+    k, eta = opts.lookahead, opts.lookahead_lr
+    base, initial = c.loss, c.weight.split(c.sizes)
+
+    def unroll(pieces, idx, create_graph: bool) -> tuple[torch.Tensor, ...]:
+        v = list(pieces)
+        m2 = [torch.where(w != 0, p / w, 0.0).square() for p, w in zip(v, initial)]
+        for _ in range(k):
+            if not create_graph:
+                v = [t.detach().requires_grad_(True) for t in v]
+            grads = torch.autograd.grad(base(tuple(v), idx), v, create_graph=create_graph)
+            v = [t - eta * mm * g for t, mm, g in zip(v, m2, grads)]
+        return tuple(v)
+
+    chunks = _chunks(n, opts.batch_size, device)
+
+    def evaluate(hard: torch.Tensor) -> float:
+        pieces = torch.where(hard, c.weight, 0.0).split(c.sizes)
+        values = []
+        for idx in chunks:
+            with torch.enable_grad():
+                v = tuple(t.detach() for t in unroll(pieces, idx, create_graph=False))
+            with torch.no_grad():
+                value = float(base(v, idx))
+            values.append(value * (n if idx is None else idx.numel()) if per_sample else value)
+        return sum(values) if per_sample else max(values)
+
+    return _Closure(lambda pieces, idx: base(unroll(pieces, idx, create_graph=True), idx), evaluate, c.batches,
+                    c.steps_per_pass, c.hard_value, c.weight, c.sizes)
+
+
 def _initial_scores(problem: Problem, opts: RelaxOptions, device, dtype) -> torch.Tensor:
     alloc = problem.allocation
     if opts.scores is not None:
@@ -347,6 +405,11 @@ def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> Me
     alloc = problem.allocation
     if isinstance(problem, DistillProblem):
         closure = _distill_closure(problem, opts, device, dtype, alloc.offsets)
+        if opts.lookahead:
+            closure = _lookahead_closure(closure, opts, problem.inputs.shape[0], problem.loss != "linf", device)
+    elif opts.lookahead:
+        raise ValueError("lookahead trains a student network, so it needs a DistillProblem; set lookahead=0 for a "
+                         "LayerwiseProblem.")
     else:
         closure = _layerwise_closure(problem, opts, device, dtype)
     steps = opts.steps if opts.epochs is None else opts.epochs * closure.steps_per_pass
@@ -383,8 +446,9 @@ def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> Me
     per_step = None if opts.loader is not None else min(opts.batch_size or n, n)
     stats = {"device": str(device), "dtype": opts.dtype, "steps": total, "stages": stage_stats,
              "seconds_per_step": elapsed / max(total, 1), "training_objective": best_value,
-             # training samples through forward+backward (hard-mask evaluations not counted)
-             "gradient_samples": None if per_step is None else total * per_step}
+             # training samples through forward+backward (hard-mask evaluations not counted); a
+             # lookahead step counts 2k + 1: k + 1 passes forward through the unrolled steps, k back
+             "gradient_samples": None if per_step is None else total * per_step * (2 * opts.lookahead + 1)}
     best_mask = best_mask.cpu()
     if opts.polish:
         best_mask, before, after, moves = polish(best_mask, scores, Segments(alloc.units(), alloc.size),

@@ -3,12 +3,16 @@ quality against the exact optimum, exact budgets, determinism, devices, and a CN
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import maskopt as mo
+from maskopt.distill import distill_loss
+from maskopt.relax import SigmoidOptions, _distill_closure, _lookahead_closure
 from maskopt.solvers.relax import Segments, Stage, TopK, Workspace, masked_product
 
 RELAX = ("sigmoid", "anneal", "ste", "hierarchy")
@@ -333,6 +337,62 @@ def test_data_loader_of_inputs_and_labels():
         mo.solve(prob, method="sigmoid", loader=inputs_only, epochs=1, **QUIET)
 
 
+def sgd_lookahead_loss(prob, masks, k, lr, batches):
+    """Oracle: Σ over ``batches`` (index tensors) of the per-sample objective after k plain SGD steps
+    (torch.optim.SGD) of the masked student's kept weights on that batch, times the batch size."""
+    total = 0.0
+    for idx in batches:
+        model = copy.deepcopy(prob.student).requires_grad_(False)
+        mo.apply_masks(model, masks)
+        weights = [model.get_parameter(f"{name.rsplit('.', 1)[0]}.parametrizations.{name.rsplit('.', 1)[1]}.original")
+                   for name in prob.params]
+        for w in weights:
+            w.requires_grad_(True)
+        opt = torch.optim.SGD(weights, lr=lr)
+        x, t, p = prob.inputs[idx], prob.target[idx], prob.target_probs[idx]
+        y = None if prob.labels is None else prob.labels[idx]
+
+        def loss(model=model, x=x, t=t, p=p, y=y):
+            return distill_loss(model(x), t, p, y, prob.loss, prob.temperature, prob.alpha) / len(x)
+
+        for _ in range(k):
+            opt.zero_grad()
+            loss().backward()
+            opt.step()
+        with torch.no_grad():
+            total += float(loss()) * len(idx)
+    return total
+
+
+@pytest.mark.parametrize("batch_size", [None, 10])
+def test_lookahead_checkpoints_are_scored_by_sgd_on_the_kept_weights(batch_size):
+    prob = distill(mo.Budget(density=0.3), loss="kl", n=30, labels=torch.arange(30) % 3, alpha=0.3)
+    res = mo.solve(prob, method="sigmoid", steps=12, eval_every=4, lookahead=3, lookahead_lr=0.5,
+                   batch_size=batch_size, dtype="float64", **QUIET)
+    chunks = [torch.arange(30)] if batch_size is None else list(torch.arange(30).split(batch_size))
+    assert res.stats["training_objective"] == pytest.approx(sgd_lookahead_loss(prob, res.masks, 3, 0.5, chunks),
+                                                            rel=1e-9)
+    assert res.objective == pytest.approx(mo.evaluate(prob, res.masks))  # the problem's own objective
+    assert prob.allocation.violations(res.masks) == []
+    assert res.stats["gradient_samples"] == 12 * (batch_size or 30) * 7
+
+
+def test_lookahead_gradient_is_the_derivative_through_the_inner_steps():
+    prob = distill(mo.Budget(density=0.3), loss="l2", n=8)
+    opts = SigmoidOptions(lookahead=2, lookahead_lr=0.05, dtype="float64", verbose=False)
+    alloc = prob.allocation
+    base = _distill_closure(prob, opts, torch.device("cpu"), torch.float64, alloc.offsets)
+    closure = _lookahead_closure(base, opts, 8, True, torch.device("cpu"))
+    m = torch.rand(alloc.size, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda m: closure.loss((closure.weight * m).split(closure.sizes), None), (m,))
+    # inner steps of size → 0 leave the plain loss
+    tiny = _lookahead_closure(base, SigmoidOptions(lookahead=2, lookahead_lr=1e-12, verbose=False), 8, True,
+                              torch.device("cpu"))
+    pieces = (closure.weight * m).split(closure.sizes)
+    plain = base.loss(pieces, None).detach().item()
+    assert tiny.loss(pieces, None).detach().item() == pytest.approx(plain, rel=1e-9)
+
+
 def test_cpu_autocast_runs():
     res = mo.solve(distill(mo.Budget(density=0.3)), method="hierarchy", steps=5, autocast=True, device="cpu", **QUIET)
     assert np.isfinite(res.objective)
@@ -367,6 +427,9 @@ def test_progress_bar_can_be_silenced(capsys):
     ({"dtype": "float16"}, "dtype"),
     ({"autocast": True, "dtype": "float64"}, "autocast"),
     ({"temperature": 0.0}, "temperature"),
+    ({"lookahead": -1}, "lookahead"),
+    ({"lookahead": 2, "lookahead_lr": 0.0}, "lookahead_lr"),
+    ({"lookahead": 1, "loader": [torch.zeros(2, 6)]}, "loader"),
 ])
 def test_bad_options_say_what_is_wrong(options, match):
     with pytest.raises(ValueError, match=match):
@@ -386,6 +449,8 @@ def test_bad_combinations_are_refused():
     lw, _ = mo.data.planted_layerwise()
     with pytest.raises(ValueError, match="DistillProblem"):
         mo.solve(lw, method="sigmoid", loader=[torch.zeros(2, 20)], **QUIET)
+    with pytest.raises(ValueError, match="lookahead .*DistillProblem"):
+        mo.solve(lw, method="hierarchy", lookahead=2, **QUIET)
     with pytest.raises(TypeError, match="beta1"):
         mo.solve(prob, method="ste", beta1=10.0)
     if not torch.cuda.is_available():
