@@ -197,9 +197,9 @@ def kdlts_masks(init, names, teachers, data: mo.data.Dataset, sparsity: float, c
                    eval_every=cfg["eval_every"], seed=trial, device="cpu", verbose=False,
                    **{k: cfg[k] for k in ("init", "beta1", "lookahead", "lookahead_lr") if k in cfg})
     n = data.x.shape[0]
-    evals = 3 * evaluations(cfg["steps"], cfg["eval_every"])  # each: k inner steps + the loss per sample
-    samples = res.stats["gradient_samples"] + evals * n * (cfg.get("lookahead", 0) + 1) + n  # + mo.solve's
-    samples += len(teachers) * n  # final objective + the teachers' targets
+    evals = 3 * evaluations(cfg["steps"], cfg["eval_every"])  # each: k inner steps + the loss, per sample
+    # + mo.solve's final objective + the teachers' targets
+    samples = res.stats["gradient_samples"] + evals * n * (cfg.get("lookahead", 0) + 1) + n + len(teachers) * n
     return res.masks, samples / 100, res
 
 
@@ -822,7 +822,7 @@ def tuning_erk_text() -> list[str]:
         return ["(no ERK tuning record: run `python benchmarks/bench_headline.py --tune --allocation erk`)"]
     record = json.loads(TUNING_ERK_RECORD.read_text())
     summary = tuning_erk_summary(record["rows"])
-    chosen = summary[erk_choice(record["rows"])]
+    chosen = summary[erk_choice(summary)]
     chosen["mean"] = f"{chosen['mean']} *"
     return [f"KD-LTS tuning under ERK (`--tune --allocation erk`: overrides of `{json.dumps(record['base'])}`, "
             f"trials {', '.join(map(str, TUNE_ERK_TRIALS))}, train on the first 3200 training samples, maximum "
@@ -854,10 +854,10 @@ def tune_erk_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def erk_choice(rows: list[dict]) -> int:
-    """The TUNING_ERK config KD-LTS runs with under ERK: the best mean validation accuracy over
-    ERK_TARGETS (the lowest index among ties)."""
-    means = [entry["mean"] for entry in tuning_erk_summary(rows)]
+def erk_choice(summary: list[dict]) -> int:
+    """The TUNING_ERK config KD-LTS runs with under ERK, from :func:`tuning_erk_summary`: the
+    best mean validation accuracy over ERK_TARGETS (the lowest index among ties)."""
+    means = [entry["mean"] for entry in summary]
     if None in means:
         raise SystemExit("the ERK tuning record lacks configs: run "
                          "`python benchmarks/bench_headline.py --tune --allocation erk` first.")
@@ -870,7 +870,7 @@ def kdlts_erk() -> dict:
     if not TUNING_ERK_RECORD.exists():
         raise SystemExit("no ERK tuning record: run `python benchmarks/bench_headline.py --tune --allocation erk` "
                          "first.")
-    return {**KDLTS, **TUNING_ERK[erk_choice(json.loads(TUNING_ERK_RECORD.read_text())["rows"])]}
+    return {**KDLTS, **TUNING_ERK[erk_choice(tuning_erk_summary(json.loads(TUNING_ERK_RECORD.read_text())["rows"]))]}
 
 
 def tuning_erk_summary(rows: list[dict]) -> list[dict]:

@@ -125,10 +125,11 @@ class RelaxOptions:
     lookahead_lr: float = 1.0
 
     def __post_init__(self) -> None:
+        may_be_zero = ("steps", "seed", "lookahead")  # the others are ≥ 1 or None
         for name in ("steps", "epochs", "batch_size", "eval_every", "seed", "polish_candidates", "lookahead"):
             v = getattr(self, name)
-            low = 0 if name in ("steps", "seed", "lookahead") else 1
-            if v is None and name not in ("steps", "seed", "lookahead"):
+            low = 0 if name in may_be_zero else 1
+            if v is None and name not in may_be_zero:
                 continue
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"{name} must be an integer ≥ {low}; got {v!r}.")
@@ -338,19 +339,19 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
             return None
         return float(loss) * n if per_sample else float(loss)
 
-    return _Closure(loss, evaluate, batches, per_pass, hard_value, flat_weight, sizes)
+    closure = _Closure(loss, evaluate, batches, per_pass, hard_value, flat_weight, sizes)
+    return _lookahead_closure(closure, opts, chunks, n, per_sample) if opts.lookahead else closure
 
 
-def _lookahead_closure(c: _Closure, opts: RelaxOptions, n: int, per_sample: bool, device) -> _Closure:
+def _lookahead_closure(c: _Closure, opts: RelaxOptions, chunks: list, n: int, per_sample: bool) -> _Closure:
     """``c`` with its loss and hard-mask evaluation replaced by the lookahead surrogate of
-    ``opts.lookahead`` inner steps (module docstring); ``n`` samples, ``per_sample`` = the
-    loss is a mean over samples (else a maximum)."""
+    ``opts.lookahead`` inner steps (module docstring); checkpoints are scored over ``chunks``
+    of the ``n`` samples, summed when the loss is ``per_sample`` (a mean), else the maximum."""
     k, eta = opts.lookahead, opts.lookahead_lr
     base, initial = c.loss, c.weight.split(c.sizes)
 
-    def unroll(pieces, idx, create_graph: bool) -> tuple[torch.Tensor, ...]:
+    def unroll(pieces, m2, idx, create_graph: bool) -> tuple[torch.Tensor, ...]:
         v = list(pieces)
-        m2 = [torch.where(w != 0, p / w, 0.0).square() for p, w in zip(v, initial)]
         for _ in range(k):
             if not create_graph:
                 v = [t.detach().requires_grad_(True) for t in v]
@@ -358,21 +359,23 @@ def _lookahead_closure(c: _Closure, opts: RelaxOptions, n: int, per_sample: bool
             v = [t - eta * mm * g for t, mm, g in zip(v, m2, grads)]
         return tuple(v)
 
-    chunks = _chunks(n, opts.batch_size, device)
+    def loss(pieces, idx):
+        m2 = [torch.where(w != 0, p / w, 0.0).square() for p, w in zip(pieces, initial)]  # m = v / w
+        return base(unroll(pieces, m2, idx, create_graph=True), idx)
 
     def evaluate(hard: torch.Tensor) -> float:
         pieces = torch.where(hard, c.weight, 0.0).split(c.sizes)
+        m2 = (hard & (c.weight != 0)).to(c.weight.dtype).split(c.sizes)
         values = []
         for idx in chunks:
             with torch.enable_grad():
-                v = tuple(t.detach() for t in unroll(pieces, idx, create_graph=False))
+                v = tuple(t.detach() for t in unroll(pieces, m2, idx, create_graph=False))
             with torch.no_grad():
                 value = float(base(v, idx))
             values.append(value * (n if idx is None else idx.numel()) if per_sample else value)
         return sum(values) if per_sample else max(values)
 
-    return _Closure(lambda pieces, idx: base(unroll(pieces, idx, create_graph=True), idx), evaluate, c.batches,
-                    c.steps_per_pass, c.hard_value, c.weight, c.sizes)
+    return _Closure(loss, evaluate, c.batches, c.steps_per_pass, c.hard_value, c.weight, c.sizes)
 
 
 def _initial_scores(problem: Problem, opts: RelaxOptions, device, dtype) -> torch.Tensor:
@@ -405,8 +408,6 @@ def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> Me
     alloc = problem.allocation
     if isinstance(problem, DistillProblem):
         closure = _distill_closure(problem, opts, device, dtype, alloc.offsets)
-        if opts.lookahead:
-            closure = _lookahead_closure(closure, opts, problem.inputs.shape[0], problem.loss != "linf", device)
     elif opts.lookahead:
         raise ValueError("lookahead trains a student network, so it needs a DistillProblem; set lookahead=0 for a "
                          "LayerwiseProblem.")

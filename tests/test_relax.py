@@ -12,7 +12,7 @@ from torch import nn
 
 import maskopt as mo
 from maskopt.distill import distill_loss
-from maskopt.relax import SigmoidOptions, _distill_closure, _lookahead_closure
+from maskopt.relax import SigmoidOptions, _distill_closure
 from maskopt.solvers.relax import Segments, Stage, TopK, Workspace, masked_product
 
 RELAX = ("sigmoid", "anneal", "ste", "hierarchy")
@@ -379,15 +379,17 @@ def test_lookahead_checkpoints_are_scored_by_sgd_on_the_kept_weights(batch_size)
 
 def test_lookahead_gradient_is_the_derivative_through_the_inner_steps():
     prob = distill(mo.Budget(density=0.3), loss="l2", n=8)
-    opts = SigmoidOptions(lookahead=2, lookahead_lr=0.05, dtype="float64", verbose=False)
     alloc = prob.allocation
-    base = _distill_closure(prob, opts, torch.device("cpu"), torch.float64, alloc.offsets)
-    closure = _lookahead_closure(base, opts, 8, True, torch.device("cpu"))
+
+    def closure_of(**options):
+        opts = SigmoidOptions(dtype="float64", verbose=False, **options)
+        return _distill_closure(prob, opts, torch.device("cpu"), torch.float64, alloc.offsets)
+
+    base, closure = closure_of(), closure_of(lookahead=2, lookahead_lr=0.05)
     m = torch.rand(alloc.size, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     assert torch.autograd.gradcheck(lambda m: closure.loss((closure.weight * m).split(closure.sizes), None), (m,))
     # inner steps of size → 0 leave the plain loss
-    tiny = _lookahead_closure(base, SigmoidOptions(lookahead=2, lookahead_lr=1e-12, verbose=False), 8, True,
-                              torch.device("cpu"))
+    tiny = closure_of(lookahead=2, lookahead_lr=1e-12)
     pieces = (closure.weight * m).split(closure.sizes)
     plain = base.loss(pieces, None).detach().item()
     assert tiny.loss(pieces, None).detach().item() == pytest.approx(plain, rel=1e-9)
