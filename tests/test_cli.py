@@ -136,3 +136,29 @@ def test_bad_input_exits_2(tmp_path):
     assert main(["solve", str(tmp_path / "missing.toml")]) == 2
     (tmp_path / "bad.toml").write_text("[data\nname=")
     assert main(["compare", str(tmp_path / "bad.toml")]) == 2
+
+
+def test_internal_error_exits_1_and_ctrl_c_leaves_complete_files(tmp_path, monkeypatch, capsys):
+    import matplotlib.figure
+
+    config, out = write_config(tmp_path), tmp_path / "c"
+    assert main(["compare", config, "--quiet", "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", interrupted)  # Ctrl-C while the plot is written
+    assert main(["compare", config, "--quiet", "--out", str(out)]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    after = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(after) == set(before)  # no temporary or partial file left behind
+    assert after["results.png"] == before["results.png"]  # the previous plot is intact
+    assert list(csv.DictReader(open(out / "results.csv"))) and json.loads((out / "results.json").read_text())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("solver crashed")
+
+    monkeypatch.setattr(mo, "compare", broken)
+    assert main(["compare", config, "--quiet", "--out", str(out)]) == 1
+    assert "maskopt: internal error: RuntimeError: solver crashed" in capsys.readouterr().err
