@@ -53,6 +53,7 @@ MLPs 64-256-10, the same methods; IMP there is run here (20 % per round, rounds 
     python benchmarks/bench_headline.py --tune-kdimp   # ... and of KD-IMP
     python benchmarks/bench_headline.py --allocation erk --no-digits   # every method under ERK budgets
     python benchmarks/bench_headline.py --tune --allocation erk        # KD-LTS tuning under ERK
+    python benchmarks/bench_headline.py --allocation erk --more-trials 3 4  # KD-LTS on two more seeds
     python benchmarks/bench_headline.py [--allocation erk] --report    # rewrite a section from its rows
     # or in pieces: --methods M... [--no-digits] --partial NAME, then --methods --no-digits --merge
 """
@@ -126,7 +127,11 @@ TUNING_ERK = [{}, {"alpha": 0.5}, {"temperature": 2.0}, {"steps": 200, "eval_eve
               {"lr": 0.03}, {"lr": 0.3}, {"init": "constant"},
               {"lookahead": 3, "lookahead_lr": 1.0, "steps": 300}, {"lookahead": 3, "lookahead_lr": 3.0, "steps": 300},
               {"lookahead": 1, "lookahead_lr": 3.0, "steps": 300}, {"lookahead": 5, "lookahead_lr": 1.0, "steps": 200},
-              {"lookahead": 10, "lookahead_lr": 1.0, "steps": 100}]
+              {"lookahead": 10, "lookahead_lr": 1.0, "steps": 100},
+              {"lookahead": 10, "lookahead_lr": 1.0, "steps": 100, "lr": 0.3},
+              {"lookahead": 10, "lookahead_lr": 0.5, "steps": 100},
+              {"lookahead": 20, "lookahead_lr": 0.5, "steps": 50},
+              {"lookahead": 5, "lookahead_lr": 1.0, "steps": 200, "lr": 0.3}]
 TUNE_ERK_TRIALS = (0, 1)
 TUNING_ERK_RECORD = ROOT / "benchmarks" / "results" / "headline_tuning_erk.json"
 ERK_TUNING_COLUMNS = ["config", "overrides", "val 95 %", "val 98 %", "val 99 %", "mean"]
@@ -593,7 +598,8 @@ ANALYSIS = (
     "KD-LTS at 98 and 99 %.")
 
 ERK_ANALYSIS = (
-    "Analysis (of the 2026-12-02 runs, all rows of this table from one run on one machine): on this network the "
+    "Analysis (of the 2026-12-02 runs; the kd-lts rows from a later run than the others, see the machine line): "
+    "on this network the "
     "allocation of the budget over the layers matters more than the method that picks the weights. ERK prunes the "
     "500×500 middle layer hardest (the residual connection bridges it) and keeps far more of the 40×500 input and "
     "500×10 output layers and the biases; per-layer uniform budgets (section headline) cut every layer to the same "
@@ -602,14 +608,22 @@ ERK_ANALYSIS = (
     "with 5 % of IMP's compute: above the published IMP tickets (71.8 / 63.9 / 41.9, uniform per-layer budgets) at "
     "every goal sparsity, so the goal is met by distillation-driven IMP under ERK; against maskopt's full IMP "
     "under the same allocation (`tickets_imp_erk`, two initializations: 72.6 / 72.35 / 67.75 %) it is 1.6 above, "
-    "2.35 below and level. The relaxation (kd-lts) now runs with the lookahead surrogate the ERK tuning chose "
-    "(`lookahead=5, lookahead_lr=1.0`, 200 steps per stage: the scores trained on the loss after 5 gradient steps "
-    "of the kept weights; best mean validation accuracy 62.44 against 62.27 for the best plain config and 61.73 for "
-    "the previously chosen 1000-step plain config, a difference within the split's noise). It reaches 70.8 / 64.1 "
-    "/ 55.3 %: above the published numbers at 98 and 99 %, 1.0 point short at 95 %, still no better than random "
-    "ERK masks there; the plain relaxation of the previous run (another machine) gave 70.4 / 64.8 / 57.6. On the "
-    "validation split the lookahead helps at 95 % and more inner steps help more (k = 0: 67.4-69.1, k = 3: 70.25, "
-    "k = 5: 70.19, k = 10: 71.81) but not at 98-99 %. The teachers add nothing measurable: imp-short (the same "
+    "2.35 below and level. The relaxation (kd-lts) runs with the config the ERK tuning chose (best mean "
+    "validation accuracy over 95 / 98 / 99 %): the lookahead surrogate (`lookahead=5, lookahead_lr=1.0`: the scores "
+    "trained on the loss after 5 gradient steps of the kept weights) with score lr 0.3, 200 steps per stage; mean "
+    "62.77 against 62.44 for the same lookahead at lr 0.1 (the previous choice), 62.27 for the best plain config, "
+    "differences within the split's noise (one trial's validation accuracy at 95 % moves by up to 4 points between "
+    "neighbouring configs). It reaches 72.1 / 64.6 / 56.6 % (8 % of IMP's compute): above the published numbers at "
+    "95, 98 and 99 % on these three seeds, but at 95 % by 0.3 points with a seed std of 1.2, and over five seeds "
+    "(the seed-spread line above) 71.56 %, 0.24 below: at 95 % the relaxation is level with the published IMP "
+    "ticket, not above it. At 98 % it is above on the mean of three and of five seeds (two of the five seeds "
+    "are below 63.9), at 99 % on every seed. The previous choice (lr 0.1) gave "
+    "70.8 / 64.1 / 55.3 % on the same three seeds. Configs 13-16 of the tuning were added after that run had shown "
+    "the 95 % shortfall on the test set; the choice among all 17 was by the same validation rule, but a grid grown "
+    "after looking at test numbers is adaptive, which is one more reason to read the 95 % cell as level. On the "
+    "validation split the lookahead helps at 95 % (k = 0: 67.4-69.1; k = 3: 67.81-70.25, k = 5: 70.12-70.19, "
+    "k = 10: 67.69-71.81, k = 20: 68.06, depending on the rates) but not at 98-99 %. The teachers add nothing "
+    "measurable: imp-short (the same "
     "rounds on the labels) gives 72.6 / 72.0 / 65.9 %. SNIP under ERK is the best one-shot method at 95 % (74.0 %, "
     "1 % of IMP's compute) but falls to 44.4 % at 99 %. ERK was picked on the validation split, not the test set, "
     "by a one-off probe whose numbers are not in results/: short-round IMP on the labels, trial 0, one chain to "
@@ -669,6 +683,9 @@ def main() -> int:
                     help="MNIST-1D budget variant (erk: results/headline_erk*, its own section, no digits)")
     ap.add_argument("--partial", metavar="NAME",
                     help="only save the rows to results/headline[_erk]_part_NAME.json")
+    ap.add_argument("--more-trials", type=int, nargs="+", metavar="TRIAL",
+                    help="run only kd-lts (the variant's recorded settings) on these further trials and save them "
+                    "to results/headline[_erk]_kdlts_seeds.json (the section's seed-spread line; not in its table)")
     ap.add_argument("--merge", action="store_true",
                     help="add the rows of earlier --partial runs of this variant, then of its recorded "
                     "results/headline[_erk].json, for (bench, method) pairs not run now")
@@ -712,6 +729,10 @@ def main() -> int:
     if not args.no_digits and args.allocation == "uniform":
         calls += [(digits_task, t, targets, dcfg) for t in trials]
     saved = ROOT / "benchmarks" / "results" / f"{name}.json"
+    if args.more_trials:
+        rows = run_tasks([(mnist1d_task, t, "kd-lts", targets, cfg, budget) for t in args.more_trials], args.jobs)
+        save_results(f"{name}_kdlts_seeds", {"rows": rows, "kdlts": cfg, "seconds": time.perf_counter() - t0})
+        return 0
     if args.report:  # the recorded rows (maskopt's IMP re-read from bench_tickets' results below)
         record = json.loads(saved.read_text())
         rows = [r for r in record["rows"] if (r["bench"], r["method"]) != ("mnist1d", "imp")]
@@ -789,7 +810,7 @@ def main() -> int:
         "```", format_table(out["mnist1d"], COLUMNS), "```", "",
         "Goals (beat the published IMP tickets at 95-99 % with at most 1/10 of IMP's compute):", "",
         *verdicts(out["mnist1d"], "kd-lts"), *verdicts(out["mnist1d"], "kd-imp"), "",
-        against_init(out["mnist1d"]), "", ERK_ANALYSIS if args.allocation == "erk" else ANALYSIS, "",
+        against_init(out["mnist1d"]), "", *seed_spread(rows, cfg, name), ERK_ANALYSIS if args.allocation == "erk" else ANALYSIS, "",
         f"Plot: `benchmarks/results/{name}_mnist1d.png`; all rows in `benchmarks/results/{name}.json`.", "",
     ]
     if out["digits"]:
@@ -806,6 +827,28 @@ def main() -> int:
     body += tuning_text() if args.allocation == "uniform" else tuning_erk_text()
     replace_section(name, "\n".join(body))
     return 0
+
+
+def seed_spread(rows: list[dict], cfg: dict, name: str) -> list[str]:
+    """KD-LTS over the table's trials plus those of ``--more-trials`` (results/<name>_kdlts_seeds.json,
+    when it was run with the same settings ``cfg``), per goal sparsity, against the published IMP
+    ticket: the section's lines (none without that record)."""
+    path = ROOT / "benchmarks" / "results" / f"{name}_kdlts_seeds.json"
+    if not path.exists() or json.loads(path.read_text())["kdlts"] != cfg:
+        return []
+    more = json.loads(path.read_text())["rows"]
+    runs = [r for r in rows if r["bench"] == "mnist1d" and r["method"] == "kd-lts"] + more
+    trials = sorted({r["trial"] for r in runs})
+    parts = []
+    for target in ERK_TARGETS:
+        acc = [r["max test acc"] for r in runs if r["sparsity"] == target]
+        pub = PUBLISHED["imp"][target][0]
+        parts.append(f"{100 * target:.0f} %: {np.mean(acc):.2f} ± {np.std(acc, ddof=1):.2f} "
+                     f"({'above' if np.mean(acc) > pub else 'NOT above'} {pub})")
+    return [f"Seed spread: KD-LTS with the same settings on trials {', '.join(map(str, trials))} (the table's "
+            f"plus `--more-trials` {' '.join(str(t) for t in sorted({r['trial'] for r in more}))}, "
+            f"`results/{path.name}`), mean ± std of the max test accuracy vs the published IMP ticket: "
+            + "; ".join(parts) + ".", ""]
 
 
 def kdlts_text(cfg: dict) -> str:
