@@ -598,8 +598,9 @@ ANALYSIS = (
     "KD-LTS at 98 and 99 %.")
 
 ERK_ANALYSIS = (
-    "Analysis (of the 2026-12-02 runs; the kd-lts rows from a later run than the others, see the machine line): "
-    "on this network the "
+    "Analysis (of the 2026-12-02 runs; the kd-lts rows from a later run than the others, see the machine line; "
+    "the later run's machine reproduced the earlier rows of random and kd-imp for trial 0 exactly): on this "
+    "network the "
     "allocation of the budget over the layers matters more than the method that picks the weights. ERK prunes the "
     "500×500 middle layer hardest (the residual connection bridges it) and keeps far more of the 40×500 input and "
     "500×10 output layers and the biases; per-layer uniform budgets (section headline) cut every layer to the same "
