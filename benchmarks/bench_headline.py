@@ -731,6 +731,9 @@ def main() -> int:
         calls += [(digits_task, t, targets, dcfg) for t in trials]
     saved = ROOT / "benchmarks" / "results" / f"{name}.json"
     if args.more_trials:
+        table = {r["trial"] for r in json.loads(saved.read_text())["rows"]} if saved.exists() else set()
+        if set(args.more_trials) & table:
+            raise SystemExit(f"--more-trials must be trials outside the recorded table's {sorted(table)}.")
         rows = run_tasks([(mnist1d_task, t, "kd-lts", targets, cfg, budget) for t in args.more_trials], args.jobs)
         save_results(f"{name}_kdlts_seeds", {"rows": rows, "kdlts": cfg, "seconds": time.perf_counter() - t0})
         return 0
@@ -811,7 +814,8 @@ def main() -> int:
         "```", format_table(out["mnist1d"], COLUMNS), "```", "",
         "Goals (beat the published IMP tickets at 95-99 % with at most 1/10 of IMP's compute):", "",
         *verdicts(out["mnist1d"], "kd-lts"), *verdicts(out["mnist1d"], "kd-imp"), "",
-        against_init(out["mnist1d"]), "", *seed_spread(rows, cfg, name), ERK_ANALYSIS if args.allocation == "erk" else ANALYSIS, "",
+        against_init(out["mnist1d"]), "", *seed_spread(rows, cfg, name),
+        ERK_ANALYSIS if args.allocation == "erk" else ANALYSIS, "",
         f"Plot: `benchmarks/results/{name}_mnist1d.png`; all rows in `benchmarks/results/{name}.json`.", "",
     ]
     if out["digits"]:
@@ -835,9 +839,10 @@ def seed_spread(rows: list[dict], cfg: dict, name: str) -> list[str]:
     when it was run with the same settings ``cfg``), per goal sparsity, against the published IMP
     ticket: the section's lines (none without that record)."""
     path = ROOT / "benchmarks" / "results" / f"{name}_kdlts_seeds.json"
-    if not path.exists() or json.loads(path.read_text())["kdlts"] != cfg:
+    record = json.loads(path.read_text()) if path.exists() else None
+    if record is None or record["kdlts"] != cfg:
         return []
-    more = json.loads(path.read_text())["rows"]
+    more = record["rows"]
     runs = [r for r in rows if r["bench"] == "mnist1d" and r["method"] == "kd-lts"] + more
     trials = sorted({r["trial"] for r in runs})
     parts = []
