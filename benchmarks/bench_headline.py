@@ -843,7 +843,7 @@ def seed_spread(rows: list[dict], settings: dict, name: str) -> list[str]:
     per goal sparsity, against the published IMP ticket: the section's lines (none without that record)."""
     path = ROOT / "benchmarks" / "results" / f"{name}_seeds.json"
     record = json.loads(path.read_text()) if path.exists() else None
-    if record is None or any(record[key] != json.loads(json.dumps(value)) for key, value in settings.items()):
+    if record is None or any(record.get(key) != json.loads(json.dumps(value)) for key, value in settings.items()):
         return []
     lines = []
     for method in SPREAD:
