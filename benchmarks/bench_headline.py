@@ -34,13 +34,14 @@ imp-short = (teachers + their targets, kd-imp only) + every round up to that spa
 retrains up to that sparsity ((retrain number) × 1501). Baselines = their
 ``gradient_samples`` / 100 + 1501.
 
-KD-LTS settings were tuned with ``--tune`` on a validation split carved from the training
-data (train on the first 3200 training samples, score the maximum accuracy on the last 800;
-trial 0, 95 % and 99 %; under ``scope="layer"``, the budget of that run); KD-IMP's with
-``--tune-kdimp`` on the same split (95 / 98 / 99 %). Under ERK, ``--tune --allocation erk``
-scores TUNING_ERK (plain and lookahead relaxations, trials 0 and 1) and the run takes the
-config with the best mean validation accuracy over 95 / 98 / 99 % (:func:`erk_choice`, read
-from the record). The test set was not used for any choice. The tuning records are
+All settings were tuned on a validation split carved from the training data (train on the
+first 3200 training samples, score the maximum accuracy on the last 800). ``--tune-first``
+chose the KD-LTS temperature (trial 0, 95 % and 99 %, under ``scope="layer"``, the budget of
+that run); ``--tune [--allocation A]`` scores TUNINGS[A] (plain and lookahead relaxations)
+under that variant's budget, trials 0 and 1, and the variant's run takes the config with the
+best mean validation accuracy over 95 / 98 / 99 % (:func:`tuning_choice`, read from the
+record); ``--tune-kdimp`` chose KD-IMP's (95 / 98 / 99 %). The test set was not used for any
+choice. The tuning records are
 ``results/headline_tuning*.json`` and the BENCHMARKS.md section.
 
 Digits variant: ``mo.data.digits()`` (1347/450), an MLP 64-256-256-10 at init, teachers 3
@@ -49,7 +50,7 @@ MLPs 64-256-10, the same methods; IMP there is run here (20 % per round, rounds 
 
     python benchmarks/bench_headline.py            # full run (the recorded one; ~15 min on 2 cores)
     python benchmarks/bench_headline.py --quick    # smoke run (minutes)
-    python benchmarks/bench_headline.py --tune     # the validation-split tuning of KD-LTS
+    python benchmarks/bench_headline.py --tune     # the validation-split tuning of KD-LTS (per-layer budgets)
     python benchmarks/bench_headline.py --tune-kdimp   # ... and of KD-IMP
     python benchmarks/bench_headline.py --allocation erk --no-digits   # every method under ERK budgets
     python benchmarks/bench_headline.py --tune --allocation erk        # KD-LTS tuning under ERK
@@ -65,6 +66,7 @@ import json
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -91,12 +93,13 @@ TARGETS = (0.90, 0.95, 0.98, 0.99)
 BASELINES = ("synflow", "snip", "magnitude", "random")
 SHORT_IMP = ("kd-imp", "imp-short")  # IMP with few short rounds: on the teachers (KD) / on the labels
 METHODS = ("kd-lts", "kd-imp", "imp", "imp-short", *BASELINES)
-# the base configuration of the tuning; TUNING lists the overrides --tune scores
+# the base configuration of the first tuning; FIRST_TUNING lists the overrides --tune-first scores
 TUNE_BASE = {"teachers": ("cnn1d", "cnn1d", "cnn1d"), "teacher_steps": 800, "teacher_lr": 1e-2,
              "temperature": 2.0, "alpha": 0.0, "steps": 500, "lr": 0.1, "batch_size": 100, "eval_every": 100}
-# KD-LTS settings: TUNE_BASE with the temperature chosen by --tune (best validation accuracy at 95 %)
+# KD-LTS base settings: TUNE_BASE with the temperature chosen by --tune-first (best validation
+# accuracy at 95 %); --tune scores overrides of it per budget variant (TUNINGS)
 KDLTS = {**TUNE_BASE, "temperature": 1.0}
-TUNING = [
+FIRST_TUNING = [
     {},
     {"temperature": 4.0},
     {"temperature": 1.0},
@@ -106,7 +109,8 @@ TUNING = [
     {"temperature": 4.0, "init": "constant"},
     {"temperature": 4.0, "steps": 200, "eval_every": 50},
 ]
-TUNE_TARGETS = (0.95, 0.99)
+FIRST_TUNE_TARGETS = (0.95, 0.99)
+FIRST_TUNE_BUDGET = {"scope": "layer"}  # the budget of the run --tune-first recorded
 # KD-IMP: the KD-LTS teachers; every round trains the student on the ensemble's soft targets
 # (DistillProblem objective, train_on="problem") for round_steps steps, then prunes by magnitude
 # and rewinds to init; rounds on a geometric density schedule to 99 % (plus the targets).
@@ -122,20 +126,32 @@ HIERARCHY_WARM = {"steps": 100, "lr": 0.05, "batch_size": 100, "eval_every": 100
 KDIMP = {**KDIMP_BASE, "rounds": 10}  # best mean validation accuracy of --tune-kdimp (95/98/99 %, trials 0, 1)
 SPREAD = ("kd-lts", "kd-imp")  # the methods the goal verdicts judge: --more-trials runs them on further seeds
 VALIDATION = 800  # samples carved off the end of the training data for --tune
-# --tune --allocation erk: overrides of KDLTS scored under the ERK budget (trials 0, 1; 95/98/99 %)
-# (lookahead: the scores trained on the loss after k inner gradient steps of the ticket's weights)
-TUNING_ERK = [{}, {"alpha": 0.5}, {"temperature": 2.0}, {"steps": 200, "eval_every": 50}, {"steps": 1000},
-              {"lr": 0.03}, {"lr": 0.3}, {"init": "constant"},
-              {"lookahead": 3, "lookahead_lr": 1.0, "steps": 300}, {"lookahead": 3, "lookahead_lr": 3.0, "steps": 300},
-              {"lookahead": 1, "lookahead_lr": 3.0, "steps": 300}, {"lookahead": 5, "lookahead_lr": 1.0, "steps": 200},
-              {"lookahead": 10, "lookahead_lr": 1.0, "steps": 100},
-              {"lookahead": 10, "lookahead_lr": 1.0, "steps": 100, "lr": 0.3},
-              {"lookahead": 10, "lookahead_lr": 0.5, "steps": 100},
-              {"lookahead": 20, "lookahead_lr": 0.5, "steps": 50},
-              {"lookahead": 5, "lookahead_lr": 1.0, "steps": 200, "lr": 0.3}]
-TUNE_ERK_TRIALS = (0, 1)
-TUNING_ERK_RECORD = ROOT / "benchmarks" / "results" / "headline_tuning_erk.json"
-ERK_TUNING_COLUMNS = ["config", "overrides", "val 95 %", "val 98 %", "val 99 %", "mean"]
+# --tune [--allocation A]: overrides of KDLTS scored under that variant's budget on the validation
+# split (trials TUNE_TRIALS, 95/98/99 %); the variant's run takes the best mean (tuning_choice).
+# lookahead: the scores trained on the loss after k inner gradient steps of the ticket's weights.
+# The uniform list: configs 0-6 fixed before any of it ran (from the ERK results: the plain base,
+# the two best plain ERK configs and the lookahead configs of the ERK grid's top half); 7 and 8
+# added after them because the largest k (config 6) scored best, before any uniform test run.
+TUNINGS = {
+    "uniform": [{}, {"alpha": 0.5}, {"lr": 0.3},
+                {"lookahead": 3, "lookahead_lr": 1.0, "steps": 300},
+                {"lookahead": 5, "lookahead_lr": 1.0, "steps": 200},
+                {"lookahead": 5, "lookahead_lr": 1.0, "steps": 200, "lr": 0.3},
+                {"lookahead": 10, "lookahead_lr": 1.0, "steps": 100},
+                {"lookahead": 20, "lookahead_lr": 1.0, "steps": 50},
+                {"lookahead": 20, "lookahead_lr": 0.5, "steps": 50}],
+    "erk": [{}, {"alpha": 0.5}, {"temperature": 2.0}, {"steps": 200, "eval_every": 50}, {"steps": 1000},
+            {"lr": 0.03}, {"lr": 0.3}, {"init": "constant"},
+            {"lookahead": 3, "lookahead_lr": 1.0, "steps": 300}, {"lookahead": 3, "lookahead_lr": 3.0, "steps": 300},
+            {"lookahead": 1, "lookahead_lr": 3.0, "steps": 300}, {"lookahead": 5, "lookahead_lr": 1.0, "steps": 200},
+            {"lookahead": 10, "lookahead_lr": 1.0, "steps": 100},
+            {"lookahead": 10, "lookahead_lr": 1.0, "steps": 100, "lr": 0.3},
+            {"lookahead": 10, "lookahead_lr": 0.5, "steps": 100},
+            {"lookahead": 20, "lookahead_lr": 0.5, "steps": 50},
+            {"lookahead": 5, "lookahead_lr": 1.0, "steps": 200, "lr": 0.3}],
+}
+TUNE_TRIALS = (0, 1)
+TUNING_COLUMNS = ["config", "overrides", "val 95 %", "val 98 %", "val 99 %", "mean"]
 
 DIGITS_HIDDEN = [256, 256]
 DIGITS_PROTOCOL = {"steps": 300, "batch_size": 100, "lr": 5e-3, "optimizer": "adam", "shuffle": True,
@@ -416,8 +432,8 @@ def tune_kdimp_task(index: int, overrides: dict, trial: int, targets: tuple = (0
     return rows
 
 
-def tune_task(index: int, overrides: dict, targets: tuple = TUNE_TARGETS, budget: dict = VARIANTS["uniform"][0],
-              trial: int = 0, base: dict = TUNE_BASE) -> list[dict]:
+def tune_task(index: int, overrides: dict, targets: tuple, budget: dict, trial: int = 0,
+              base: dict = KDLTS) -> list[dict]:
     """Validation score of one KD-LTS configuration (``base`` with ``overrides``; first 3200
     training samples to train on, the last 800 held out as the "test" split of every training
     run here)."""
@@ -431,7 +447,7 @@ def tune_task(index: int, overrides: dict, targets: tuple = TUNE_TARGETS, budget
         for target in targets:
             s = float(SCHEDULE[RETRAIN[target]])
             for method in ("synflow", "snip"):
-                masks, spent = baseline_masks(method, init, names, data, s, 0)
+                masks, spent = baseline_masks(method, init, names, data, s, 0, budget)
                 result = ticket(init, masks, data, PROTOCOL)
                 rows.append({"config": method, "sparsity": target, "val acc": result.best(),
                              "train steps": spent + result.steps})
@@ -644,20 +660,20 @@ COLUMNS = ["sparsity", "method", "trials", "acc mean", "acc std", "per trial", "
            "× IMP compute"]
 
 
-def tuning_text() -> list[str]:
+def first_tuning_text() -> list[str]:
     out = []
     path = ROOT / "benchmarks" / "results" / "headline_tuning.json"
     if not path.exists():
-        out += ["(no KD-LTS tuning record: run `python benchmarks/bench_headline.py --tune`)"]
+        out += ["(no first KD-LTS tuning record: run `python benchmarks/bench_headline.py --tune-first`)"]
     else:
         record = json.loads(path.read_text())
         table = format_table(record["rows"], ["config", "overrides", "sparsity", "val acc", "teacher val acc",
                                               "train steps"])
         note = [f"Note: {record['note']}", ""] if record.get("note") else []
         out += [*note, f"Base configuration of the KD-LTS tuning: `{json.dumps(record['base'])}`.", "",
-                "KD-LTS tuning record (`--tune`: trial 0, train on the first 3200 training samples, maximum "
-                "accuracy on the last 800; KD-LTS configs are overrides of the base config; synflow/snip are "
-                "references on the same split):", "", "```", table, "```"]
+                "First KD-LTS tuning record (`--tune-first`, under `scope='layer'`: trial 0, train on the first "
+                "3200 training samples, maximum accuracy on the last 800; KD-LTS configs are overrides of the base "
+                "config; synflow/snip are references on the same split):", "", "```", table, "```"]
     path = ROOT / "benchmarks" / "results" / "headline_tuning_kdimp.json"
     if path.exists():
         record = json.loads(path.read_text())
@@ -669,8 +685,10 @@ def tuning_text() -> list[str]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 trial, 95 %% only, short searches")
-    ap.add_argument("--tune", action="store_true", help="score the TUNING configs on the validation split")
-    ap.add_argument("--tune-targets", type=float, nargs="+", default=list(TUNE_TARGETS))
+    ap.add_argument("--tune", action="store_true",
+                    help="score the variant's TUNINGS configs on the validation split (with --allocation)")
+    ap.add_argument("--tune-first", action="store_true",
+                    help="the first KD-LTS tuning (FIRST_TUNING, scope='layer', trial 0, 95 and 99 %%)")
     ap.add_argument("--tune-kdimp", action="store_true", help="score the KDIMP_TUNING configs on the validation split")
     ap.add_argument("--objective", action="store_true",
                     help="the KD-LTS objective of each method's masks beside its ticket (trial 0; section "
@@ -695,16 +713,16 @@ def main() -> int:
     args = ap.parse_args()
     setup()
     t0 = time.perf_counter()
-    if args.tune and args.allocation == "erk":
-        return tune_erk_main(args)
     if args.tune:
+        return tune_main(args)
+    if args.tune_first:
         path = ROOT / "benchmarks" / "results" / "headline_tuning.json"
         rows = json.loads(path.read_text())["rows"] if path.exists() else []  # resume: skip what is there
         have = {str(r["config"]) for r in rows}
-        tt = tuple(args.tune_targets)
-        calls = [(tune_task, -1, {}, tt)] if "synflow" not in have else []
-        calls += [(tune_task, i, o, tt) for i, o in enumerate(TUNING) if str(i) not in have]
-        run_tuning("headline_tuning", rows, calls, args.jobs, {"base": TUNE_BASE, "configs": TUNING})
+        calls = [(tune_task, -1, {}, FIRST_TUNE_TARGETS, FIRST_TUNE_BUDGET)] if "synflow" not in have else []
+        calls += [(tune_task, i, o, FIRST_TUNE_TARGETS, FIRST_TUNE_BUDGET, 0, TUNE_BASE)
+                  for i, o in enumerate(FIRST_TUNING) if str(i) not in have]
+        run_tuning("headline_tuning", rows, calls, args.jobs, {"base": TUNE_BASE, "configs": FIRST_TUNING})
         print(format_table(rows, ["config", "overrides", "sparsity", "val acc", "teacher val acc", "train steps"]))
         return 0
     if args.objective:
@@ -720,7 +738,7 @@ def main() -> int:
         print(format_table(rows, KDIMP_TUNING_COLUMNS))
         return 0
     targets, trials, dcfg, kcfg = TARGETS, args.trials, dict(DIGITS_KDLTS), dict(KDIMP)
-    cfg = kdlts_erk() if args.allocation == "erk" else dict(KDLTS)
+    cfg = kdlts_settings(args.allocation)
     if args.quick:
         targets, trials = (0.95,), args.trials[:1]
         cfg.update(steps=50, eval_every=25, teacher_steps=100)
@@ -832,7 +850,8 @@ def main() -> int:
             "```", format_table(out["digits"], COLUMNS), "```", "", against_init(out["digits"]), "",
             DIGITS_ANALYSIS, "",
             "Plot: `benchmarks/results/headline_digits.png`.", ""]
-    body += tuning_text() if args.allocation == "uniform" else tuning_erk_text()
+    body += tuning_variant_text(args.allocation)
+    body += ["", *first_tuning_text()] if args.allocation == "uniform" else []
     replace_section(name, "\n".join(body))
     return 0
 
@@ -870,18 +889,20 @@ def kdlts_text(cfg: dict) -> str:
             f"per stage, lr={cfg['lr']}, batch_size={cfg['batch_size']}, eval_every={cfg['eval_every']}{extra})`.")
 
 
-def tuning_erk_text() -> list[str]:
-    if not TUNING_ERK_RECORD.exists():
-        return ["(no ERK tuning record: run `python benchmarks/bench_headline.py --tune --allocation erk`)"]
-    record = json.loads(TUNING_ERK_RECORD.read_text())
-    summary = tuning_erk_summary(record["rows"])
-    chosen = summary[erk_choice(summary)]
+def tuning_variant_text(allocation: str) -> list[str]:
+    """The section's lines on the ``--tune`` record of ``allocation`` (its table, the choice starred)."""
+    path = tuning_record(allocation)
+    if not path.exists():
+        return [f"(no {allocation} tuning record: run `{tune_command(allocation)}`)"]
+    record = json.loads(path.read_text())
+    summary = tuning_summary(record["rows"], allocation)
+    chosen = summary[tuning_choice(summary, allocation)]
     chosen["mean"] = f"{chosen['mean']} *"
-    return [f"KD-LTS tuning under ERK (`--tune --allocation erk`: overrides of `{json.dumps(record['base'])}`, "
-            f"trials {', '.join(map(str, TUNE_ERK_TRIALS))}, train on the first 3200 training samples, maximum "
-            "accuracy on the last 800, mean over the trials; `*` = the chosen config, the best `mean`; machine "
-            f"{record.get('machine', '?')}):", "", "```",
-            format_table(summary, ERK_TUNING_COLUMNS), "```"]
+    return [f"KD-LTS tuning, {'ERK' if allocation == 'erk' else 'per-layer'} budgets "
+            f"(`{tune_command(allocation)}`: overrides of `{json.dumps(record['base'])}`, trials "
+            f"{', '.join(map(str, TUNE_TRIALS))}, train on the first 3200 training samples, maximum accuracy on the "
+            "last 800, mean over the trials; `*` = the chosen config, the best `mean`; machine "
+            f"{record.get('machine', '?')}):", "", "```", format_table(summary, TUNING_COLUMNS), "```"]
 
 
 def run_tuning(name: str, rows: list[dict], calls: list[tuple], jobs: int, record: dict) -> None:
@@ -894,42 +915,53 @@ def run_tuning(name: str, rows: list[dict], calls: list[tuple], jobs: int, recor
             save_results(name, {**record, "rows": rows, "seconds": time.perf_counter() - t0})
 
 
-def tune_erk_main(args: argparse.Namespace) -> int:
-    """``--tune --allocation erk``: the TUNING_ERK overrides of KDLTS under the ERK budget on the
-    validation split, trials TUNE_ERK_TRIALS, 95 / 98 / 99 % (results/headline_tuning_erk.json,
-    resumable)."""
-    rows = json.loads(TUNING_ERK_RECORD.read_text())["rows"] if TUNING_ERK_RECORD.exists() else []
+def tuning_record(allocation: str) -> Path:
+    """results/headline_tuning_<allocation>.json: the ``--tune`` rows of that budget variant."""
+    return ROOT / "benchmarks" / "results" / f"headline_tuning_{allocation}.json"
+
+
+def tune_command(allocation: str) -> str:
+    """The command that writes :func:`tuning_record` of ``allocation``."""
+    return "python benchmarks/bench_headline.py --tune" + ("" if allocation == "uniform" else
+                                                           f" --allocation {allocation}")
+
+
+def tune_main(args: argparse.Namespace) -> int:
+    """``--tune [--allocation A]``: the TUNINGS[A] overrides of KDLTS under that variant's budget
+    on the validation split, trials TUNE_TRIALS, 95 / 98 / 99 % (:func:`tuning_record`, resumable)."""
+    path, configs = tuning_record(args.allocation), TUNINGS[args.allocation]
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
     have = {(r["config"], r["trial"]) for r in rows}
-    calls = [(tune_task, i, o, ERK_TARGETS, ERK, t, KDLTS) for t in TUNE_ERK_TRIALS
-             for i, o in enumerate(TUNING_ERK) if (i, t) not in have]
-    run_tuning("headline_tuning_erk", rows, calls, args.jobs, {"base": KDLTS, "configs": TUNING_ERK})
-    print(format_table(tuning_erk_summary(rows), ERK_TUNING_COLUMNS))
+    calls = [(tune_task, i, o, ERK_TARGETS, VARIANTS[args.allocation][0], t, KDLTS) for t in TUNE_TRIALS
+             for i, o in enumerate(configs) if (i, t) not in have]
+    run_tuning(path.stem, rows, calls, args.jobs, {"base": KDLTS, "configs": configs})
+    print(format_table(tuning_summary(rows, args.allocation), TUNING_COLUMNS))
     return 0
 
 
-def erk_choice(summary: list[dict]) -> int:
-    """The TUNING_ERK config KD-LTS runs with under ERK, from :func:`tuning_erk_summary`: the
-    best mean validation accuracy over ERK_TARGETS (the lowest index among ties)."""
+def tuning_choice(summary: list[dict], allocation: str) -> int:
+    """The TUNINGS[allocation] config KD-LTS runs with, from :func:`tuning_summary`: the best
+    mean validation accuracy over 95 / 98 / 99 % (the lowest index among ties)."""
     means = [entry["mean"] for entry in summary]
     if None in means:
-        raise SystemExit("the ERK tuning record lacks configs: run "
-                         "`python benchmarks/bench_headline.py --tune --allocation erk` first.")
+        raise SystemExit(f"the {allocation} tuning record lacks configs: run `{tune_command(allocation)}` first.")
     return int(np.argmax(means))
 
 
-def kdlts_erk() -> dict:
-    """KD-LTS settings under ERK: KDLTS with the overrides :func:`erk_choice` picks from the
-    recorded tuning (results/headline_tuning_erk.json)."""
-    if not TUNING_ERK_RECORD.exists():
-        raise SystemExit("no ERK tuning record: run `python benchmarks/bench_headline.py --tune --allocation erk` "
-                         "first.")
-    return {**KDLTS, **TUNING_ERK[erk_choice(tuning_erk_summary(json.loads(TUNING_ERK_RECORD.read_text())["rows"]))]}
+def kdlts_settings(allocation: str) -> dict:
+    """KD-LTS settings of a budget variant: KDLTS with the overrides :func:`tuning_choice` picks
+    from its recorded tuning."""
+    path = tuning_record(allocation)
+    if not path.exists():
+        raise SystemExit(f"no {allocation} tuning record: run `{tune_command(allocation)}` first.")
+    summary = tuning_summary(json.loads(path.read_text())["rows"], allocation)
+    return {**KDLTS, **TUNINGS[allocation][tuning_choice(summary, allocation)]}
 
 
-def tuning_erk_summary(rows: list[dict]) -> list[dict]:
-    """Mean validation accuracy of each ERK tuning config over its trials, per sparsity."""
+def tuning_summary(rows: list[dict], allocation: str) -> list[dict]:
+    """Mean validation accuracy of each TUNINGS[allocation] config over its trials, per sparsity."""
     out = []
-    for i, o in enumerate(TUNING_ERK):
+    for i, o in enumerate(TUNINGS[allocation]):
         entry = {"config": i, "overrides": json.dumps(o)}
         for t in ERK_TARGETS:
             accs = [r["val acc"] for r in rows if r["config"] == i and r["sparsity"] == t]
