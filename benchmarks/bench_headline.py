@@ -149,6 +149,11 @@ TUNINGS = {
             {"lookahead": 10, "lookahead_lr": 0.5, "steps": 100},
             {"lookahead": 20, "lookahead_lr": 0.5, "steps": 50},
             {"lookahead": 5, "lookahead_lr": 1.0, "steps": 200, "lr": 0.3}],
+    # digits (--tune-digits): overrides of DIGITS_KDLTS, fixed before any ran (the plain base, T=1 as
+    # on MNIST-1D, and lookahead at k = 3 and 10 with inner step sizes 1 and 0.3)
+    "digits": [{}, {"temperature": 1.0}, {"lookahead": 3, "lookahead_lr": 1.0, "steps": 100},
+               {"lookahead": 10, "lookahead_lr": 1.0, "steps": 100},
+               {"lookahead": 10, "lookahead_lr": 0.3, "steps": 100}],
 }
 TUNE_TRIALS = (0, 1)
 TUNING_COLUMNS = ["config", "overrides", "val 95 %", "val 98 %", "val 99 %", "mean"]
@@ -172,6 +177,9 @@ VARIANTS = {
             "Erdős–Rényi-kernel densities per parameter tensor (`scope='layer', allocation='erk'`: density ∝ "
             "sum(shape)/prod(shape), so the 500×500 layer is pruned hardest and the biases are nearly dense)"),
 }
+# --tune KEY: (bench, Budget keywords, base settings) of each tuning; "digits" = --tune-digits
+TUNE_SPECS = {"uniform": ("mnist1d", VARIANTS["uniform"][0], KDLTS), "erk": ("mnist1d", ERK, KDLTS),
+              "digits": ("digits", DIGITS_BUDGET, DIGITS_KDLTS)}
 DIGITS_KDIMP = {"temperature": 2.0, "rounds": 10, "round_steps": 100, "lr": 5e-3, "batch_size": 100}
 DIGITS_IMP_SCHEDULE = [1 - 0.8**k for k in range(1, 11)] + [0.90, 0.92, 0.936, 0.95, 0.96, 0.968, 0.975, 0.98,
                                                           0.984, 0.9875, 0.99]
@@ -266,10 +274,37 @@ def sparsity_of(masks) -> float:
     return 1.0 - sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
 
 
+def blind_classes(masks) -> int:
+    """Output classes whose row of the last weight tensor keeps no weight: their logit ignores the input."""
+    last = masks[[name for name in masks if name.endswith("weight")][-1]]
+    return int((last.reshape(last.shape[0], -1).sum(1) == 0).sum())
+
+
 def row(bench, trial, method, target, result, steps, masks=None, **extra) -> dict:
     return {"bench": bench, "trial": trial, "method": method, "sparsity": target,
             "actual sparsity": None if masks is None else sparsity_of(masks),
+            "blind classes": None if masks is None else blind_classes(masks),
             "max test acc": result.best("test_acc"), "train steps": steps, **extra}
+
+
+def blind_text(rows: list[dict], bench: str) -> str:
+    """One line on the output classes each method's masks leave without a kept weight (mean over
+    trials per target; rows without that field are skipped), or "" when no row has the field."""
+    have = [r for r in rows if r["bench"] == bench and r.get("blind classes") is not None]
+    if not have:
+        return ""
+    targets = sorted({r["sparsity"] for r in have})
+    parts, clean = [], []
+    for method in sorted({r["method"] for r in have}):
+        means = [np.mean([r["blind classes"] for r in have if r["method"] == method and r["sparsity"] == t])
+                 for t in targets]
+        if any(means):
+            parts.append(f"{method} " + " / ".join(f"{m:.1f}" for m in means))
+        else:
+            clean.append(method)
+    return ("Output classes left without a kept weight (their logit ignores the input; mean over trials at "
+            + " / ".join(f"{100 * t:.0f}" for t in targets) + " %): " + ("; ".join(parts) or "none")
+            + (f"; none for {', '.join(clean)}." if clean else "."))
 
 
 # --------------------------------------------------------------------------------------------- tasks
@@ -404,11 +439,12 @@ def digits_task(trial: int, targets: tuple, cfg: dict) -> list[dict]:
     return rows
 
 
-def validation_split() -> mo.data.Dataset:
-    """MNIST-1D's first 3200 training samples to train on, the last 800 as the held-out split."""
-    full = mo.data.mnist1d()
-    n = full.x.shape[0] - VALIDATION
-    return mo.data.Dataset("mnist1d-val", full.x[:n], full.y[:n], full.x[n:], full.y[n:], 10)
+def validation_split(bench: str = "mnist1d") -> mo.data.Dataset:
+    """The tuning split of ``bench``'s training data: MNIST-1D's first 3200 training samples to
+    train on and the last 800 held out; digits' first 1077 and the last 270 (a fifth)."""
+    full = mo.data.mnist1d() if bench == "mnist1d" else mo.data.digits()
+    n = full.x.shape[0] - (VALIDATION if bench == "mnist1d" else full.x.shape[0] // 5)
+    return mo.data.Dataset(f"{bench}-val", full.x[:n], full.y[:n], full.x[n:], full.y[n:], 10)
 
 
 def tune_kdimp_task(index: int, overrides: dict, trial: int, targets: tuple = (0.95, 0.98, 0.99)) -> list[dict]:
@@ -433,14 +469,13 @@ def tune_kdimp_task(index: int, overrides: dict, trial: int, targets: tuple = (0
 
 
 def tune_task(index: int, overrides: dict, targets: tuple, budget: dict, trial: int = 0,
-              base: dict = KDLTS) -> list[dict]:
-    """Validation score of one KD-LTS configuration (``base`` with ``overrides``; first 3200
-    training samples to train on, the last 800 held out as the "test" split of every training
-    run here)."""
+              base: dict = KDLTS, bench: str = "mnist1d") -> list[dict]:
+    """Validation score of one KD-LTS configuration (``base`` with ``overrides``) on ``bench``
+    (:func:`validation_split`: its held-out part is the "test" split of every training run here)."""
     setup()
-    data = validation_split()
+    data = validation_split(bench)
     cfg = {**base, **overrides}
-    init = student(trial)
+    init, protocol = (student(trial), PROTOCOL) if bench == "mnist1d" else (digits_student(trial), DIGITS_PROTOCOL)
     names = all_params(init)
     rows = []
     if index < 0:  # reference: the baselines on the same split
@@ -448,7 +483,7 @@ def tune_task(index: int, overrides: dict, targets: tuple, budget: dict, trial: 
             s = float(SCHEDULE[RETRAIN[target]])
             for method in ("synflow", "snip"):
                 masks, spent = baseline_masks(method, init, names, data, s, 0, budget)
-                result = ticket(init, masks, data, PROTOCOL)
+                result = ticket(init, masks, data, protocol)
                 rows.append({"config": method, "sparsity": target, "val acc": result.best(),
                              "train steps": spent + result.steps})
                 log(f"tune {method} {target}: val {result.best():.1f}")
@@ -458,7 +493,7 @@ def tune_task(index: int, overrides: dict, targets: tuple, budget: dict, trial: 
         s = float(SCHEDULE[RETRAIN[target]])
         t0 = time.perf_counter()
         masks, spent, res = kdlts_masks(init, names, teachers, data, s, cfg, trial, budget)
-        result = ticket(init, masks, data, PROTOCOL)
+        result = ticket(init, masks, data, protocol)
         rows.append({"config": index, "trial": trial, "overrides": json.dumps(overrides), "sparsity": target,
                      "val acc": result.best(), "teacher val acc": float(np.mean(accs)),
                      "train steps": t_steps + spent + result.steps, "objective": res.objective,
@@ -687,6 +722,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 trial, 95 %% only, short searches")
     ap.add_argument("--tune", action="store_true",
                     help="score the variant's TUNINGS configs on the validation split (with --allocation)")
+    ap.add_argument("--tune-digits", action="store_true",
+                    help="score the digits TUNINGS configs on digits' validation split")
     ap.add_argument("--tune-first", action="store_true",
                     help="the first KD-LTS tuning (FIRST_TUNING, scope='layer', trial 0, 95 and 99 %%)")
     ap.add_argument("--tune-kdimp", action="store_true", help="score the KDIMP_TUNING configs on the validation split")
@@ -713,8 +750,8 @@ def main() -> int:
     args = ap.parse_args()
     setup()
     t0 = time.perf_counter()
-    if args.tune:
-        return tune_main(args)
+    if args.tune or args.tune_digits:
+        return tune_main("digits" if args.tune_digits else args.allocation, args.jobs)
     if args.tune_first:
         path = ROOT / "benchmarks" / "results" / "headline_tuning.json"
         rows = json.loads(path.read_text())["rows"] if path.exists() else []  # resume: skip what is there
@@ -737,7 +774,8 @@ def main() -> int:
                                                "seconds": time.perf_counter() - t0})
         print(format_table(rows, KDIMP_TUNING_COLUMNS))
         return 0
-    targets, trials, dcfg, kcfg = TARGETS, args.trials, dict(DIGITS_KDLTS), dict(KDIMP)
+    targets, trials, kcfg = TARGETS, args.trials, dict(KDIMP)
+    dcfg = kdlts_settings("digits") if not args.no_digits and args.allocation == "uniform" else dict(DIGITS_KDLTS)
     cfg = kdlts_settings(args.allocation)
     if args.quick:
         targets, trials = (0.95,), args.trials[:1]
@@ -762,7 +800,7 @@ def main() -> int:
         record = json.loads(saved.read_text())
         rows = [r for r in record["rows"] if (r["bench"], r["method"]) != ("mnist1d", "imp")]
         trials = sorted({r["trial"] for r in rows})
-        cfg, kcfg = record["kdlts"], record["kdimp"]  # the settings of the recorded run
+        cfg, kcfg, dcfg = record["kdlts"], record["kdimp"], record["digits_kdlts"]  # the recorded run's settings
     else:
         rows = run_tasks(calls, args.jobs)
     if args.partial:
@@ -846,10 +884,12 @@ def main() -> int:
             f"accuracy over evals every {DIGITS_PROTOCOL['eval_every']} steps; IMP run here, 20 % per round with "
             "rounds at the targets, rewinding to "
             f"init; KD-LTS: 3 teachers MLP 64-256-10 ({dcfg['teacher_steps']} steps), T={dcfg['temperature']}, "
-            f"hierarchy {dcfg['steps']} steps per stage; not tuned). `× IMP compute` relative to digits IMP.", "",
+            f"hierarchy {dcfg['steps']} steps per stage{lookahead_text(dcfg)}, chosen by `--tune-digits` on digits' "
+            "validation split; the other methods not tuned). `× IMP compute` relative to digits IMP.", "",
             "```", format_table(out["digits"], COLUMNS), "```", "", against_init(out["digits"]), "",
+            *([blind_text(rows, "digits"), ""] if blind_text(rows, "digits") else []),
             DIGITS_ANALYSIS, "",
-            "Plot: `benchmarks/results/headline_digits.png`.", ""]
+            "Plot: `benchmarks/results/headline_digits.png`.", "", *tuning_variant_text("digits"), ""]
     body += tuning_variant_text(args.allocation)
     body += ["", *first_tuning_text()] if args.allocation == "uniform" else []
     replace_section(name, "\n".join(body))
@@ -880,29 +920,35 @@ def seed_spread(rows: list[dict], settings: dict, name: str) -> list[str]:
             "std of the max test accuracy vs the published IMP ticket):", "", *lines, ""]
 
 
+def lookahead_text(cfg: dict) -> str:
+    """The relaxation options of ``cfg`` beyond the base ones (init, lookahead), as ", k=v" text."""
+    return "".join(f", {k}={cfg[k]}" for k in ("init", "lookahead", "lookahead_lr") if k in cfg)
+
+
 def kdlts_text(cfg: dict) -> str:
     """The KD-LTS settings ``cfg`` of a run, as the section states them."""
-    extra = "".join(f", {k}={cfg[k]}" for k in ("init", "lookahead", "lookahead_lr") if k in cfg)
     return (f"KD-LTS = teachers {tuple(cfg['teachers'])} ({cfg['teacher_steps']} steps each, Adam "
             f"{cfg['teacher_lr']}, batch 100), `DistillProblem(loss='kl', temperature={cfg['temperature']}, "
             f"alpha={cfg['alpha']})` on the 4000 training inputs, `mo.solve(method='hierarchy', steps={cfg['steps']} "
-            f"per stage, lr={cfg['lr']}, batch_size={cfg['batch_size']}, eval_every={cfg['eval_every']}{extra})`.")
+            f"per stage, lr={cfg['lr']}, batch_size={cfg['batch_size']}, eval_every={cfg['eval_every']}"
+            f"{lookahead_text(cfg)})`.")
 
 
-def tuning_variant_text(allocation: str) -> list[str]:
-    """The section's lines on the ``--tune`` record of ``allocation`` (its table, the choice starred)."""
-    path = tuning_record(allocation)
+def tuning_variant_text(key: str) -> list[str]:
+    """The section's lines on the tuning record of ``key`` (a TUNE_SPECS key; its table, the choice starred)."""
+    path = tuning_record(key)
     if not path.exists():
-        return [f"(no {allocation} tuning record: run `{tune_command(allocation)}`)"]
+        return [f"(no {key} tuning record: run `{tune_command(key)}`)"]
     record = json.loads(path.read_text())
-    summary = tuning_summary(record["rows"], allocation)
-    chosen = summary[tuning_choice(summary, allocation)]
+    summary = tuning_summary(record["rows"], key)
+    chosen = summary[tuning_choice(summary, key)]
     chosen["mean"] = f"{chosen['mean']} *"
-    return [f"KD-LTS tuning, {'ERK' if allocation == 'erk' else 'per-layer'} budgets "
-            f"(`{tune_command(allocation)}`: overrides of `{json.dumps(record['base'])}`, trials "
-            f"{', '.join(map(str, TUNE_TRIALS))}, train on the first 3200 training samples, maximum accuracy on the "
-            "last 800, mean over the trials; `*` = the chosen config, the best `mean`; machine "
-            f"{record.get('machine', '?')}):", "", "```", format_table(summary, TUNING_COLUMNS), "```"]
+    split = ("digits: train on the first 1077 training samples, maximum accuracy on the last 270" if key == "digits"
+             else "train on the first 3200 training samples, maximum accuracy on the last 800")
+    title = {"uniform": "per-layer budgets", "erk": "ERK budgets", "digits": "digits"}[key]
+    return [f"KD-LTS tuning, {title} (`{tune_command(key)}`: overrides of `{json.dumps(record['base'])}`, trials "
+            f"{', '.join(map(str, TUNE_TRIALS))}, {split}, mean over the trials; `*` = the chosen config, the best "
+            f"`mean`; machine {record.get('machine', '?')}):", "", "```", format_table(summary, TUNING_COLUMNS), "```"]
 
 
 def run_tuning(name: str, rows: list[dict], calls: list[tuple], jobs: int, record: dict) -> None:
@@ -915,53 +961,55 @@ def run_tuning(name: str, rows: list[dict], calls: list[tuple], jobs: int, recor
             save_results(name, {**record, "rows": rows, "seconds": time.perf_counter() - t0})
 
 
-def tuning_record(allocation: str) -> Path:
-    """results/headline_tuning_<allocation>.json: the ``--tune`` rows of that budget variant."""
-    return ROOT / "benchmarks" / "results" / f"headline_tuning_{allocation}.json"
+def tuning_record(key: str) -> Path:
+    """results/headline_tuning_<key>.json: the tuning rows of a TUNE_SPECS key."""
+    return ROOT / "benchmarks" / "results" / f"headline_tuning_{key}.json"
 
 
-def tune_command(allocation: str) -> str:
-    """The command that writes :func:`tuning_record` of ``allocation``."""
-    return "python benchmarks/bench_headline.py --tune" + ("" if allocation == "uniform" else
-                                                           f" --allocation {allocation}")
+def tune_command(key: str) -> str:
+    """The command that writes :func:`tuning_record` of ``key`` (a TUNE_SPECS key)."""
+    return "python benchmarks/bench_headline.py " + {"uniform": "--tune", "digits": "--tune-digits"}.get(
+        key, f"--tune --allocation {key}")
 
 
-def tune_main(args: argparse.Namespace) -> int:
-    """``--tune [--allocation A]``: the TUNINGS[A] overrides of KDLTS under that variant's budget
-    on the validation split, trials TUNE_TRIALS, 95 / 98 / 99 % (:func:`tuning_record`, resumable)."""
-    path, configs = tuning_record(args.allocation), TUNINGS[args.allocation]
+def tune_main(key: str, jobs: int) -> int:
+    """``--tune [--allocation A]`` (key A) or ``--tune-digits``: the TUNINGS[key] overrides of
+    its base settings under its budget (TUNE_SPECS) on the validation split, trials TUNE_TRIALS,
+    95 / 98 / 99 % (:func:`tuning_record`, resumable)."""
+    bench, budget, base = TUNE_SPECS[key]
+    path, configs = tuning_record(key), TUNINGS[key]
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
     have = {(r["config"], r["trial"]) for r in rows}
-    calls = [(tune_task, i, o, ERK_TARGETS, VARIANTS[args.allocation][0], t, KDLTS) for t in TUNE_TRIALS
+    calls = [(tune_task, i, o, ERK_TARGETS, budget, t, base, bench) for t in TUNE_TRIALS
              for i, o in enumerate(configs) if (i, t) not in have]
-    run_tuning(path.stem, rows, calls, args.jobs, {"base": KDLTS, "configs": configs})
-    print(format_table(tuning_summary(rows, args.allocation), TUNING_COLUMNS))
+    run_tuning(path.stem, rows, calls, jobs, {"base": base, "configs": configs})
+    print(format_table(tuning_summary(rows, key), TUNING_COLUMNS))
     return 0
 
 
-def tuning_choice(summary: list[dict], allocation: str) -> int:
-    """The TUNINGS[allocation] config KD-LTS runs with, from :func:`tuning_summary`: the best
+def tuning_choice(summary: list[dict], key: str) -> int:
+    """The TUNINGS[key] config KD-LTS runs with, from :func:`tuning_summary`: the best
     mean validation accuracy over 95 / 98 / 99 % (the lowest index among ties)."""
     means = [entry["mean"] for entry in summary]
     if None in means:
-        raise SystemExit(f"the {allocation} tuning record lacks configs: run `{tune_command(allocation)}` first.")
+        raise SystemExit(f"the {key} tuning record lacks configs: run `{tune_command(key)}` first.")
     return int(np.argmax(means))
 
 
-def kdlts_settings(allocation: str) -> dict:
-    """KD-LTS settings of a budget variant: KDLTS with the overrides :func:`tuning_choice` picks
-    from its recorded tuning."""
-    path = tuning_record(allocation)
+def kdlts_settings(key: str) -> dict:
+    """KD-LTS settings of a TUNE_SPECS key: its base settings with the overrides
+    :func:`tuning_choice` picks from its recorded tuning."""
+    path = tuning_record(key)
     if not path.exists():
-        raise SystemExit(f"no {allocation} tuning record: run `{tune_command(allocation)}` first.")
-    summary = tuning_summary(json.loads(path.read_text())["rows"], allocation)
-    return {**KDLTS, **TUNINGS[allocation][tuning_choice(summary, allocation)]}
+        raise SystemExit(f"no {key} tuning record: run `{tune_command(key)}` first.")
+    summary = tuning_summary(json.loads(path.read_text())["rows"], key)
+    return {**TUNE_SPECS[key][2], **TUNINGS[key][tuning_choice(summary, key)]}
 
 
-def tuning_summary(rows: list[dict], allocation: str) -> list[dict]:
-    """Mean validation accuracy of each TUNINGS[allocation] config over its trials, per sparsity."""
+def tuning_summary(rows: list[dict], key: str) -> list[dict]:
+    """Mean validation accuracy of each TUNINGS[key] config over its trials, per sparsity."""
     out = []
-    for i, o in enumerate(TUNINGS[allocation]):
+    for i, o in enumerate(TUNINGS[key]):
         entry = {"config": i, "overrides": json.dumps(o)}
         for t in ERK_TARGETS:
             accs = [r["val acc"] for r in rows if r["config"] == i and r["sparsity"] == t]
