@@ -40,7 +40,10 @@ class ExactOptions:
         time_limit: seconds (None = no limit) for the whole solve; bound computation and
             model building count toward it but are not interrupted (HiGHS gets what is
             left). On the limit the incumbent, the proven bound and the gap are returned
-            with status ``"time_limit"``.
+            with status ``"time_limit"``. A budget with one count per row solves one MILP
+            per row: each first gets an equal share of the time left, and rows stopped by
+            their share get a second pass with the time the others left unused
+            (``res.stats["second_pass"]`` counts them).
         gap: relative optimality tolerance (HiGHS ``mip_rel_gap``; default 1e-4 as in
             HiGHS and Gurobi). ``"optimal"`` means proven within this gap.
         threads: HiGHS threads (None = HiGHS's default).

@@ -226,3 +226,44 @@ def test_local_search_reaches_a_one_opt_minimum(loss, scope_units):
                 m[j] = not m[j]
             if feasible(m.reshape(p, d)):
                 assert f(m.reshape(p, d)) >= f(out) - 1e-9
+
+
+def test_time_a_row_leaves_unused_goes_to_a_row_stopped_by_its_share(monkeypatch):
+    """Row-separable budgets solve one MILP per row, each first given an equal share of the
+    time left; a row stopped by its share gets a second pass with the time others left unused,
+    so it is still proven optimal. Simulated: row 0's first pass gets no time at all."""
+    import maskopt.solvers.exact.layerwise as lw
+
+    prob = random_layerwise(5, n=6, d=5, p=3, budget=mo.Budget(k=2, scope="row"), loss="l1", bias=False)
+    real, calls = lw._solve_group, []
+
+    def starved_first_call(*args):
+        calls.append(args[-1])
+        return real(*args[:-1], 0.0 if len(calls) == 1 else args[-1])
+
+    monkeypatch.setattr(lw, "_solve_group", starved_first_call)
+    res = mo.solve(prob, method="exact", time_limit=60.0, gap=0.0)
+    assert len(calls) == 4  # rows 0, 1, 2, then row 0 again
+    assert calls[-1] > calls[1] / 2  # the second pass had most of the time left, not a share of it
+    assert res.status == "optimal" and res.stats["second_pass"] == 1
+    row0 = [h["pass"] for h in res.history if h["rows"] == "0-0"]
+    assert row0 and set(row0) == {2}  # the starved first pass ran no round
+    brute = mo.solve(prob, method="bruteforce")
+    assert res.objective == pytest.approx(brute.objective, rel=1e-9)
+    assert res.bound <= brute.objective + 1e-9
+
+
+def test_second_pass_never_loses_the_first_incumbent_or_bound():
+    """Both passes merged: the second starts from the first's incumbent (no worse) and the
+    larger proven bound is kept; work counts add up, model sizes do not."""
+    from maskopt.solvers.exact.highs import MilpResult
+    from maskopt.solvers.exact.layerwise import _merge_passes
+
+    stats = {"binaries": 4, "constraints": 9, "nonzeros": 20, "nodes": 3, "rounds": 1, "build_time": 0.5,
+             "incumbent_from_candidates": 1}
+    first = MilpResult(np.array([True, False]), 5.0, 4.0, "time_limit", [{"pass": 1}], dict(stats))
+    second = MilpResult(np.array([False, True]), 4.5, 3.0, "time_limit", [{"pass": 2}], dict(stats, nodes=7))
+    merged = _merge_passes(first, second)
+    assert merged.objective == 4.5 and merged.bound == 4.0 and merged.status == "time_limit"
+    assert merged.stats["nodes"] == 10 and merged.stats["rounds"] == 2 and merged.stats["binaries"] == 4
+    assert merged.history == [{"pass": 1}, {"pass": 2}]

@@ -82,7 +82,8 @@ def solve_layerwise(
     candidates: Sequence[np.ndarray] = (),
 ) -> MilpResult:
     """Solve the layer-wise mask MILP to proven optimality (within ``settings.gap``) or
-    until ``settings.time_limit``.
+    until ``settings.time_limit`` (row-separable budgets: one MILP per row, in two passes;
+    see the comment in the body).
 
     Args:
         inputs, weight, target, bias: arrays of shapes (N, d), (p, d), (N, p), (p,) or None.
@@ -105,29 +106,52 @@ def solve_layerwise(
         groups = [[o] for o in range(p)]
     else:
         groups = [list(range(p))]
-    mask = np.zeros((p, d), dtype=bool)
-    bound, history, stats_all, statuses = 0.0, [], [], []
-    for gi, rows in enumerate(groups):
+    def solve(gi: int, share: float | None, pass_: int, earlier: MilpResult | None = None) -> MilpResult:
+        rows = groups[gi]
         lo, hi = rows[0] * d, (rows[-1] + 1) * d
         g_units = [(s - lo, e - lo, c) for s, e, c in units if lo <= s and e <= hi]
-        share = None
-        if deadline is not None:
-            share = max(deadline - time.perf_counter(), 0.0) / (len(groups) - gi)
-        g = _solve_group(
-            X, W[rows], offset[:, rows], active[rows], g_units, loss, settings, [c[rows] for c in cands], share
-        )
+        starts = [c[rows] for c in cands] + ([] if earlier is None else [earlier.mask])
+        g = _solve_group(X, W[rows], offset[:, rows], active[rows], g_units, loss, settings, starts, share)
+        g.history = [{"rows": f"{rows[0]}-{rows[-1]}", "pass": pass_, **h} for h in g.history]
+        return g if earlier is None else _merge_passes(earlier, g)
+
+    # First pass: each group gets an equal share of the time left. Second pass: the time the
+    # groups that finished early did not use goes, in equal shares, to those stopped by theirs
+    # (warm-started from their incumbent), so no group fails while the overall limit has time.
+    results: list[MilpResult] = []
+    for gi in range(len(groups)):
+        share = None if deadline is None else max(deadline - time.perf_counter(), 0.0) / (len(groups) - gi)
+        results.append(solve(gi, share, 1))
+    late = [gi for gi, g in enumerate(results) if g.status == "time_limit"]
+    second = 0
+    for j, gi in enumerate(late):
+        left = max(deadline - time.perf_counter(), 0.0) if deadline is not None else 0.0
+        if left <= 0.0:
+            break
+        results[gi] = solve(gi, left / (len(late) - j), 2, results[gi])
+        second += 1
+    mask = np.zeros((p, d), dtype=bool)
+    for rows, g in zip(groups, results):
         mask[rows] = g.mask
-        bound += g.bound
-        statuses.append(g.status)
-        stats_all.append(g.stats)
-        history.extend({"rows": f"{rows[0]}-{rows[-1]}", **h} for h in g.history)
     objective = layer_loss(X @ (mask * W).T + offset, loss)
-    stats = {k: sum(s[k] for s in stats_all) for k in ("binaries", "constraints", "nonzeros", "nodes", "rounds")}
+    keys = ("binaries", "constraints", "nonzeros", "nodes", "rounds", "build_time", "incumbent_from_candidates")
+    stats = {k: sum(g.stats[k] for g in results) for k in keys}
     stats["subproblems"] = len(groups)
-    stats["build_time"] = sum(s["build_time"] for s in stats_all)
-    stats["incumbent_from_candidates"] = sum(s["incumbent_from_candidates"] for s in stats_all)
-    status = "optimal" if all(s == "optimal" for s in statuses) else "time_limit"
-    return MilpResult(mask, objective, bound, status, history, stats)
+    stats["second_pass"] = second  # groups that got a second pass
+    status = "optimal" if all(g.status == "optimal" for g in results) else "time_limit"
+    history = [h for g in results for h in g.history]
+    return MilpResult(mask, objective, sum(g.bound for g in results), status, history, stats)
+
+
+def _merge_passes(first: MilpResult, second: MilpResult) -> MilpResult:
+    """One group's result over both passes: the second pass's incumbent (it started from the
+    first's, so it is no worse), the larger of the two proven bounds, both histories; work
+    counts (nodes, rounds, build time) add up, model sizes do not."""
+    stats = dict(second.stats)
+    for k in ("nodes", "rounds", "build_time"):
+        stats[k] = first.stats[k] + second.stats[k]
+    bound = min(max(first.bound, second.bound), second.objective)
+    return MilpResult(second.mask, second.objective, bound, second.status, first.history + second.history, stats)
 
 
 def local_search(X, W, offset, active, units, loss, mask, max_moves: int = 100_000) -> np.ndarray:
