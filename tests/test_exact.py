@@ -267,3 +267,8 @@ def test_second_pass_never_loses_the_first_incumbent_or_bound():
     assert merged.objective == 4.5 and merged.bound == 4.0 and merged.status == "time_limit"
     assert merged.stats["nodes"] == 10 and merged.stats["rounds"] == 2 and merged.stats["binaries"] == 4
     assert merged.history == [{"pass": 1}, {"pass": 2}]
+    # the second pass kept the first's MILP incumbent: it still counts as found by the MILP
+    first.stats["incumbent_from_candidates"] = 0
+    same = MilpResult(first.mask, 5.0, 4.2, "optimal", [], dict(stats))
+    assert _merge_passes(first, same).stats["incumbent_from_candidates"] == 0
+    assert _merge_passes(first, same).bound == 4.2

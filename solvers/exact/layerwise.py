@@ -106,7 +106,8 @@ def solve_layerwise(
         groups = [[o] for o in range(p)]
     else:
         groups = [list(range(p))]
-    def solve(gi: int, share: float | None, pass_: int, earlier: MilpResult | None = None) -> MilpResult:
+
+    def run_group(gi: int, share: float | None, pass_: int, earlier: MilpResult | None = None) -> MilpResult:
         rows = groups[gi]
         lo, hi = rows[0] * d, (rows[-1] + 1) * d
         g_units = [(s - lo, e - lo, c) for s, e, c in units if lo <= s and e <= hi]
@@ -121,14 +122,14 @@ def solve_layerwise(
     results: list[MilpResult] = []
     for gi in range(len(groups)):
         share = None if deadline is None else max(deadline - time.perf_counter(), 0.0) / (len(groups) - gi)
-        results.append(solve(gi, share, 1))
+        results.append(run_group(gi, share, 1))
     late = [gi for gi, g in enumerate(results) if g.status == "time_limit"]
     second = 0
     for j, gi in enumerate(late):
         left = max(deadline - time.perf_counter(), 0.0) if deadline is not None else 0.0
         if left <= 0.0:
             break
-        results[gi] = solve(gi, left / (len(late) - j), 2, results[gi])
+        results[gi] = run_group(gi, left / (len(late) - j), 2, results[gi])
         second += 1
     mask = np.zeros((p, d), dtype=bool)
     for rows, g in zip(groups, results):
@@ -150,6 +151,8 @@ def _merge_passes(first: MilpResult, second: MilpResult) -> MilpResult:
     stats = dict(second.stats)
     for k in ("nodes", "rounds", "build_time"):
         stats[k] = first.stats[k] + second.stats[k]
+    if np.array_equal(first.mask, second.mask):  # kept the first pass's incumbent: its origin stands
+        stats["incumbent_from_candidates"] = first.stats["incumbent_from_candidates"]
     bound = min(max(first.bound, second.bound), second.objective)
     return MilpResult(second.mask, second.objective, bound, second.status, first.history + second.history, stats)
 
