@@ -118,12 +118,16 @@ class ImpOptions(TrainOptions):
     c_u(r) = max(c_u, count_for_density(1 − s_r, n_u)); a last round at the budget is
     added when the schedule stops short of it). ``rounds``: instead of ``rate``, exactly
     this many rounds on a geometric schedule per scope unit, round r keeping
-    max(c_u, round(n_u · (c_u / n_u)^(r / rounds))) (:func:`geometric_caps`)."""
+    max(c_u, round(n_u · (c_u / n_u)^(r / rounds))) (:func:`geometric_caps`).
+    ``score_step``: prune by |w| after this many steps of each training run instead of its
+    final weights (None); the MNIST-1D notebook's IMP scores its step-1000 checkpoint
+    (``score_step=1001``, the weights after 1001 of its optimizer steps)."""
 
     rate: float = 0.2
     rewind_step: int = 0
     schedule: tuple[float, ...] | None = None
     rounds: int | None = None
+    score_step: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -138,6 +142,9 @@ class ImpOptions(TrainOptions):
             raise ValueError(f"rounds must be an integer ≥ 1; got {self.rounds!r}.")
         if self.rounds is not None and self.schedule is not None:
             raise ValueError("give rounds= or schedule=, not both (rounds builds a geometric schedule).")
+        if self.score_step is not None and (isinstance(self.score_step, bool) or not isinstance(self.score_step, int)
+                                            or self.score_step < 1):
+            raise ValueError(f"score_step must be an integer ≥ 1 or None; got {self.score_step!r}.")
 
 
 @dataclass(frozen=True)
@@ -390,32 +397,45 @@ def imp_caps(alloc: Allocation, rate: float, schedule: Sequence[float] | None,
 
 def iterative_magnitude_pruning(trainer: Trainer, alloc: Allocation, rate: float = 0.2,
                                 schedule: Sequence[float] | None = None, rewind_step: int = 0,
-                                rounds: int | None = None) -> Iterator[TrainResult | ImpRound]:
+                                rounds: int | None = None, score_step: int | None = None
+                                ) -> Iterator[TrainResult | ImpRound]:
     """IMP with rewinding (Frankle & Carbin 2019; Frankle et al. 2020). Yields the dense
     training run, then one :class:`ImpRound` per round: prune by |w| of the previous run's
-    trained weights (pruned stay pruned) to the round's caps (:func:`imp_caps`), reset the
-    survivors to their values after ``rewind_step`` dense steps (0: the initialization)
-    and train the remaining steps. The last round's mask is within ``alloc``'s budget."""
+    trained weights (pruned stay pruned; with ``score_step``, its weights after that many of
+    its steps) to the round's caps (:func:`imp_caps`), reset the survivors to their values
+    after ``rewind_step`` dense steps (0: the initialization) and train the remaining steps.
+    The last round's mask is within ``alloc``'s budget."""
     init = trainer.state()
     snapshot: dict[str, torch.Tensor] = {}
+    scored: dict[str, torch.Tensor] = {}
 
     def on_step(step: int) -> None:
         if step == rewind_step:
             snapshot.update(trainer.state())
+        if step == score_step:
+            scored.update(trainer.weights())
 
-    dense = trainer.run(None, init, on_step=on_step if rewind_step > 0 else None)
+    def run(masks, state, **override) -> TrainResult:
+        scored.clear()
+        result = trainer.run(masks, state, on_step=on_step if rewind_step > 0 or score_step else None, **override)
+        if score_step is not None and not scored:
+            raise ValueError(f"score_step={score_step} exceeds the {result.steps} steps of a training run; give "
+                             f"score_step ≤ {result.steps} or None (score the final weights).")
+        return result
+
+    dense = run(None, init)
     yield dense
     if rewind_step > 0 and not snapshot:
         raise ValueError(f"rewind_step={rewind_step} exceeds the {dense.steps} steps of a training run.")
     start = snapshot if rewind_step > 0 else init
     override = {"steps": dense.steps - rewind_step} if rewind_step > 0 else {}
-    trained, masks = trainer.weights(), None
+    masks = None
     for r, caps in enumerate(imp_caps(alloc, rate, schedule, rounds), start=1):
+        trained = dict(scored) if score_step is not None else trainer.weights()
         scores = _pruned_to_minus_inf({n: w.abs().double() for n, w in trained.items()}, masks)
         masks = alloc.project(scores, caps)
-        result = trainer.run(masks, start, **override)
+        result = run(masks, start, **override)
         yield ImpRound(r, masks, result)
-        trained = trainer.weights()
 
 
 @register("imp", options=ImpOptions, problems=(DistillProblem,),
@@ -424,7 +444,7 @@ def _imp(problem: DistillProblem, opts: ImpOptions) -> MethodOutput:
     trainer = problem_trainer(problem, opts)
     samples, history, last = 0, [], None
     for item in iterative_magnitude_pruning(trainer, problem.allocation, opts.rate, opts.schedule, opts.rewind_step,
-                                            opts.rounds):
+                                            opts.rounds, opts.score_step):
         result = item if isinstance(item, TrainResult) else item.result
         samples += result.samples
         if isinstance(item, ImpRound):

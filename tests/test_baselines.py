@@ -112,6 +112,36 @@ def test_imp_prunes_by_trained_magnitude_and_rewinds(task):
         next(it)
 
 
+def test_imp_score_step_prunes_by_the_checkpoint_of_each_run(task):
+    """score_step=k: every round's mask is the projection of |w| after k steps of the
+    previous run, checked against independent k-step runs from the same states."""
+    data, teacher, student = task
+    prob = mo.DistillProblem(student, [teacher], data.x, mo.Budget(sparsity=0.6), labels=data.y)
+    opts = ImpOptions(epochs=3, lr=0.05, train_on="labels")
+    trainer = problem_trainer(prob, opts)
+    init, k = trainer.state(), 2
+    rounds = list(iterative_magnitude_pruning(trainer, prob.allocation, schedule=(0.3, 0.6), score_step=k))
+    assert rounds[0].steps > k
+    masks = None
+    for item in rounds[1:]:
+        ref = problem_trainer(prob, opts)
+        ref.run(masks, init, steps=k)  # the previous run, stopped after k steps
+        scores = {n: w.abs().double() if masks is None else torch.where(masks[n], w.abs().double(), -torch.inf)
+                  for n, w in ref.weights().items()}
+        caps = kept_per_unit(prob.allocation, item.masks)
+        expected = prob.allocation.project(scores, caps)
+        assert all(torch.equal(item.masks[n], expected[n]) for n in prob.params)
+        masks = item.masks
+    final = [r for r in iterative_magnitude_pruning(problem_trainer(prob, opts), prob.allocation, schedule=(0.3, 0.6))]
+    assert any(not torch.equal(a.masks[n], b.masks[n]) for a, b in zip(rounds[1:], final[1:]) for n in prob.params)
+    res = mo.solve(prob, method="imp", epochs=3, lr=0.05, train_on="labels", schedule=(0.3, 0.6), score_step=k)
+    assert res.masks == rounds[-1].masks
+    with pytest.raises(ValueError, match="score_step=1000 exceeds"):
+        mo.solve(prob, method="imp", epochs=1, score_step=1000)
+    with pytest.raises(ValueError, match="score_step must be"):
+        ImpOptions(score_step=0)
+
+
 def test_imp_caps_follow_a_schedule_and_refuse_growth():
     alloc = mo.Budget(sparsity=0.9, scope="layer").allocate({"a": (10, 10), "b": (5, 4)})
     assert imp_caps(alloc, 0.2, (0.5, 0.8)) == [[50, 10], [20, 4], [10, 2]]
