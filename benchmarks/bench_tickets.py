@@ -269,7 +269,9 @@ def main() -> int:
         "Adam lr 2e-2, batch 100 in order, 1501 steps per training, maximum test accuracy over evaluations "
         "every 100 steps; IMP = 100 retrains on linspace(0, 1, 100) sparsities, layer-wise magnitude over each "
         "layer's weight and bias together (`scope=\"module\"`, as the notebook; every method here uses that "
-        "budget), rewind to init. Trials 0/1 = seeds 42/43 (run as two processes: `--trials T --rows-out`, then "
+        "budget), rewind to init; each round pruned by the previous run's weights after its step "
+        f"{IMP_SCORE_STEP} (`score_step={IMP_SCORE_STEP}`: the notebook continues from its last checkpoint, "
+        "saved every 1000 steps, not from the final weights). Trials 0/1 = seeds 42/43 (run as two processes: `--trials T --rows-out`, then "
         "`--rows-in`). `train steps` = batches of 100 spent finding the mask plus the 1501 of the ticket (IMP: "
         "all retrains up to that sparsity).",
         "", "```", table, "```", "",
