@@ -271,7 +271,8 @@ def main() -> int:
         "layer's weight and bias together (`scope=\"module\"`, as the notebook; every method here uses that "
         "budget), rewind to init; each round pruned by the previous run's weights after its step "
         f"{IMP_SCORE_STEP} (`score_step={IMP_SCORE_STEP}`: the notebook continues from its last checkpoint, "
-        "saved every 1000 steps, not from the final weights). Trials 0/1 = seeds 42/43 (run as two processes: `--trials T --rows-out`, then "
+        "saved every 1000 steps, not from the final weights). Trials 0/1 = seeds 42/43 (run as two processes: "
+        "`--trials T --rows-out`, then "
         "`--rows-in`). `train steps` = batches of 100 spent finding the mask plus the 1501 of the ticket (IMP: "
         "all retrains up to that sparsity).",
         "", "```", table, "```", "",

@@ -409,21 +409,23 @@ def iterative_magnitude_pruning(trainer: Trainer, alloc: Allocation, rate: float
     snapshot: dict[str, torch.Tensor] = {}
     scored: dict[str, torch.Tensor] = {}
 
-    def on_step(step: int) -> None:
-        if step == rewind_step:
-            snapshot.update(trainer.state())
-        if step == score_step:
-            scored.update(trainer.weights())
+    def run(masks, state, rewind: bool = False, **override) -> TrainResult:
+        """One training run; records the rewind state (the dense run only) and the scored weights."""
+        def on_step(step: int) -> None:
+            if rewind and step == rewind_step:
+                snapshot.update(trainer.state())
+            if step == score_step:
+                scored.update(trainer.weights())
 
-    def run(masks, state, **override) -> TrainResult:
         scored.clear()
-        result = trainer.run(masks, state, on_step=on_step if rewind_step > 0 or score_step else None, **override)
+        hooked = (rewind and rewind_step > 0) or score_step is not None
+        result = trainer.run(masks, state, on_step=on_step if hooked else None, **override)
         if score_step is not None and not scored:
             raise ValueError(f"score_step={score_step} exceeds the {result.steps} steps of a training run; give "
                              f"score_step ≤ {result.steps} or None (score the final weights).")
         return result
 
-    dense = run(None, init)
+    dense = run(None, init, rewind=True)
     yield dense
     if rewind_step > 0 and not snapshot:
         raise ValueError(f"rewind_step={rewind_step} exceeds the {dense.steps} steps of a training run.")

@@ -112,6 +112,26 @@ def test_imp_prunes_by_trained_magnitude_and_rewinds(task):
         next(it)
 
 
+def test_imp_rewinds_every_round_to_the_same_early_state(task):
+    """With rewind_step and score_step, each round retrains from the dense run's state after
+    rewind_step steps (checked against independent runs, up to float rounding), not a later round's."""
+    data, teacher, student = task
+    prob = mo.DistillProblem(student, [teacher], data.x, mo.Budget(sparsity=0.6), labels=data.y)
+    opts = ImpOptions(epochs=6, lr=0.05, train_on="labels")  # 6 steps a run; retrains of 4
+    trainer = problem_trainer(prob, opts)
+    ref = problem_trainer(prob, opts)
+    ref.run(None, trainer.state(), steps=2)
+    early = ref.state()
+    it = iterative_magnitude_pruning(trainer, prob.allocation, schedule=(0.2, 0.4, 0.6), rewind_step=2, score_step=3)
+    dense = next(it)
+    count = 0
+    for item in it:
+        ref.run(item.masks, early, steps=dense.steps - 2)
+        assert all(torch.allclose(trainer.weights()[n], ref.weights()[n], atol=1e-6) for n in prob.params)
+        count += 1
+    assert count == 3
+
+
 def test_imp_score_step_prunes_by_the_checkpoint_of_each_run(task):
     """score_step=k: every round's mask is the projection of |w| after k steps of the
     previous run, checked against independent k-step runs from the same states."""
