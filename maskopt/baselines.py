@@ -120,8 +120,8 @@ class ImpOptions(TrainOptions):
     this many rounds on a geometric schedule per scope unit, round r keeping
     max(c_u, round(n_u · (c_u / n_u)^(r / rounds))) (:func:`geometric_caps`).
     ``score_step``: prune by |w| after this many steps of each training run instead of its
-    final weights (None); the MNIST-1D notebook's IMP scores its step-1000 checkpoint
-    (``score_step=1001``, the weights after 1001 of its optimizer steps)."""
+    final weights (None); the MNIST-1D notebook's IMP scores its checkpoint after
+    optimizer step 1001 (``score_step=1001``; its loop index 1000)."""
 
     rate: float = 0.2
     rewind_step: int = 0
@@ -137,14 +137,12 @@ class ImpOptions(TrainOptions):
             raise ValueError(f"rewind_step must be ≥ 0; got {self.rewind_step}.")
         if self.schedule is not None and not all(0.0 <= s <= 1.0 for s in self.schedule):
             raise ValueError("schedule must list sparsities in [0, 1].")
-        if self.rounds is not None and (isinstance(self.rounds, bool) or not isinstance(self.rounds, int)
-                                        or self.rounds < 1):
-            raise ValueError(f"rounds must be an integer ≥ 1; got {self.rounds!r}.")
+        for name in ("rounds", "score_step"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be an integer ≥ 1 or None; got {v!r}.")
         if self.rounds is not None and self.schedule is not None:
             raise ValueError("give rounds= or schedule=, not both (rounds builds a geometric schedule).")
-        if self.score_step is not None and (isinstance(self.score_step, bool) or not isinstance(self.score_step, int)
-                                            or self.score_step < 1):
-            raise ValueError(f"score_step must be an integer ≥ 1 or None; got {self.score_step!r}.")
 
 
 @dataclass(frozen=True)
@@ -433,7 +431,7 @@ def iterative_magnitude_pruning(trainer: Trainer, alloc: Allocation, rate: float
     override = {"steps": dense.steps - rewind_step} if rewind_step > 0 else {}
     masks = None
     for r, caps in enumerate(imp_caps(alloc, rate, schedule, rounds), start=1):
-        trained = dict(scored) if score_step is not None else trainer.weights()
+        trained = scored if score_step is not None else trainer.weights()  # used before run() clears it
         scores = _pruned_to_minus_inf({n: w.abs().double() for n, w in trained.items()}, masks)
         masks = alloc.project(scores, caps)
         result = run(masks, start, **override)
