@@ -7,6 +7,7 @@ import io
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,16 +41,34 @@ def format_markdown(rows: Sequence[dict], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def _file_mode(path: Path) -> int:
+    """Permission bits for ``path``: those of the file it replaces, else what ``open`` would
+    give a new file (0o666 less the umask); ``mkstemp`` alone would leave 0o600."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary path beside ``path``; on success move it onto ``path`` with
-    ``os.replace``, on any error (or Ctrl-C) delete it. Readers see the old file or the
-    complete new one, never a partial one."""
+    """Yield a temporary path beside ``path``; on success flush it to disk and move it onto
+    ``path`` with ``os.replace``, on any error (or Ctrl-C) delete it. Readers see the old file
+    or the complete new one, never a partial one; the file keeps the permissions of the one it
+    replaces (a new one gets the umask's)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, _file_mode(path))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data is on disk before the name points at it
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -350,6 +350,31 @@ class TestSaveLoad:
             MaskSet({"w": torch.ones(2)}).save(tmp_path / "new.safetensors")
         assert os.listdir(tmp_path) == []
 
+    def test_permissions_like_a_plain_write(self, tmp_path):
+        """A new file gets the umask's permissions (as ``open`` would give it, not mkstemp's
+        0o600); an overwritten one keeps its own."""
+        import stat
+
+        from maskopt.report import write_json
+
+        old = os.umask(0o022)
+        try:
+            MaskSet({"w": torch.ones(2)}).save(tmp_path / "new.safetensors")
+            write_json(tmp_path / "new.json", {"a": 1})
+            kept = tmp_path / "kept.safetensors"
+            kept.write_bytes(b"old")
+            os.chmod(kept, 0o640)
+            MaskSet({"w": torch.ones(2)}).save(kept)
+        finally:
+            os.umask(old)
+
+        def mode(name):
+            return stat.S_IMODE(os.stat(tmp_path / name).st_mode)
+
+        assert mode("new.safetensors") == 0o644 and mode("new.json") == 0o644
+        assert mode("kept.safetensors") == 0o640
+        assert MaskSet.load(kept)["w"].all()
+
 
 # ---------------------------------------------------------------------------------------------
 # apply_masks / remove_masks / masks_of
