@@ -186,6 +186,8 @@ def test_polish_reaches_the_exact_optimum_within_one_and_a_half_percent(noisy_in
         res = mo.solve(prob, method="hierarchy", polish=True, **QUIET)
         assert res.objective <= best * 1.015
         assert res.stats["polish"]["objective_after"] == pytest.approx(res.objective)
+        unpolished = mo.solve(prob, method="hierarchy", **QUIET)  # the same run (deterministic), no polish
+        assert res.stats["polish"]["objective_before"] == pytest.approx(unpolished.objective)
         assert res.stats["polish"]["objective_after"] <= res.stats["polish"]["objective_before"]
 
 

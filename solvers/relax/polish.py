@@ -53,8 +53,8 @@ def polish(
                 cands += [((), (int(j),)) for j in free]
             cands += [((int(i),), (int(j),)) for i in kept for j in free]
         best, best_value = None, value
-        for start in range(0, len(cands), chunk):
-            part = cands[start : start + chunk]
+        for first in range(0, len(cands), chunk):
+            part = cands[first : first + chunk]
             batch = mask.expand(len(part), -1).clone()
             for row, (off, on) in enumerate(part):
                 batch[row, list(off)] = False
