@@ -112,12 +112,12 @@ class DistillProblem(Problem):
                 raise ValueError(f"labels must lie in [0, {s_out.shape[1]}).")
             self.labels = lab.to(torch.int64)
         named = dict(self.student.named_parameters())
-        if params is None:
-            params = [
-                f"{mod_name}.weight" if mod_name else "weight"
-                for mod_name, mod in self.student.named_modules()
+        if params is None:  # every Linear/Conv weight, once each (a tied weight under its named_parameters name)
+            name_of = parameter_names(self.student)
+            params = list(dict.fromkeys(
+                name_of[id(mod.weight)] for mod in self.student.modules()
                 if isinstance(mod, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
-            ]
+            ))
         unknown = [p for p in params if p not in named]
         if unknown:
             raise ValueError(f"params {unknown} are not parameters of the student; its parameters: {list(named)}.")
@@ -161,6 +161,15 @@ class DistillProblem(Problem):
         with torch.no_grad():
             logits = torch.vmap(self._forward)(dict(masks))
         return self.loss_of_logits(logits)
+
+
+def parameter_names(module: nn.Module) -> dict[int, str]:
+    """``id(tensor)`` → the name ``module.named_parameters()`` gives it (the first of its names,
+    for a tensor that is tied or sits in a module used twice)."""
+    names: dict[int, str] = {}
+    for name, tensor in module.named_parameters(remove_duplicate=False):
+        names.setdefault(id(tensor), name)
+    return names
 
 
 def ensemble_targets(logits: torch.Tensor, weights: torch.Tensor,

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from maskopt.api import MethodOutput, SolveResult, evaluate, register, relative_gap, solve
-from maskopt.distill import DistillProblem
+from maskopt.distill import DistillProblem, parameter_names
 from maskopt.masks import MaskSet
 from maskopt.problems import LayerwiseProblem, Problem
 from maskopt.solvers.exact import network
@@ -152,7 +152,10 @@ _NO_OPS = (nn.Identity, nn.Dropout)
 
 def network_layers(problem: DistillProblem) -> tuple[np.ndarray, list[network.Layer]]:
     """The student as (inputs (N, in), Linear layers) for the network MILP; refuses (with
-    UnsupportedProblemError) anything that is not Linear/ReLU (Flatten, Identity, Dropout allowed)."""
+    UnsupportedProblemError) anything that is not a chain of Linear/ReLU (Flatten, Identity,
+    Dropout allowed) inside nn.Sequential: another layer type, a subclass that overrides
+    ``forward``, or a module with hooks. A module (or weight) used twice is encoded at each use
+    with the same mask entries, as the student computes it."""
     if problem.loss not in network.NET_LOSSES or problem.alpha > 0:
         what = f"loss={problem.loss!r}" + (f" with alpha={problem.alpha}" if problem.alpha > 0 else "")
         raise UnsupportedProblemError(
@@ -160,41 +163,70 @@ def network_layers(problem: DistillProblem) -> tuple[np.ndarray, list[network.La
             "(HiGHS solves MILPs, not MIQPs or exponential cones). Use loss='l1'/'linf', or a heuristic method."
         )
     offsets = problem.allocation.offsets
+    name_of = parameter_names(problem.student)
     x = problem.inputs.numpy()
     layers: list[network.Layer] = []
+    heuristic = "Use a heuristic method (see maskopt.methods()) for other architectures."
 
-    def walk(module: nn.Module, prefix: str) -> None:
+    def offset(tensor: torch.Tensor | None) -> int | None:
+        return None if tensor is None else offsets.get(name_of[id(tensor)])
+
+    def walk(module: nn.Module, where: str) -> None:
         nonlocal x
-        if isinstance(module, nn.Sequential):
-            for name, child in module.named_children():
-                walk(child, f"{prefix}{name}.")
-            return
-        where = prefix[:-1] or "<root>"
-        if isinstance(module, nn.Linear):
-            w, b = f"{prefix}weight", f"{prefix}bias"
+        base = next((t for t in (nn.Sequential, nn.Linear, nn.ReLU, nn.Flatten, *_NO_OPS)
+                     if isinstance(module, t)), None)
+        if base is None:
+            raise UnsupportedProblemError(
+                f"The exact network MILP takes students made of Linear and ReLU layers (Flatten, Identity and "
+                f"Dropout allowed) inside nn.Sequential; got {type(module).__name__} at {where}. {heuristic}"
+            )
+        if type(module).forward is not base.forward:
+            raise UnsupportedProblemError(
+                f"{type(module).__name__} at {where} overrides the forward of {base.__name__}; the network MILP "
+                f"encodes only the plain {base.__name__}. {heuristic}"
+            )
+        if module._forward_hooks or module._forward_pre_hooks:
+            raise UnsupportedProblemError(f"{type(module).__name__} at {where} has forward hooks, which the network "
+                                          f"MILP cannot encode; remove them. {heuristic}")
+        if base is nn.Sequential:
+            for name, child in module._modules.items():  # every use, also of a module that appears twice
+                if child is not None:
+                    walk(child, f"{where}.{name}" if where != "<root>" else name)
+        elif base is nn.Linear:
             layers.append(network.Layer(
                 module.weight.detach().numpy(), None if module.bias is None else module.bias.detach().numpy(),
-                offsets.get(w), offsets.get(b) if module.bias is not None else None, relu=False))
-        elif isinstance(module, nn.ReLU):
+                offset(module.weight), offset(module.bias), relu=False))
+        elif base is nn.ReLU:
             if not layers:
                 raise UnsupportedProblemError(f"ReLU at {where} comes before any Linear layer; apply it to the inputs.")
             layers[-1].relu = True
-        elif isinstance(module, nn.Flatten):
-            if not layers:
-                x = x.reshape(x.shape[0], -1)
-        elif not isinstance(module, _NO_OPS):
-            raise UnsupportedProblemError(
-                f"The exact network MILP takes students made of Linear and ReLU layers (Flatten, Identity and "
-                f"Dropout allowed) inside nn.Sequential; got {type(module).__name__} at {where}. "
-                "Use a heuristic method (see maskopt.methods()) for other architectures."
-            )
+        elif base is nn.Flatten and not layers:
+            x = x.reshape(x.shape[0], -1)
 
-    walk(problem.student, "")
+    walk(problem.student, "<root>")
     if not layers:
         raise UnsupportedProblemError("The student has no Linear layer.")
     if x.ndim != 2:
         raise UnsupportedProblemError(f"Inputs must be (N, features) for the first Linear layer; got {x.shape}.")
     return x, layers
+
+
+def _check_encoding(problem: DistillProblem, x: np.ndarray, layers: list[network.Layer],
+                    flat_masks: list[np.ndarray]) -> None:
+    """Refuse when the Linear/ReLU chain the MILP encodes computes other logits than the student
+    (torch's forward pass) for any of ``flat_masks``."""
+    alloc = problem.allocation
+    for flat in flat_masks:
+        ours = network.forward(x, layers, flat)
+        torch_logits = problem.logits(alloc.unflatten(torch.from_numpy(flat))).numpy()
+        scale = max(1.0, float(np.abs(torch_logits).max(initial=0.0)))
+        diff = float(np.abs(ours - torch_logits).max(initial=0.0))
+        if not diff <= 1e-6 * scale:
+            raise UnsupportedProblemError(
+                f"The student's forward pass differs from the Linear/ReLU chain the network MILP encodes (max "
+                f"|logit difference| {diff:.3g} for a mask it was checked on); it may reuse layers outside "
+                "nn.Sequential's order or compute something else in forward. Use a heuristic method."
+            )
 
 
 def _exact_network(problem: DistillProblem, opts: ExactOptions) -> MethodOutput:
@@ -215,6 +247,7 @@ def _exact_network(problem: DistillProblem, opts: ExactOptions) -> MethodOutput:
         warm = _checked_warm_start(problem, opts.warm_start)
         candidates.insert(0, alloc.flatten(warm).numpy())
         stats["warm_start_objective"] = evaluate(problem, warm)
+    _check_encoding(problem, x, layers, [np.ones(n_mask, dtype=bool), *candidates])
     res = network.solve_network(
         x, layers, problem.target.numpy(), alloc.units(), n_mask, problem.loss,
         MipSettings(time_limit=opts.time_limit, gap=opts.gap, threads=opts.threads, verbose=opts.verbose),

@@ -295,6 +295,108 @@ def test_exact_refuses_what_it_cannot_encode(student, loss, match):
         mo.solve(prob, method="exact")
 
 
+class _Residual(nn.Sequential):
+    def forward(self, x):
+        return x + super().forward(x)
+
+
+def _hooked():
+    student = mlp((3, 3, 2), 0)
+    student[0].register_forward_hook(lambda mod, inp, out: 2 * out)
+    return student
+
+
+@pytest.mark.parametrize(
+    "student,match",
+    [
+        (nn.Sequential(nn.Linear(3, 3), _Residual(nn.Linear(3, 3), nn.ReLU()), nn.Linear(3, 2)),
+         "_Residual at 1 overrides the forward of Sequential"),
+        (_hooked(), "Linear at 0 has forward hooks"),
+    ],
+)
+def test_exact_refuses_a_forward_it_does_not_encode(student, match):
+    prob = mo.DistillProblem(student, [mlp((3, 3, 2), 1)], torch.randn(5, 3), mo.Budget(k=4))
+    with pytest.raises(mo.UnsupportedProblemError, match=match):
+        mo.solve(prob, method="exact")
+
+
+def test_the_encoding_is_checked_against_torchs_forward_pass():
+    from maskopt.exact import _check_encoding
+
+    prob = tiny_problem(0)
+    x, layers = network_layers(prob)
+    masks = [np.ones(prob.allocation.size, dtype=bool), np.arange(prob.allocation.size) % 3 == 0]
+    _check_encoding(prob, x, layers, masks)  # the true chain passes
+    layers[0].relu = False  # a chain that computes something else is refused
+    with pytest.raises(mo.UnsupportedProblemError, match="differs from the Linear/ReLU chain"):
+        _check_encoding(prob, x, layers, masks)
+
+
+def _reused(tied: bool):
+    """A student that applies one 3x3 Linear twice (``tied=False``: the same module object twice;
+    ``tied=True``: two modules sharing one weight tensor, their biases separate)."""
+    torch.manual_seed(5)
+    first, head = nn.Linear(3, 3), nn.Linear(3, 2)
+    second = nn.Linear(3, 3) if tied else first
+    if tied:
+        second.weight = first.weight
+    return nn.Sequential(first, nn.ReLU(), second, nn.ReLU(), head)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.parametrize("loss", network.NET_LOSSES)
+def test_a_layer_used_twice_is_encoded_at_each_use(tied, loss):
+    """The shared weight has one mask (named once by named_parameters) that acts at both uses."""
+    student = _reused(tied)
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
+    prob = mo.DistillProblem(student, [mlp((3, 4, 2), 7), mlp((3, 5, 2), 8)], x, mo.Budget(k=5), loss=loss)
+    assert prob.params == ["0.weight", "4.weight"]
+    exact = mo.solve(prob, method="exact", gap=0.0)
+    brute = mo.solve(prob, method="bruteforce")
+    tol = 1e-6 * max(1.0, brute.objective)
+    assert exact.status == "optimal"
+    assert abs(exact.objective - brute.objective) <= tol
+    assert exact.bound <= brute.objective + tol
+
+
+def _dead_layer_problem():
+    """A student whose second hidden layer is dead on every sample, with maskable biases: here
+    HiGHS 1.16, given the magnitude MIP start, proves the optimum yet returns the start."""
+    torch.manual_seed(10)
+    student = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Dropout(0.5), nn.ReLU(), nn.Identity(),
+                            nn.Sequential(nn.Linear(3, 2), nn.ReLU()), nn.Linear(2, 2))
+    teachers = [nn.Sequential(nn.Flatten(), nn.Linear(4, 2)) for _ in range(3)]
+    x = torch.randn(3, 2, 2)
+    return mo.DistillProblem(student, teachers, x, mo.Budget(k=3), loss="l1",
+                             params=["1.bias", "5.0.weight", "6.bias"], teacher_weights=[1, 2, 3])
+
+
+def test_a_mip_start_returned_as_the_solution_is_not_called_optimal():
+    prob = _dead_layer_problem()
+    exact = mo.solve(prob, method="exact", gap=0.0)
+    brute = mo.solve(prob, method="bruteforce")
+    assert exact.status == "optimal"
+    assert exact.objective == pytest.approx(brute.objective, rel=1e-9)
+    assert exact.stats["milp_objective"] == pytest.approx(exact.objective, rel=1e-9)
+
+
+def test_without_time_to_solve_again_the_returned_solution_is_reported_as_it_is(monkeypatch):
+    """When HiGHS's solution does not attain the objective it reports and no time is left, the
+    session reports the solution's own objective and does not claim optimality."""
+    from maskopt.solvers.exact.highs import HighsSession
+
+    monkeypatch.setattr(HighsSession, "_solution_attains", lambda self, objective: False)
+    prob = _dead_layer_problem()
+    x, layers = network_layers(prob)
+    start = np.array([0, 0, 0, 1, 0, 0, 0, 0, 0, 1, 1], dtype=bool)
+    res = network.solve_network(x, layers, prob.target.numpy(), prob.allocation.units(), prob.allocation.size,
+                                "l1", MipSettings(time_limit=1e-9, gap=0.0), candidates=[start])
+    assert res.status == "time_limit"
+    assert res.bound <= mo.solve(prob, method="bruteforce").objective + 1e-9
+    masks = prob.allocation.unflatten(torch.from_numpy(res.mask))
+    assert res.objective == pytest.approx(mo.evaluate(prob, masks), rel=1e-9)
+
+
 def test_exact_refuses_cross_entropy_mix_and_oversize():
     prob = mo.DistillProblem(mlp((3, 3, 2), 0), [mlp((3, 3, 2), 1)], torch.randn(4, 3), mo.Budget(k=2),
                              labels=torch.zeros(4, dtype=torch.long), alpha=0.5)

@@ -118,6 +118,16 @@ class HighsSession:
         t0 = time.perf_counter()
         res = self._solver.solve(model)
         elapsed = time.perf_counter() - t0
+        if warm_start and res.best_feasible_objective is not None and not self._solution_attains(
+                res.best_feasible_objective):
+            # HiGHS 1.16 can prove the optimum in its presolved space yet hand back the MIP start as
+            # the solution (seen on networks with dead neurons): solve again without the start.
+            left = None if time_limit is None else time_limit - elapsed
+            if left is None or left > 0:
+                self._solver._solver_model.clearSolver()  # else HiGHS keeps the start as its solution
+                again = self.solve(model, variables, left, warm_start=False, gap=gap)
+                again.time += elapsed
+                return again
         tc = res.termination_condition
         if tc == TC.optimal:
             status = "optimal"
@@ -129,6 +139,9 @@ class HighsSession:
             raise RuntimeError(f"HiGHS stopped with {tc} on a model that is feasible by construction.")
         values = None
         objective = res.best_feasible_objective
+        if objective is not None and not self._solution_attains(objective):
+            # no time left to solve again: the solution HiGHS returned is what we have
+            objective, status = self._solution_objective(), "time_limit"
         if objective is not None:
             primals = self._solver.get_primals()  # the variables some constraint or the objective uses
             # a variable used nowhere cannot change the objective: report it as 0 (e.g. weights into a dead neuron)
@@ -138,3 +151,13 @@ class HighsSession:
         if bound is None or not np.isfinite(bound):
             bound = -np.inf
         return MipOutcome(status, objective, float(bound), values, int(max(nodes, 0)), elapsed)
+
+    def _solution_objective(self) -> float:
+        """The objective at the column values of HiGHS's solution (computed here, not reported)."""
+        lp = self._solver._solver_model.getLp()
+        cols = np.asarray(self._solver._solver_model.getSolution().col_value, dtype=float)
+        return float(lp.offset_ + np.dot(np.asarray(lp.col_cost_, dtype=float), cols))
+
+    def _solution_attains(self, objective: float) -> bool:
+        """Whether HiGHS's solution has the objective it reports (to a relative 1e-7)."""
+        return abs(self._solution_objective() - objective) <= 1e-7 * max(1.0, abs(objective))
