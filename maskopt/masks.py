@@ -223,16 +223,37 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Modul
             )
     for name, module, pname in targets:
         mask = masks[name].to(getattr(module, pname).device)
-        if parametrize.is_parametrized(module, pname):
-            for p in module.parametrizations[pname]:
-                if isinstance(p, _Mask):
-                    p.mask.copy_(mask)
-                    break
+        for holder, hname in _holders(model, _tensor(module, pname)):  # a tied weight is masked at every use
+            if parametrize.is_parametrized(holder, hname):
+                for p in holder.parametrizations[hname]:
+                    if isinstance(p, _Mask):
+                        p.mask.copy_(mask)
+                        break
+                else:
+                    parametrize.register_parametrization(holder, hname, _Mask(mask))
             else:
-                parametrize.register_parametrization(module, pname, _Mask(mask))
-        else:
-            parametrize.register_parametrization(module, pname, _Mask(mask))
+                parametrize.register_parametrization(holder, hname, _Mask(mask))
     return model
+
+
+def _tensor(module: nn.Module, pname: str) -> torch.Tensor:
+    """The Parameter behind ``module.pname`` (its ``original`` when parametrized)."""
+    if parametrize.is_parametrized(module, pname):
+        return module.parametrizations[pname].original
+    return module._parameters[pname]
+
+
+def _holders(model: nn.Module, tensor: torch.Tensor) -> list[tuple[nn.Module, str]]:
+    """Every (module, parameter name) of ``model`` that holds ``tensor`` (more than one when tied)."""
+    out = []
+    for module in model.modules():
+        if isinstance(module, parametrize.ParametrizationList):  # holds ``original`` for the module above it
+            continue
+        names = list(module._parameters)
+        if parametrize.is_parametrized(module):
+            names += list(module.parametrizations.keys())
+        out += [(module, n) for n in names if _tensor(module, n) is tensor]
+    return out
 
 
 def remove_masks(model: nn.Module, bake: bool = True) -> nn.Module:
@@ -258,13 +279,15 @@ def remove_masks(model: nn.Module, bake: bool = True) -> nn.Module:
 
 
 def masks_of(model: nn.Module) -> MaskSet:
-    """The masks currently applied to ``model`` by :func:`apply_masks`, keyed by parameter name."""
-    out = {}
+    """The masks currently applied to ``model`` by :func:`apply_masks`, keyed by parameter name
+    (a tied weight once, under its first name, as ``named_parameters`` gives it)."""
+    out, seen = {}, set()
     for mod_name, module in model.named_modules():
         if not parametrize.is_parametrized(module):
             continue
         for pname, plist in module.parametrizations.items():
             for p in plist:
-                if isinstance(p, _Mask):
+                if isinstance(p, _Mask) and id(plist.original) not in seen:
+                    seen.add(id(plist.original))
                     out[f"{mod_name}.{pname}" if mod_name else pname] = p.mask
     return MaskSet(out)

@@ -535,6 +535,32 @@ class TestApplyMasks:
         apply_masks(model, {"0.weight": torch.ones(4, 5, dtype=torch.bool)})
         assert torch.equal(model[0].weight, w)
 
+    def test_a_tied_weight_is_masked_at_every_use(self):
+        """Two Linear modules sharing one weight: the mask (named once, as named_parameters names
+        it) acts in both, as in a functional_call with the masked tensor; ties survive re-apply,
+        training and removal."""
+        first, second = nn.Linear(4, 4), nn.Linear(4, 4)
+        second.weight = first.weight
+        model = nn.Sequential(first, nn.ReLU(), second)
+        x = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+        w = first.weight.detach().clone()
+        for m in (_mask((4, 4), 3), _mask((4, 4), 4)):  # apply, then apply again
+            apply_masks(model, {"0.weight": m})
+            masked = {"0.weight": w * m, "0.bias": first.bias, "2.bias": second.bias}
+            expected = torch.func.functional_call(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4)),
+                                                  {**masked, "2.weight": w * m}, (x,))
+            assert torch.equal(model[0].weight, w * m) and torch.equal(model[2].weight, w * m)
+            assert torch.allclose(model(x), expected)
+            assert list(masks_of(model)) == ["0.weight"] and torch.equal(masks_of(model)["0.weight"], m)
+        assert model[0].parametrizations.weight.original is model[2].parametrizations.weight.original
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        model(x).sum().backward()
+        opt.step()
+        assert torch.equal(model[2].weight[~m], torch.zeros(int((~m).sum())))
+        remove_masks(model)
+        assert model[0].weight is model[2].weight
+        assert torch.equal(model[2].weight[~m], torch.zeros(int((~m).sum())))
+
     @pytest.mark.parametrize("name", ["5.weight", "0.nope.weight", "foo.weight", "nope"])
     def test_unknown_submodule_or_parameter(self, name):
         model = _model()
