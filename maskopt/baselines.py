@@ -112,7 +112,8 @@ class TrainOptions:
 @dataclass(frozen=True)
 class ImpOptions(TrainOptions):
     """Iterative magnitude pruning (Frankle & Carbin 2019): train, prune ``rate`` of the
-    remaining weights of every scope unit by |w|, rewind the survivors to their value at
+    remaining weights of every scope unit by |w| (at least one weight of a unit above its cap),
+    rewind the survivors to their value at
     step ``rewind_step`` (0 = the initialization), retrain; until the budget is reached.
     ``schedule``: explicit per-round sparsities instead of ``rate`` (each round's caps
     c_u(r) = max(c_u, count_for_density(1 − s_r, n_u)); a last round at the budget is
@@ -383,7 +384,8 @@ def imp_caps(alloc: Allocation, rate: float, schedule: Sequence[float] | None,
     else:
         keep = [stop - start for start, stop, _ in units]
         while keep != final:
-            keep = [max(c, round(k * (1.0 - rate))) if k > c else c for k, c in zip(keep, final)]
+            # at least one weight a round: round(k (1 − rate)) = k when k·rate < 1/2
+            keep = [max(c, min(k - 1, round(k * (1.0 - rate)))) if k > c else c for k, c in zip(keep, final)]
             out.append(keep)
     if not out or out[-1] != final:
         out.append(final)

@@ -171,6 +171,25 @@ def test_imp_caps_follow_a_schedule_and_refuse_growth():
     assert geometric_caps(alloc, 0.5) == [round(100 * 0.1**0.5), round(20 * 0.1**0.5)]
 
 
+@pytest.mark.parametrize("budget,shapes", [
+    (mo.Budget(k=1), {"a": (3, 4)}),
+    (mo.Budget(density=0.25, scope="row"), {"a": (3, 4)}),
+    (mo.Budget(sparsity=0.99, scope="row"), {"a": (2, 40)}),
+    (mo.Budget(density=0.01, scope="layer"), {"a": (8, 8)}),
+])
+@pytest.mark.parametrize("rate", [0.2, 0.1])
+def test_imp_caps_reach_small_caps(budget, shapes, rate):
+    """Counts where k·rate < 1/2 still lose a weight each round (they used to stall forever)."""
+    alloc = budget.allocate(shapes)
+    caps = imp_caps(alloc, rate, None)
+    final = [c for _, _, c in alloc.units()]
+    assert caps[-1] == final
+    sizes = [stop - start for start, stop, _ in alloc.units()]
+    for before, after in zip([sizes, *caps], caps):
+        assert all(b > a or a == c for b, a, c in zip(before, after, final))  # each unit shrinks until its cap
+        assert all(a >= min(round(b * (1 - rate)), b - 1) for b, a in zip(before, after))  # by at most the rate
+
+
 def test_imp_rounds_give_a_geometric_schedule_per_unit(task):
     alloc = mo.Budget(sparsity=0.9, scope="layer").allocate({"a": (10, 10), "b": (5, 4)})
     assert imp_caps(alloc, 0.2, None, rounds=2) == [[round(100 * 0.1**0.5), round(20 * 0.1**0.5)], [10, 2]]
