@@ -519,7 +519,8 @@ def _kstarts(problem: DistillProblem, opts: KstartsOptions) -> MethodOutput:
 def dissipating_scores(trainer: Trainer, init: Mapping[str, torch.Tensor], seed: int
                        ) -> tuple[dict[str, torch.Tensor], int]:
     """max over the steps of a dense run from ``init`` of |w_t − w_0| / |w_0| per maskable
-    weight (∞ where w_0 = 0 and the weight moved), and the samples processed."""
+    weight (∞ where w_0 = 0 and the weight moved, 0 where it never moved), and the samples
+    processed."""
     params = dict(trainer.model.named_parameters())
     w0 = {n: init[n].to(params[n].device).clone() for n in trainer.names}
     moved = {n: torch.zeros_like(w) for n, w in w0.items()}
@@ -530,7 +531,7 @@ def dissipating_scores(trainer: Trainer, init: Mapping[str, torch.Tensor], seed:
                 torch.maximum(m, (params[n] - w0[n]).abs(), out=m)
 
     result = trainer.run(None, init, seed=seed, on_step=on_step)
-    return {n: (m / w0[n].abs()).cpu().double() for n, m in moved.items()}, result.samples
+    return {n: torch.where(m == 0, 0.0, m / w0[n].abs()).cpu().double() for n, m in moved.items()}, result.samples
 
 
 @register("dissipating", options=DissipatingOptions, problems=(DistillProblem,),

@@ -333,12 +333,15 @@ class Allocation:
         ``caps[u]`` in unit u of :meth:`units`, e.g. an iterative method's intermediate round).
 
         Ties are broken deterministically by the lower flattened index. ``scores`` maps
-        each parameter name to a tensor of its shape (any device); the masks are bool
-        tensors on the same device.
+        each parameter name to a tensor of its shape (any device; NaN is refused); the masks
+        are bool tensors on the same device.
         """
         for name, shape in self.shapes.items():
             if name not in scores or tuple(scores[name].shape) != shape:
                 raise ValueError(f"Scores for {name!r} must have shape {shape}.")
+            if scores[name].is_floating_point() and torch.isnan(scores[name]).any():
+                raise ValueError(f"Scores for {name!r} contain NaN, which has no rank; give every weight a number "
+                                 "(e.g. torch.nan_to_num, or -inf for a weight never to keep).")
         units = self.units()
         if caps is not None:
             units = [(start, stop, int(c)) for (start, stop, _), c in zip(units, caps, strict=True)]

@@ -8,8 +8,10 @@ from torch import nn
 
 import maskopt as mo
 from maskopt.baselines import (
+    DissipatingOptions,
     ImpOptions,
     ImpRound,
+    dissipating_scores,
     geometric_caps,
     grasp_scores,
     imp_caps,
@@ -276,6 +278,26 @@ def test_training_baselines_refuse_layerwise_problems_and_bad_options(task):
         mo.solve(dprob, method="imp", rate=1.5)
     with pytest.raises(ValueError, match="fitness must be"):
         mo.solve(dprob, method="kstarts", fitness="luck")
+
+
+def test_dissipating_scores_of_weights_that_never_move(task):
+    """Zero weights reading an always-zero input never move: score 0 (0/0 used to be NaN and
+    cost the mask one kept weight each); every budget is still met exactly."""
+    data, teacher, _ = task
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Linear(8, 12), nn.ReLU(), nn.Linear(12, 3))
+    with torch.no_grad():
+        student[0].weight[:, :2] = 0.0
+    x = data.x.clone()
+    x[:, :2] = 0.0
+    for budget in (mo.Budget(density=0.5), mo.Budget(density=0.9, scope="row")):
+        prob = mo.DistillProblem(student, [teacher], x, budget, loss="l2")
+        trainer = problem_trainer(prob, DissipatingOptions(epochs=1, batch_size=16))
+        scores, _ = dissipating_scores(trainer, trainer.state(), 0)
+        assert torch.equal(scores["0.weight"][:, :2], torch.zeros(12, 2, dtype=torch.float64))
+        assert not any(bool(s.isnan().any()) for s in scores.values())
+        res = mo.solve(prob, method="dissipating", epochs=1, batch_size=16)
+        assert kept_per_unit(prob.allocation, res.masks) == [c for _, _, c in prob.allocation.units()]
 
 
 def test_training_baselines_take_a_dataloader(task):

@@ -582,6 +582,15 @@ class TestProject:
         assert masks["w"].tolist() == [[False, True]]
 
 
+    def test_nan_scores_are_refused(self):
+        """NaN has no rank: np/torch selections put it above everything and a mask would keep
+        fewer weights than the cap."""
+        alloc = Budget(k=3).allocate({"w": (5,)})
+        with pytest.raises(ValueError, match="Scores for 'w' contain NaN"):
+            alloc.project({"w": torch.tensor([float("nan"), 1.0, 2.0, 3.0, 4.0])})
+        keep = alloc.project({"w": torch.tensor([-float("inf"), 1.0, 2.0, 3.0, float("inf")])})["w"]
+        assert keep.tolist() == [False, False, True, True, True]
+
 class TestViolations:
     def test_projected_masks_have_no_violations(self):
         rng = np.random.default_rng(5)
