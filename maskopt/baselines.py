@@ -188,8 +188,9 @@ class DissipatingOptions(TrainOptions):
 
 @dataclass(frozen=True)
 class KstartsDissipatingOptions(DissipatingOptions):
-    """The combination: ``k`` starts, each a dissipating-gradients mask from its own batch
-    order (seed + i), trained like K-starts' candidates; the fittest is kept."""
+    """The combination: ``k`` starts, each a dissipating-gradients mask from a dense run,
+    trained like K-starts' candidates; the fittest is kept. All runs draw their batches in
+    turn from one order seeded by ``seed``, so the starts see different batches."""
 
     k: int = 5
     fitness: str = "both"
@@ -463,8 +464,8 @@ def _fitness(grad_sum: dict[str, torch.Tensor], masks: Mapping[str, torch.Tensor
     return magnitude, gradient
 
 
-def _train_candidate(trainer: Trainer, init: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
-                     seed: int) -> tuple[float, float, int]:
+def _train_candidate(trainer: Trainer, init: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
+                     ) -> tuple[float, float, int]:
     """Train one K-starts candidate; (Σ|w| kept after training, Σ_t Σ|g_t| kept, samples)."""
     params = dict(trainer.model.named_parameters())
     grad_sum = {n: torch.zeros_like(params[n]) for n in trainer.names}
@@ -474,7 +475,7 @@ def _train_candidate(trainer: Trainer, init: Mapping[str, torch.Tensor], masks: 
             if params[n].grad is not None:
                 g.add_(params[n].grad.abs())
 
-    result = trainer.run(masks, init, seed=seed, on_step=on_step)
+    result = trainer.run(masks, init, on_step=on_step)
     magnitude, gradient = _fitness(grad_sum, masks, trainer.weights())
     return magnitude, gradient, result.samples
 
@@ -494,12 +495,13 @@ def _fittest(candidates: list[tuple[dict, float, float]], fitness: str) -> int:
 def _kstarts_search(problem: DistillProblem, opts: KstartsOptions | KstartsDissipatingOptions,
                     candidate: Callable[[Trainer, dict, int], tuple[dict[str, torch.Tensor], int]]) -> MethodOutput:
     """K-starts: candidate i = ``candidate(trainer, init, seed + i)`` → (mask, samples spent
-    making it), trained from ``init``; the fittest mask is returned."""
+    making it; the seed draws a random mask), trained from ``init``; the fittest mask is
+    returned. The runs draw their batches in turn from the trainer's one seeded order."""
     trainer = problem_trainer(problem, opts)
     init, samples, candidates, history = trainer.state(), 0, [], []
     for i in range(opts.k):
         masks, spent = candidate(trainer, init, opts.seed + i)
-        mag, grad, n = _train_candidate(trainer, init, masks, opts.seed + i)
+        mag, grad, n = _train_candidate(trainer, init, masks)
         samples += spent + n
         candidates.append((masks, mag, grad))
         history.append({"start": i, "magnitude": mag, "gradient": grad})
@@ -516,8 +518,7 @@ def _kstarts(problem: DistillProblem, opts: KstartsOptions) -> MethodOutput:
     return _kstarts_search(problem, opts, random_mask)
 
 
-def dissipating_scores(trainer: Trainer, init: Mapping[str, torch.Tensor], seed: int
-                       ) -> tuple[dict[str, torch.Tensor], int]:
+def dissipating_scores(trainer: Trainer, init: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
     """max over the steps of a dense run from ``init`` of |w_t − w_0| / |w_0| per maskable
     weight (∞ where w_0 = 0 and the weight moved, 0 where it never moved), and the samples
     processed."""
@@ -530,7 +531,7 @@ def dissipating_scores(trainer: Trainer, init: Mapping[str, torch.Tensor], seed:
             for n, m in moved.items():
                 torch.maximum(m, (params[n] - w0[n]).abs(), out=m)
 
-    result = trainer.run(None, init, seed=seed, on_step=on_step)
+    result = trainer.run(None, init, on_step=on_step)
     return {n: torch.where(m == 0, 0.0, m / w0[n].abs()).cpu().double() for n, m in moved.items()}, result.samples
 
 
@@ -538,7 +539,7 @@ def dissipating_scores(trainer: Trainer, init: Mapping[str, torch.Tensor], seed:
           summary="drop weights that stay near their initial value in the first epochs")
 def _dissipating(problem: DistillProblem, opts: DissipatingOptions) -> MethodOutput:
     trainer = problem_trainer(problem, opts)
-    scores, samples = dissipating_scores(trainer, trainer.state(), opts.seed)
+    scores, samples = dissipating_scores(trainer, trainer.state())
     low = sum(int((s <= opts.fraction).sum()) for s in scores.values())
     return MethodOutput(problem.allocation.project(scores),
                         stats={"dissipating": low, "gradient_samples": samples})
@@ -548,7 +549,7 @@ def _dissipating(problem: DistillProblem, opts: DissipatingOptions) -> MethodOut
           summary="K-starts whose candidates are dissipating-gradient masks")
 def _kstarts_dissipating(problem: DistillProblem, opts: KstartsDissipatingOptions) -> MethodOutput:
     def dissipating_mask(trainer, init, seed):
-        scores, spent = dissipating_scores(trainer, init, seed)
+        scores, spent = dissipating_scores(trainer, init)  # (the seed draws K-starts' random masks)
         return problem.allocation.project(scores), spent
 
     return _kstarts_search(problem, opts, dissipating_mask)

@@ -227,7 +227,9 @@ class Trainer:
     """Repeated training runs of one ``model`` from given states, as iterative pruning needs.
 
     ``names``: its maskable parameters; ``options``: :func:`train`'s keyword options
-    (``steps`` or ``epochs``, ``lr``, ...) used by every run unless overridden.
+    (``steps`` or ``epochs``, ``lr``, ...) used by every run unless overridden. The model
+    moves to ``options["device"]`` at once, so hooks (``on_step``) may keep buffers beside
+    its parameters.
     """
 
     model: nn.Module
@@ -235,6 +237,9 @@ class Trainer:
     names: Sequence[str]
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     options: Mapping = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.model.to(resolve_device(self.options.get("device", "cpu")))
 
     def run(self, masks: Mapping[str, torch.Tensor] | None, state: Mapping[str, torch.Tensor], **override
             ) -> TrainResult:

@@ -293,11 +293,21 @@ def test_dissipating_scores_of_weights_that_never_move(task):
     for budget in (mo.Budget(density=0.5), mo.Budget(density=0.9, scope="row")):
         prob = mo.DistillProblem(student, [teacher], x, budget, loss="l2")
         trainer = problem_trainer(prob, DissipatingOptions(epochs=1, batch_size=16))
-        scores, _ = dissipating_scores(trainer, trainer.state(), 0)
+        scores, _ = dissipating_scores(trainer, trainer.state())
         assert torch.equal(scores["0.weight"][:, :2], torch.zeros(12, 2, dtype=torch.float64))
         assert not any(bool(s.isnan().any()) for s in scores.values())
         res = mo.solve(prob, method="dissipating", epochs=1, batch_size=16)
         assert kept_per_unit(prob.allocation, res.masks) == [c for _, _, c in prob.allocation.units()]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method", ["imp", "kstarts", "dissipating", "kstarts_dissipating", "snip", "grasp"])
+def test_training_baselines_run_on_cuda(task, method):
+    """Their step hooks keep buffers beside the parameters (they once sat on the CPU)."""
+    data, teacher, student = task
+    prob = mo.DistillProblem(student, [teacher], data.x, mo.Budget(sparsity=0.5, scope="layer"), labels=data.y)
+    res = mo.solve(prob, method=method, device="cuda", **FAST.get(method, {}))
+    assert kept_per_unit(prob.allocation, res.masks) == [c for _, _, c in prob.allocation.units()]
 
 
 def test_training_baselines_take_a_dataloader(task):
