@@ -113,8 +113,8 @@ class TrainOptions:
 class ImpOptions(TrainOptions):
     """Iterative magnitude pruning (Frankle & Carbin 2019): train, prune ``rate`` of the
     remaining weights of every scope unit by |w| (at least one weight of a unit above its cap),
-    rewind the survivors to their value at
-    step ``rewind_step`` (0 = the initialization), retrain; until the budget is reached.
+    rewind the survivors to their value at step ``rewind_step`` (0 = the initialization),
+    retrain; until the budget is reached.
     ``schedule``: explicit per-round sparsities instead of ``rate`` (each round's caps
     c_u(r) = max(c_u, count_for_density(1 − s_r, n_u)); a last round at the budget is
     added when the schedule stops short of it). ``rounds``: instead of ``rate``, exactly
