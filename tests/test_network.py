@@ -161,7 +161,11 @@ CASES = [(seed, loss, scope, n_t) for seed, (loss, scope, n_t) in
 
 @pytest.mark.parametrize("seed,loss,scope,n_teachers", CASES)
 def test_exact_equals_bruteforce(seed, loss, scope, n_teachers):
-    prob = tiny_problem(seed, loss=loss, scope=scope, n_teachers=n_teachers)
+    assert_exact_is_the_bruteforce_optimum(tiny_problem(seed, loss=loss, scope=scope, n_teachers=n_teachers))
+
+
+def assert_exact_is_the_bruteforce_optimum(prob):
+    """``exact`` (gap 0) proves the brute-force optimum: same objective, a valid bound, within budget."""
     exact = mo.solve(prob, method="exact", gap=0.0)
     brute = mo.solve(prob, method="bruteforce")
     tol = 1e-6 * max(1.0, brute.objective)
@@ -169,6 +173,7 @@ def test_exact_equals_bruteforce(seed, loss, scope, n_teachers):
     assert abs(exact.objective - brute.objective) <= tol
     assert exact.bound <= brute.objective + tol
     assert prob.allocation.violations(exact.masks) == []
+    return exact
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -351,12 +356,7 @@ def test_a_layer_used_twice_is_encoded_at_each_use(tied, loss):
     x = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
     prob = mo.DistillProblem(student, [mlp((3, 4, 2), 7), mlp((3, 5, 2), 8)], x, mo.Budget(k=5), loss=loss)
     assert prob.params == ["0.weight", "4.weight"]
-    exact = mo.solve(prob, method="exact", gap=0.0)
-    brute = mo.solve(prob, method="bruteforce")
-    tol = 1e-6 * max(1.0, brute.objective)
-    assert exact.status == "optimal"
-    assert abs(exact.objective - brute.objective) <= tol
-    assert exact.bound <= brute.objective + tol
+    assert_exact_is_the_bruteforce_optimum(prob)
 
 
 def _dead_layer_problem():
@@ -372,11 +372,7 @@ def _dead_layer_problem():
 
 
 def test_a_mip_start_returned_as_the_solution_is_not_called_optimal():
-    prob = _dead_layer_problem()
-    exact = mo.solve(prob, method="exact", gap=0.0)
-    brute = mo.solve(prob, method="bruteforce")
-    assert exact.status == "optimal"
-    assert exact.objective == pytest.approx(brute.objective, rel=1e-9)
+    exact = assert_exact_is_the_bruteforce_optimum(_dead_layer_problem())
     assert exact.stats["milp_objective"] == pytest.approx(exact.objective, rel=1e-9)
 
 
