@@ -47,7 +47,10 @@ class Budget:
             (``"module"`` scope takes ``"uniform"`` only):
             ``"uniform"`` (same density everywhere) or ``"erk"`` (Erdős–Rényi-kernel,
             density ∝ sum(shape)/prod(shape), saturated layers clipped to 1 and the rest
-            rescaled so the global count is hit exactly).
+            rescaled). Layer scope hits the global count exactly (largest remainders); row
+            scope gives every row of a layer the rounded count of its density, so the total
+            may differ from the global count by up to half a weight per row (a row of one
+            weight, e.g. a bias entry, is kept or pruned whole).
     """
 
     k: int | None = None
@@ -169,8 +172,9 @@ class Budget:
 
 
 def module_of(name: str) -> str:
-    """The module a parameter name belongs to: everything before its last dot."""
-    return name.rsplit(".", 1)[0] if "." in name else name
+    """The module a parameter name belongs to: everything before its last dot (``""``, the
+    root module, for a name without one, e.g. a bare Linear's ``weight`` and ``bias``)."""
+    return name.rsplit(".", 1)[0] if "." in name else ""
 
 
 def _modules(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, list[str]]:

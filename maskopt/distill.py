@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -68,8 +69,8 @@ class DistillProblem(Problem):
             raise TypeError(f"budget must be a maskopt.Budget; got {type(budget).__name__}.")
         if loss not in DISTILL_LOSSES:
             raise ValueError(f"DistillProblem loss must be one of {DISTILL_LOSSES}; got {loss!r}.")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0; got {temperature}.")
+        if not 0 < temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number > 0; got {temperature}.")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must lie in [0, 1]; got {alpha}.")
         if alpha > 0 and labels is None:

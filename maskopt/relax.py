@@ -237,6 +237,15 @@ def _index_batches(n: int, batch_size: int | None, seed: int, device: torch.devi
     return gen_batches(), math.ceil(n / batch_size)
 
 
+def _samples_drawn(steps: int, n: int, batch_size: int | None) -> int:
+    """Samples in the first ``steps`` batches of :func:`_index_batches` (each pass over the
+    ``n`` samples ends with a smaller batch when ``batch_size`` does not divide n)."""
+    if batch_size is None or batch_size >= n:
+        return steps * n
+    passes, rest = divmod(steps, math.ceil(n / batch_size))
+    return passes * n + rest * batch_size
+
+
 def _chunks(n: int, batch_size: int | None, device: torch.device) -> list[torch.Tensor | None]:
     if batch_size is None or batch_size >= n:
         return [None]
@@ -246,6 +255,9 @@ def _chunks(n: int, batch_size: int | None, device: torch.device) -> list[torch.
 def _layerwise_closure(problem: LayerwiseProblem, opts: RelaxOptions, device, dtype) -> _Closure:
     if opts.loader is not None:
         raise ValueError("loader= applies to a DistillProblem; a LayerwiseProblem trains on its inputs.")
+    if opts.autocast:
+        raise ValueError("autocast applies to a DistillProblem's student; a LayerwiseProblem's product "
+                         "inputs @ (mask * weight).T runs in dtype (use dtype='float32').")
     X, W, T = (t.to(device=device, dtype=dtype) for t in (problem.inputs, problem.weight, problem.target))
     b = None if problem.bias is None else problem.bias.to(device=device, dtype=dtype)
     n = X.shape[0]
@@ -325,14 +337,17 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
     chunks = _chunks(n, opts.batch_size, device)
 
     def evaluate(hard: torch.Tensor) -> float:
-        values = []
         with torch.no_grad():
             pieces = torch.where(hard, flat_weight, 0.0).split(sizes)
+            if not per_sample:  # a maximum over all samples (plus alpha · a sum): the logits of every chunk at once
+                return float(loss_of(torch.cat([logits(pieces, X if idx is None else X[idx]) for idx in chunks]),
+                                     T, P, Y))
+            values = []
             for idx in chunks:
                 s = logits(pieces, X if idx is None else X[idx])
                 sel = (T, P, Y) if idx is None else (T[idx], P[idx], None if Y is None else Y[idx])
                 values.append(float(loss_of(s, *sel)))
-        return sum(values) if per_sample else max(values)
+        return sum(values)
 
     def hard_value(loss: torch.Tensor, idx) -> float | None:
         if opts.loader is not None or opts.autocast or idx is not None:
@@ -340,6 +355,10 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
         return float(loss) * n if per_sample else float(loss)
 
     closure = _Closure(loss, evaluate, batches, per_pass, hard_value, flat_weight, sizes)
+    if opts.lookahead and not per_sample and problem.alpha > 0 and len(chunks) > 1:
+        raise ValueError("the lookahead surrogate scores checkpoints chunk by chunk, and with loss='linf' and "
+                         "alpha > 0 a maximum and a sum do not combine over chunks; use batch_size=None (or ≥ the "
+                         "number of samples), alpha=0, or another loss.")
     return _lookahead_closure(closure, opts, chunks, n, per_sample) if opts.lookahead else closure
 
 
@@ -360,7 +379,8 @@ def _lookahead_closure(c: _Closure, opts: RelaxOptions, chunks: list, n: int, pe
         return tuple(v)
 
     def loss(pieces, idx):
-        m2 = [torch.where(w != 0, p / w, 0.0).square() for p, w in zip(pieces, initial)]  # m = v / w
+        # m = v / w; dividing by 1 where w = 0 keeps NaN (0/0) out of the backward pass
+        m2 = [torch.where(w != 0, p / torch.where(w != 0, w, 1.0), 0.0).square() for p, w in zip(pieces, initial)]
         return base(unroll(pieces, m2, idx, create_graph=True), idx)
 
     def evaluate(hard: torch.Tensor) -> float:
@@ -443,13 +463,12 @@ def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> Me
         scores = res.scores
     elapsed = time.perf_counter() - t0
     total = len(history)
-    n = problem.inputs.shape[0]
-    per_step = None if opts.loader is not None else min(opts.batch_size or n, n)
+    drawn = None if opts.loader is not None else _samples_drawn(total, problem.inputs.shape[0], opts.batch_size)
     stats = {"device": str(device), "dtype": opts.dtype, "steps": total, "stages": stage_stats,
              "seconds_per_step": elapsed / max(total, 1), "training_objective": best_value,
              # training samples through forward+backward (hard-mask evaluations not counted); a
              # lookahead step counts 2k + 1: k + 1 passes forward through the unrolled steps, k back
-             "gradient_samples": None if per_step is None else total * per_step * (2 * opts.lookahead + 1)}
+             "gradient_samples": None if drawn is None else drawn * (2 * opts.lookahead + 1)}
     best_mask = best_mask.cpu()
     if opts.polish:
         best_mask, before, after, moves = polish(best_mask, scores, Segments(alloc.units(), alloc.size),

@@ -732,5 +732,12 @@ class TestModuleScope:
 
     def test_module_of(self):
         assert module_of("encoder.layer1.weight") == "encoder.layer1"
-        assert module_of("weight") == "weight"
+        assert module_of("weight") == module_of("bias") == ""  # the root module
+
+    def test_a_root_modules_weight_and_bias_share_one_count(self):
+        """A bare Linear's ``weight`` and ``bias`` are one module, as inside a Sequential."""
+        bare = Budget(k=2, scope="module").allocate({"weight": (3, 4), "bias": (3,)})
+        nested = Budget(k=2, scope="module").allocate({"0.weight": (3, 4), "0.bias": (3,)})
+        assert bare.units() == nested.units() == [(0, 15, 2)]
+        assert Budget(density=0.5, scope="module").allocate({"weight": (3, 4), "bias": (3,)}).units() == [(0, 15, 8)]
 

@@ -397,6 +397,48 @@ def test_lookahead_gradient_is_the_derivative_through_the_inner_steps():
     assert tiny.loss(pieces, None).detach().item() == pytest.approx(plain, rel=1e-9)
 
 
+@pytest.mark.parametrize("method", ["sigmoid", "ste"])
+def test_lookahead_with_an_initial_weight_of_zero(method):
+    """A weight that starts at exactly 0 counts as pruned; its 0/0 used to make every score's
+    gradient NaN."""
+    student = mlp((6, 10, 8, 3), 0)
+    with torch.no_grad():
+        student[0].weight[0, 0] = 0.0
+    x = torch.randn(32, 6, generator=torch.Generator().manual_seed(0))
+    prob = mo.DistillProblem(student, [mlp((6, 12, 3), 1)], x, mo.Budget(density=0.3), loss="l2")
+    opts = SigmoidOptions(dtype="float64", verbose=False, lookahead=2, lookahead_lr=0.05)
+    closure = _distill_closure(prob, opts, torch.device("cpu"), torch.float64, prob.allocation.offsets)
+    m = torch.full((prob.allocation.size,), 0.5, dtype=torch.float64, requires_grad=True)
+    closure.loss((closure.weight * m).split(closure.sizes), None).backward()
+    assert bool(torch.isfinite(m.grad).all())
+    res = mo.solve(prob, method=method, steps=10, lookahead=2, lookahead_lr=0.05, **QUIET)
+    assert prob.allocation.violations(res.masks) == []
+
+
+def test_linf_with_cross_entropy_checkpoints_score_the_objective():
+    """Chunked checkpoint scoring of (1 − α)·max|s − t| + α·CE is the problem's objective (a
+    maximum over chunks used to drop the other chunks' cross-entropy)."""
+    prob = distill(mo.Budget(density=0.3), loss="linf", n=40, labels=torch.arange(40) % 3, alpha=0.4)
+    opts = SigmoidOptions(batch_size=10, verbose=False)
+    closure = _distill_closure(prob, opts, torch.device("cpu"), torch.float64, prob.allocation.offsets)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(3):
+        masks = prob.allocation.project({n: torch.rand(s, generator=gen) for n, s in prob.mask_shapes().items()})
+        assert closure.evaluate(prob.allocation.flatten(masks)) == pytest.approx(mo.evaluate(prob, masks), rel=1e-9)
+    with pytest.raises(ValueError, match="maximum and a sum do not combine"):
+        mo.solve(prob, method="sigmoid", batch_size=10, lookahead=2, **QUIET)
+
+
+@pytest.mark.parametrize("n,batch_size,epochs,lookahead,expected", [
+    (10, 4, 3, 0, 30), (32, 10, 2, 2, 2 * 32 * 5), (30, 10, 2, 0, 60), (30, None, 2, 0, 60),
+])
+def test_gradient_samples_count_the_samples_drawn(n, batch_size, epochs, lookahead, expected):
+    """Every pass over the n samples ends with a smaller batch when batch_size does not divide n."""
+    prob = distill(mo.Budget(density=0.3), loss="l2", n=n)
+    res = mo.solve(prob, method="sigmoid", batch_size=batch_size, epochs=epochs, lookahead=lookahead, **QUIET)
+    assert res.stats["gradient_samples"] == expected
+
+
 def test_cpu_autocast_runs():
     res = mo.solve(distill(mo.Budget(density=0.3)), method="hierarchy", steps=5, autocast=True, device="cpu", **QUIET)
     assert np.isfinite(res.objective)
@@ -431,6 +473,7 @@ def test_progress_bar_can_be_silenced(capsys):
     ({"dtype": "float16"}, "dtype"),
     ({"autocast": True, "dtype": "float64"}, "autocast"),
     ({"temperature": 0.0}, "temperature"),
+    ({"temperature": float("inf")}, "finite"),
     ({"lookahead": -1}, "lookahead"),
     ({"lookahead": 2, "lookahead_lr": 0.0}, "lookahead_lr"),
     ({"lookahead": 1, "loader": [torch.zeros(2, 6)]}, "loader"),
@@ -455,6 +498,8 @@ def test_bad_combinations_are_refused():
         mo.solve(lw, method="sigmoid", loader=[torch.zeros(2, 20)], **QUIET)
     with pytest.raises(ValueError, match="lookahead .*DistillProblem"):
         mo.solve(lw, method="hierarchy", lookahead=2, **QUIET)
+    with pytest.raises(ValueError, match="autocast applies to a DistillProblem"):
+        mo.solve(lw, method="sigmoid", autocast=True, **QUIET)
     with pytest.raises(TypeError, match="beta1"):
         mo.solve(prob, method="ste", beta1=10.0)
     if not torch.cuda.is_available():

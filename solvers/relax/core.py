@@ -390,10 +390,10 @@ class Stage:
     def __post_init__(self) -> None:
         if self.kind not in STAGES:
             raise ValueError(f"stage kind must be one of {STAGES}; got {self.kind!r}.")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0; got {self.temperature}.")
-        if not 0 < self.beta0 <= self.beta1:
-            raise ValueError(f"need 0 < beta0 <= beta1; got beta0={self.beta0}, beta1={self.beta1}.")
+        if not 0 < self.temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number > 0; got {self.temperature}.")
+        if not 0 < self.beta0 <= self.beta1 < math.inf:
+            raise ValueError(f"need 0 < beta0 <= beta1 < inf; got beta0={self.beta0}, beta1={self.beta1}.")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}.")
 
