@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Mapping
+import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from maskopt.masks import MaskSet
@@ -149,7 +151,28 @@ def make_options(spec: MethodSpec, options: Mapping[str, object]) -> object:
         raise TypeError(
             f"Unknown option(s) {unknown} for method {spec.name!r}; valid options: {valid or 'none'}."
         )
+    hints = typing.get_type_hints(spec.options)
+    for key, value in options.items():
+        _check_kind(spec.name, key, value, hints[key])
     return spec.options(**options)
+
+
+def _check_kind(method: str, key: str, value: object, hint: object) -> None:
+    """Refuse a value of the wrong kind for a bool, mapping or iterable option (e.g. from a
+    TOML config), which would otherwise be read as true or fail deep inside the method."""
+    kinds = {typing.get_origin(a) or a for a in (typing.get_args(hint) or (hint,))}
+    where = f"Option {key!r} of method {method!r}"
+    if hint is bool and not isinstance(value, (bool, np.bool_)):  # "no" would read as true
+        raise TypeError(f"{where} must be True or False; got {value!r}.")
+    if value is None:
+        return
+    if Mapping in kinds and not isinstance(value, Mapping):
+        raise TypeError(f"{where} must map parameter names to tensors (e.g. a MaskSet); got {value!r}.")
+    iterable = any(isinstance(k, type) and issubclass(k, Iterable) and not issubclass(k, (str, bytes, Mapping))
+                   for k in kinds)  # e.g. a loader or a schedule
+    if iterable and isinstance(value, (str, bytes, Mapping)):
+        raise TypeError(f"{where} must be a sequence or a loader of batches, not a {type(value).__name__}; "
+                        f"got {value!r}.")
 
 
 def solve(problem: Problem, method: str = "exact", **options) -> SolveResult:

@@ -50,8 +50,6 @@ def _demo(args: argparse.Namespace) -> int:
     """Teachers on digits, a student at initialization; the exact solver on the student's last
     layer (an exactly solvable layer-wise problem), relaxations and baselines on the whole
     student with its trained tickets."""
-    if args.time_limit <= 0:
-        raise ValueError(f"--time-limit must be > 0 seconds; got {args.time_limit}.")
     say = _say(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,10 +95,11 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _experiment(args: argparse.Namespace):
+def _experiment(args: argparse.Namespace, command: str):
     from maskopt import config as cfg
 
     conf = cfg.load(args.config)
+    cfg.require(conf, command)
     exp = cfg.build(conf, seed=args.seed, device=args.device, verbose=not args.quiet)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,11 +107,7 @@ def _experiment(args: argparse.Namespace):
 
 
 def _solve(args: argparse.Namespace) -> int:
-    from maskopt.config import ConfigError
-
-    conf, exp, out = _experiment(args)
-    if "solve" not in conf or "method" not in conf["solve"]:
-        raise ConfigError("maskopt solve needs [solve] with method = NAME; methods: " + ", ".join(mo.methods()))
+    conf, exp, out = _experiment(args, "solve")
     method = conf["solve"]["method"]
     opts = _with_common(method, conf["solve"].get("options", {}), args)
     if "seed" in _fields(method):
@@ -140,12 +135,8 @@ def _fields(method: str) -> set[str]:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from maskopt.config import ConfigError
-
-    conf, exp, out = _experiment(args)
-    cc = conf.get("compare", {})
-    if "methods" not in cc:
-        raise ConfigError("maskopt compare needs [compare] with methods = [...]; methods: " + ", ".join(mo.methods()))
+    conf, exp, out = _experiment(args, "compare")
+    cc = conf["compare"]
     methods = cc["methods"]
     options = {m: _with_common(m, cc.get("options", {}).get(m, {}), args) for m in methods}
     comparison = mo.compare(exp.problem, methods, seeds=cc.get("seeds", [args.seed]), options=options,
@@ -158,14 +149,37 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _lista_bench(args: argparse.Namespace) -> int:
-    return bench_main(args)
+    record = bench_main(args)
+    if args.json:
+        write_json(args.json, record)
+    return 0
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 0; got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer ≥ 0; got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0; got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0; got {value}")
+    return value
 
 
 def _common_flags(p: argparse.ArgumentParser, out: str) -> None:
     p.add_argument("--out", default=out, help=f"results folder (default: ./{out})")
-    p.add_argument("--seed", type=int, default=0, help="default seed of data split, student, methods (default 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="default seed of data split, student, methods (default 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (relaxations and training)")
-    p.add_argument("--time-limit", type=float, default=60.0, help="seconds for the exact solver (default 60)")
+    p.add_argument("--time-limit", type=_seconds, default=60.0, help="seconds for the exact solver (default 60)")
     p.add_argument("--quiet", action="store_true", help="print only the final tables")
 
 
@@ -193,11 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``maskopt`` console script."""
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # argparse: 2 after printing a usage error, 0 after --help / --version
+        return int(stop.code or 0)
     torch.manual_seed(getattr(args, "seed", 0))
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, OSError) as e:  # OSError: a file or folder the user named (FileNotFoundError, ...)
         print(f"maskopt: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -81,6 +81,56 @@ def validate(config: Mapping) -> None:
             raise ConfigError(f"teachers.models[{i}] must be a table {{model = NAME, kwargs = {{...}}}}; got {spec!r}.")
     if "models" not in config["teachers"] and "path" not in config["teachers"]:
         raise ConfigError("[teachers] needs models = [...] to train, or path = to load a saved ensemble.")
+    for key, uses in (("root", ("mnist", "cifar10")), ("seed", ("digits", "planted"))):
+        if key in config["data"] and name not in uses:
+            raise ConfigError(f"data.{key} applies to data.name = {' or '.join(map(repr, uses))}; "
+                              f"{name!r} does not use it: remove it.")
+    for section, key, kind in (("teachers", "seeds", int), ("compare", "seeds", int), ("compare", "methods", str)):
+        values = config.get(section, {}).get(key, [])
+        if any(not isinstance(v, kind) or isinstance(v, bool) for v in values):
+            raise ConfigError(f"{section}.{key} must be a list of {kind.__name__}s; got {values!r}.")
+    for section, key in (("teachers", "epochs"), ("ticket", "epochs"), ("compare", "certify_time_limit")):
+        value = config.get(section, {}).get(key)
+        if value is not None and not value > 0:
+            raise ConfigError(f"{section}.{key} must be > 0; got {value}.")
+    if {"epochs", "steps"} <= set(config.get("ticket", {})):
+        raise ConfigError("give ticket.epochs or ticket.steps, not both.")
+    if "path" in config["teachers"] and Path(config["teachers"]["path"]).is_dir():
+        raise ConfigError(f"teachers.path {config['teachers']['path']} is a folder; name a file in it.")
+    _validate_options(config)
+
+
+NOT_IN_TOML = ("warm_start", "scores", "loader")  # options that take Python objects
+
+
+def _validate_options(config: Mapping) -> None:
+    """[solve.options] and [compare.options.METHOD] are tables of a method's options; compare's
+    name methods in compare.methods (a typo would silently leave a method at its defaults)."""
+    tables = [("solve.options", config.get("solve", {}).get("options", {}))]
+    compare = config.get("compare", {})
+    for method, table in compare.get("options", {}).items():
+        if "methods" in compare and method not in compare["methods"]:
+            raise ConfigError(f"compare.options.{method} names no method of compare.methods "
+                              f"({', '.join(compare['methods'])}); fix the name or add the method.")
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"compare.options.{method} must be a table of {method}'s options; got {table!r}.")
+        tables.append((f"compare.options.{method}", table))
+    for where, table in tables:
+        for key in NOT_IN_TOML:
+            if key in table:
+                raise ConfigError(f"{where}.{key} takes a Python object (masks, scores or a DataLoader), which a "
+                                  "TOML config cannot give; use the Python API (maskopt.solve) for it.")
+
+
+def require(config: Mapping, command: str) -> None:
+    """Refuse, before anything is trained, a config without the section ``command`` runs:
+    ``[solve]`` with ``method`` for ``"solve"``, ``[compare]`` with ``methods`` for ``"compare"``."""
+    import maskopt as mo
+
+    key = "method" if command == "solve" else "methods"
+    if key not in config.get(command, {}):
+        example = "method = NAME" if command == "solve" else "methods = [...]"
+        raise ConfigError(f"maskopt {command} needs [{command}] with {example}; methods: {', '.join(mo.methods())}")
 
 
 @dataclass
@@ -114,15 +164,23 @@ def build(config: Mapping, seed: int = 0, device: str = "cpu", verbose: bool = T
     sc = config["student"]
     try:
         student = mo.models.create(sc["model"], seed=sc.get("seed", seed), **sc.get("kwargs", {}))
+        _check_fits(student, data.x, "student")
     except (ValueError, TypeError) as err:
         raise ConfigError(f"[student]: {err}") from None
     tc = config["teachers"]
     if "path" in tc and Path(tc["path"]).is_file():
-        teachers = load_teachers(tc["path"])
+        try:
+            teachers = load_teachers(tc["path"])
+        except ValueError as err:
+            raise ConfigError(f"teachers.path: {err}") from None
     else:
         if "models" not in tc:
             raise ConfigError(f"teachers.path {tc['path']} does not exist and no teachers.models are given to train.")
+        if "path" in tc and not Path(tc["path"]).parent.is_dir():
+            raise ConfigError(f"teachers.path {tc['path']}: its folder does not exist; create it or name another.")
         try:
+            for i, t in enumerate(tc["models"]):
+                _check_fits(mo.models.create(t["model"], **t.get("kwargs", {})), data.x, f"teachers.models[{i}]")
             teachers = train_teachers(
                 data, [(t["model"], t.get("kwargs", {})) for t in tc["models"]], seeds=tc.get("seeds", [seed]),
                 epochs=tc.get("epochs", 20), lr=tc.get("lr", 1e-3), batch_size=tc.get("batch_size", 128),
@@ -142,8 +200,21 @@ def build(config: Mapping, seed: int = 0, device: str = "cpu", verbose: bool = T
     except (ValueError, TypeError) as err:
         raise ConfigError(f"[problem]: {err}") from None
     ticket = None
-    if "ticket" in config:
+    if "ticket" in config:  # validate() refuses epochs and steps together
         ticket = {"data": data, "device": device, **config["ticket"]}
         if "steps" in ticket:
             ticket["epochs"] = None
     return Experiment(data, student, teachers, problem, ticket)
+
+
+def _check_fits(model: torch.nn.Module, x: torch.Tensor, where: str) -> None:
+    """Raise ValueError when ``model`` cannot take inputs shaped like ``x`` (N, ...)."""
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(x[:2].to(next(model.parameters()).dtype))
+    except RuntimeError as err:
+        raise ValueError(f"{where} cannot take the data's inputs of shape {tuple(x.shape[1:])} per sample "
+                         f"(check its kwargs, e.g. in_features): {err}") from None
+    finally:
+        model.train(training)

@@ -148,8 +148,11 @@ def _find(root: Path, names: list[str], what: str) -> Path:
 
 def _read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError; a truncated .gz raises EOFError
+        raise ValueError(f"{path} cannot be read as an IDX file (MNIST format): {err}") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte IDX file (MNIST format).")
     ndim = raw[3]
@@ -185,9 +188,13 @@ def cifar10(root: str | Path) -> Dataset:
         if not path.is_file():
             raise FileNotFoundError(f"CIFAR-10: {path} not found. maskopt never downloads data; extract "
                                     "cifar-10-python.tar.gz into that folder first.")
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        return np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(batch[b"labels"])
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            return np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(batch[b"labels"])
+        except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, IndexError) as err:
+            raise ValueError(f"{path} is not a CIFAR-10 python batch (a pickled dict with b'data' and b'labels'): "
+                             f"{type(err).__name__}: {err}") from err
 
     train = [load(f"data_batch_{i}") for i in range(1, 6)]
     x_te, y_te = load("test_batch")

@@ -152,19 +152,23 @@ class MaskSet(Mapping[str, torch.Tensor]):
     @classmethod
     def load(cls, path: str | os.PathLike) -> MaskSet:
         """Read a MaskSet written by :meth:`save` (names, masks, method, budget, metadata)."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         tensors, meta = {}, {}
-        with safe_open(str(path), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            for name in f.keys():
-                tensors[name] = f.get_tensor(name)
-        order = json.loads(meta.pop("names", "null")) or sorted(tensors)
-        tensors = {name: tensors[name] for name in order}
-        budget = json.loads(meta.pop("budget", "null"))
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+                for name in f.keys():
+                    tensors[name] = f.get_tensor(name)
+            order = json.loads(meta.pop("names", "null")) or sorted(tensors)
+            tensors = {name: tensors[name] for name in order}
+            budget = json.loads(meta.pop("budget", "null"))
+            budget = Budget.from_dict(budget) if budget else None
+        except (SafetensorError, OSError, KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path} is not a readable maskopt mask file ({type(err).__name__}: {err}).") from err
         method = meta.pop("method", "") or None
         saved_with = meta.pop("maskopt_version", None)
-        out = cls(tensors, method=method, budget=Budget.from_dict(budget) if budget else None, metadata=meta)
+        out = cls(tensors, method=method, budget=budget, metadata=meta)
         out.saved_with = saved_with
         return out
 

@@ -91,6 +91,19 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict], columns: Sequence[s
     atomic_write_text(path, buf.getvalue())
 
 
+def _finite(value):
+    """``value`` with every non-finite float as the string "inf", "-inf" or "nan" (JSON has no
+    such numbers; Python's json would write the non-standard Infinity/NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_json(path: str | os.PathLike, data) -> None:
-    """``data`` as indented JSON, atomically."""
-    atomic_write_text(path, json.dumps(data, indent=2, default=str) + "\n")
+    """``data`` as indented standard JSON (non-finite floats as strings, see :func:`_finite`),
+    atomically."""
+    atomic_write_text(path, json.dumps(_finite(data), indent=2, default=str, allow_nan=False) + "\n")

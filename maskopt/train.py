@@ -165,6 +165,8 @@ def train(
     """
     if (steps is None) == (epochs is None):
         raise ValueError("give exactly one of steps= or epochs=.")
+    if epochs is not None and not epochs > 0:
+        raise ValueError(f"epochs must be > 0; got {epochs}.")
     if batch_size < 1 or not lr > 0:
         raise ValueError(f"need batch_size ≥ 1 and lr > 0; got {batch_size}, {lr}.")
     dev = resolve_device(device)
@@ -334,19 +336,22 @@ def save_teachers(path: str | os.PathLike, teachers: Sequence[nn.Module], specs:
 
 def load_teachers(path: str | os.PathLike) -> list[nn.Module]:
     """The ensemble written by :func:`save_teachers` / :func:`train_teachers`, in eval mode."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     from maskopt import models
 
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-        if meta.get("format") != _TEACHERS_FORMAT:
-            raise ValueError(f"{path} is not a maskopt teacher file (format {meta.get('format')!r}).")
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    out = []
-    for i, spec in enumerate(json.loads(meta["specs"])):
-        model = models.create(spec["name"], **spec["kwargs"])
-        prefix = f"{i}/"
-        model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-        out.append(model.eval())
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != _TEACHERS_FORMAT:
+                raise ValueError(f"{path} is not a maskopt teacher file (format {meta.get('format')!r}).")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        out = []
+        for i, spec in enumerate(json.loads(meta["specs"])):
+            model = models.create(spec["name"], **spec["kwargs"])
+            prefix = f"{i}/"
+            model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            out.append(model.eval())
+    except (SafetensorError, OSError, KeyError, TypeError, RuntimeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not a readable maskopt teacher file ({type(err).__name__}: {err}).") from err
     return out

@@ -32,6 +32,25 @@ def test_unknown_option_lists_valid_options():
         mo.solve(prob, method="bruteforce", chunk=3)
 
 
+@pytest.mark.parametrize("method,option,value,match", [
+    ("sigmoid", "polish", "no", "must be True or False"),  # a string would read as true
+    ("exact", "verbose", 1, "must be True or False"),
+    ("exact", "warm_start", "masks.safetensors", "must map parameter names to tensors"),
+    ("sigmoid", "scores", [1.0, 2.0], "must map parameter names to tensors"),
+    ("sigmoid", "loader", "batches", "must be a sequence or a loader of batches, not a str"),
+    ("imp", "schedule", "0.5", "not a str"),
+])
+def test_options_of_the_wrong_kind_are_refused(method, option, value, match):
+    prob = mo.DistillProblem(torch.nn.Linear(4, 2), [torch.nn.Linear(4, 2)], torch.randn(6, 4), mo.Budget(k=2))
+    with pytest.raises(TypeError, match=f"Option '{option}' of method '{method}' .*{match}"):
+        mo.solve(prob, method=method, **{option: value})
+
+
+def test_numpy_bools_are_bools():
+    prob, _ = mo.data.planted_layerwise()
+    assert mo.solve(prob, method="sigmoid", steps=2, verbose=np.bool_(False)).masks.kept > 0
+
+
 def test_method_refuses_other_problem_types():
     class Other(mo.Problem):
         budget = mo.Budget(k=1)

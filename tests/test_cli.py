@@ -116,6 +116,18 @@ def test_solve_and_compare_configs(tmp_path, capsys):
     (('method = "sigmoid"', 'method = "magic"'), "Unknown method 'magic'"),
     (('model = "mlp"\nseed = 1', 'model = "resnet99"\nseed = 1'), "\\[student\\]: Unknown model 'resnet99'"),
     (('[budget]\nsparsity = 0.8\nscope = "layer"', ''), "missing section\\(s\\) \\[budget\\]"),
+    (("in_features = 64, hidden = [16]", "in_features = 30, hidden = [16]"),
+     "\\[student\\]: student cannot take the data's inputs of shape \\(64,\\)"),
+    (("in_features = 64, hidden = [32]", "in_features = 30, hidden = [32]"),
+     "\\[teachers\\]: teachers.models\\[0\\] cannot take the data's inputs"),
+    (("seeds = [0, 1]", 'seeds = [0, "1"]'), "compare.seeds must be a list of ints"),
+    (("options = {{ sigmoid", "options = {{ sigmod"), "compare.options.sigmod names no method of compare.methods"),
+    (("options = {{ steps = 20 }}", 'options = {{ polish = "no" }}'), "Option 'polish' .* must be True or False"),
+    (("options = {{ steps = 20 }}", 'options = {{ warm_start = "m.safetensors" }}'),
+     "solve.options.warm_start takes a Python object"),
+    (("steps = 10", "steps = 10\nepochs = 1"), "give ticket.epochs or ticket.steps, not both"),
+    (("epochs = 2", "epochs = -1"), "teachers.epochs must be > 0"),
+    (('samples = 64', 'samples = 64\nroot = "data"'), "data.root applies to data.name = 'mnist' or 'cifar10'"),
 ])
 def test_config_errors_name_the_key_and_exit_2(tmp_path, capsys, edit, message):
     config = write_config(tmp_path, TINY.replace(*edit))
@@ -131,11 +143,31 @@ def test_bad_input_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "maskopt.cli", "demo", "--time-limit", "abc"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
-    assert "invalid float value" in proc.stderr
+    assert "argument --time-limit: must be a number of seconds > 0; got 'abc'" in proc.stderr
     assert main(["demo", "--quick", "--time-limit", "-1", "--out", str(tmp_path / "x")]) == 2
+    assert main(["solve", "any.toml", "--time-limit", "0"]) == 2  # checked for every command, before any work
+    assert main(["demo", "--seed", "-1", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
     assert main(["solve", str(tmp_path / "missing.toml")]) == 2
     (tmp_path / "bad.toml").write_text("[data\nname=")
     assert main(["compare", str(tmp_path / "bad.toml")]) == 2
+
+
+def test_config_problems_are_found_before_any_training(tmp_path, capsys):
+    """A missing [solve], a teachers.path in a missing folder or naming a folder: exit 2, and no
+    teacher was trained (no file written)."""
+    cases = [(TINY.replace('[solve]\nmethod = "sigmoid"\noptions = {{ steps = 20 }}', ""), "solve",
+              "maskopt solve needs \\[solve\\] with method = NAME"),
+             (TINY.replace('path = "{teachers}"', 'path = "{teachers}.missing/t.safetensors"'), "solve",
+              "its folder does not exist"),
+             (TINY.replace('path = "{teachers}"', f'path = "{tmp_path.as_posix()}"'), "compare", "is a folder")]
+    import re
+
+    for text, command, message in cases:
+        config = write_config(tmp_path, text)
+        assert main([command, config, "--quiet", "--out", str(tmp_path / "o")]) == 2
+        assert re.search(message, capsys.readouterr().err)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
 
 
 def test_internal_error_exits_1_and_ctrl_c_leaves_complete_files(tmp_path, monkeypatch, capsys):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -126,8 +128,6 @@ def test_mnist_reads_a_local_folder(tmp_path, offline, layout):
 
 
 def test_cifar10_reads_a_local_folder(tmp_path, offline):
-    import pickle
-
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -146,3 +146,11 @@ def test_missing_local_data_says_what_to_do(tmp_path, offline):
     (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + (5).to_bytes(4, "big") * 3 + b"\x00")
     with pytest.raises(ValueError, match="truncated"):
         mo.data.mnist(tmp_path)
+    (tmp_path / "train-images-idx3-ubyte").unlink()
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"not gzip")
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz cannot be read as an IDX file"):
+        mo.data.mnist(tmp_path)
+    for content in (b"garbage\n", pickle.dumps({b"labels": [1]})):
+        (tmp_path / "data_batch_1").write_bytes(content)
+        with pytest.raises(ValueError, match="data_batch_1 is not a CIFAR-10 python batch"):
+            mo.data.cifar10(tmp_path)

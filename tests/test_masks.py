@@ -682,6 +682,17 @@ class TestRemoveMasks:
             remove_masks(model)
 
 
+def test_load_refuses_a_file_that_is_not_a_mask_file(tmp_path):
+    from safetensors.torch import save_file
+
+    (tmp_path / "junk").write_bytes(b"\xff" * 64)
+    save_file({"a": torch.ones(2, dtype=torch.bool)}, str(tmp_path / "names"), metadata={"names": '["a", "x"]'})
+    save_file({"a": torch.ones(2, dtype=torch.bool)}, str(tmp_path / "budget"), metadata={"budget": "{not json"})
+    for name in ("junk", "names", "budget"):
+        with pytest.raises(ValueError, match=f"{name} is not a readable maskopt mask file"):
+            MaskSet.load(tmp_path / name)
+
+
 def test_load_keeps_the_saved_name_order(tmp_path):
     masks = MaskSet({"z.weight": torch.ones(2, dtype=torch.bool), "a.weight": torch.zeros(3, dtype=torch.bool)})
     masks.save(tmp_path / "m.safetensors")

@@ -74,6 +74,9 @@ def test_training_takes_loaders_and_rejects_bad_input(data):
         train(model, data, steps=1, optimizer="lbfgs", verbose=False)
     with pytest.raises(TypeError, match="maskopt.data.Dataset or a pair"):
         train(model, data.x, steps=1, verbose=False)
+    for epochs in (0, -5):  # each used to train one step
+        with pytest.raises(ValueError, match="epochs must be > 0"):
+            train(model, data, epochs=epochs, verbose=False)
 
 
 def test_trainer_restarts_from_a_state(data):
@@ -101,3 +104,6 @@ def test_teachers_train_save_and_reload(tmp_path, data):
     mo.MaskSet({"w": torch.ones(2, dtype=torch.bool)}).save(tmp_path / "mask.safetensors")
     with pytest.raises(ValueError, match="not a maskopt teacher file"):
         load_teachers(tmp_path / "mask.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 64)
+    with pytest.raises(ValueError, match="junk.safetensors is not a readable maskopt teacher file"):
+        load_teachers(tmp_path / "junk.safetensors")

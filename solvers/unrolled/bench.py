@@ -8,7 +8,6 @@ All NMSE values are on the test split, in dB; ``nmse_db`` uses the aggregate con
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from dataclasses import asdict, replace
@@ -130,8 +129,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def bench_main(args: argparse.Namespace) -> int:
-    """Run ``maskopt lista-bench``: print the NMSE per layer, optionally write the JSON record."""
+def bench_main(args: argparse.Namespace) -> dict:
+    """Run ``maskopt lista-bench``: print the NMSE per layer and return the result record
+    (the command writes it to ``--json``)."""
     if args.layers < 1 or args.m < 1 or args.n < 1 or args.test_size < 1:
         raise ValueError("--layers, --m, --n and --test-size must be positive.")
     if math.isnan(args.snr) or args.snr <= -math.inf:
@@ -156,6 +156,4 @@ def bench_main(args: argparse.Namespace) -> int:
     for k, (a, b) in enumerate(zip(record["nmse_db"], record["nmse_db_per_sample"]), start=1):
         print(f"{k:<5}  {a:8.2f}  {b:8.2f}")
     print(f"prepared in {record['prepare_time_s']:.1f} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps(record, indent=2))
-    return 0
+    return record
