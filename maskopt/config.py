@@ -179,8 +179,10 @@ def build(config: Mapping, seed: int = 0, device: str = "cpu", verbose: bool = T
         if "path" in tc and not Path(tc["path"]).parent.is_dir():
             raise ConfigError(f"teachers.path {tc['path']}: its folder does not exist; create it or name another.")
         try:
-            for i, t in enumerate(tc["models"]):
-                _check_fits(mo.models.create(t["model"], **t.get("kwargs", {})), data.x, f"teachers.models[{i}]")
+            with torch.random.fork_rng(devices=[]):  # a throw-away model: leave the global RNG as it was
+                for i, t in enumerate(tc["models"]):
+                    model = mo.models.create(t["model"], **t.get("kwargs", {}))
+                    _check_fits(model, data.x, f"teachers.models[{i}]")
             teachers = train_teachers(
                 data, [(t["model"], t.get("kwargs", {})) for t in tc["models"]], seeds=tc.get("seeds", [seed]),
                 epochs=tc.get("epochs", 20), lr=tc.get("lr", 1e-3), batch_size=tc.get("batch_size", 128),
