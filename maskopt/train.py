@@ -32,7 +32,8 @@ class TrainResult:
     steps so far), ``epoch`` (passes over the training data, fractional), ``train_loss``
     (mean training loss since the previous record), ``train_acc`` / ``test_loss`` /
     ``test_acc`` (accuracies in %, on the whole split, in eval mode; the accuracies only
-    for class labels, the test entries only when test data was given). ``steps``: optimizer
+    for class labels, the test entries only when test data was given, ``train_*`` only for a
+    :class:`~maskopt.data.Dataset`: a training loader is not passed over again). ``steps``: optimizer
     steps taken; ``samples``: training samples processed (Σ batch sizes); ``time``: seconds."""
 
     model: nn.Module
@@ -71,15 +72,19 @@ def check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str
     return out
 
 
-def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float, momentum: float = 0.9,
+def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float, momentum: float | None = None,
                    weight_decay: float = 0.0) -> torch.optim.Optimizer:
-    """``"adam"``, ``"adamw"`` or ``"sgd"`` (with ``momentum``) over ``params``."""
+    """``"adam"``, ``"adamw"`` or ``"sgd"`` (with ``momentum``, default 0.9; Adam's have no
+    momentum option, so giving one is refused) over ``params``."""
+    if momentum is not None and name != "sgd":
+        raise ValueError(f"momentum applies to optimizer='sgd'; {name!r} has its own moment estimates (drop it).")
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=0.9 if momentum is None else momentum,
+                               weight_decay=weight_decay)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {name!r}.")
 
 
@@ -138,7 +143,7 @@ def train(
     batch_size: int = 128,
     lr: float = 1e-3,
     optimizer: str = "adam",
-    momentum: float = 0.9,
+    momentum: float | None = None,
     weight_decay: float = 0.0,
     shuffle: bool = True,
     eval_every: int | None = None,
@@ -158,6 +163,7 @@ def train(
         steps / epochs: training length, exactly one of them (epochs may be fractional).
         eval_every: steps between evaluations (default: once per epoch); always after the
             last step.
+        momentum: SGD's (default 0.9); refused for Adam/AdamW.
         loss_fn: ``loss_fn(logits, y)`` → mean loss; default cross-entropy on class labels
             (the only case in which accuracies are reported).
         on_step: called with the step number after every optimizer step (e.g. to record
@@ -175,7 +181,7 @@ def train(
     total = int(steps) if steps is not None else max(1, round(float(epochs) * per_epoch))
     if total < 0:
         raise ValueError(f"steps must be ≥ 0; got {total}.")
-    every = eval_every or per_epoch
+    every = per_epoch if eval_every is None else eval_every
     if every < 1:
         raise ValueError(f"eval_every must be ≥ 1; got {eval_every}.")
     labels = loss_fn is None
@@ -250,6 +256,8 @@ class Trainer:
         options = {**self.options, **override}
         if "steps" in override:
             options.pop("epochs", None)
+        if "epochs" in override:
+            options.pop("steps", None)
         return train(self.model, self.data, masks=masks, loss_fn=self.loss_fn, **options)
 
     def state(self) -> dict[str, torch.Tensor]:

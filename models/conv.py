@@ -71,7 +71,7 @@ class ConvNet(nn.Module):
     convolutions (padding 1) with ReLU then a 2×2 max pool; then FC 256, 256, num_classes with
     ReLU. Inputs (N, in_channels, size, size) (default 3×32×32) → logits (N, num_classes).
     Widths (64,), (64, 128), (64, 128, 256) give Conv-2 (4.3 M parameters), Conv-4 (2.4 M) and
-    Conv-6 (1.7 M)."""
+    Conv-6 (2.26 M; Figure 2 prints 1.7 M, which its own layer list contradicts)."""
 
     def __init__(self, widths: Sequence[int], num_classes: int = 10, in_channels: int = 3, size: int = 32) -> None:
         super().__init__()

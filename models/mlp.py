@@ -47,7 +47,7 @@ def mlp(
 
 
 def lenet300(num_classes: int = 10, in_features: int = 784) -> nn.Sequential:
-    """LeNet-300-100 (Frankle & Carbin 2019, Table 1: 266 K parameters): inputs (N, 1, 28, 28)
+    """LeNet-300-100 (Frankle & Carbin 2019, Figure 2: 266 K parameters): inputs (N, 1, 28, 28)
     or (N, 784) → logits (N, num_classes)."""
     return mlp(in_features, (300, 100), num_classes)
 

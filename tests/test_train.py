@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -77,6 +79,10 @@ def test_training_takes_loaders_and_rejects_bad_input(data):
     for epochs in (0, -5):  # each used to train one step
         with pytest.raises(ValueError, match="epochs must be > 0"):
             train(model, data, epochs=epochs, verbose=False)
+    with pytest.raises(ValueError, match="momentum applies to optimizer='sgd'"):  # Adam ignored it
+        train(model, data, steps=1, optimizer="adam", momentum=0.99, verbose=False)
+    with pytest.raises(ValueError, match="eval_every must be ≥ 1"):  # 0 used to mean once per epoch
+        train(model, data, steps=1, eval_every=0, verbose=False)
 
 
 def test_trainer_restarts_from_a_state(data):
@@ -87,6 +93,9 @@ def test_trainer_restarts_from_a_state(data):
     first = trainer.weights()
     trainer.run(None, init)
     assert all(torch.equal(first[n], w) for n, w in trainer.weights().items())
+    assert trainer.run(None, init, epochs=1).steps == math.ceil(data.x.shape[0] / 128)  # either length overrides
+    by_epochs = Trainer(net(), data, ["0.weight"], options={"epochs": 1, "verbose": False})
+    assert by_epochs.run(None, init, steps=3).steps == 3
 
 
 def test_teachers_train_save_and_reload(tmp_path, data):
