@@ -20,8 +20,9 @@ test accuracy over evaluations every 100 steps), like every other method's ticke
 - ``imp-short``: the same short rounds trained on the labels (the control: what the
   teachers add);
 - ``imp``: iterative magnitude pruning with rewinding to init (100 retrains of 1501 steps on
-  ``linspace(0, 1, 100)``); taken from ``results/tickets_mnist1d.json`` (written by
-  ``bench_tickets.py``) when present — never rerun here — and shown beside the published
+  ``linspace(0, 1, 100)``); taken from ``results/tickets_imp_spread.json`` (four
+  initializations), else ``results/tickets_mnist1d.json`` (both written by ``bench_tickets.py``)
+  — never rerun here — and shown beside the published
   numbers (74.3 / 71.8 / 63.9 / 41.9);
 - ``synflow``, ``snip`` (cross-entropy on the training labels), ``magnitude`` at init and
   ``random`` (seeded by the trial), at the same sparsities as IMP's retrains #90/#95/#98/#99.
@@ -548,7 +549,7 @@ def summarize(rows: list[dict], bench: str) -> list[dict]:
     for target in TARGETS:
         # `× IMP compute` divides by the table's own IMP row (its mean steps), else the protocol's
         imp = [r["train steps"] for r in rows if (r["bench"], r["method"], r["sparsity"]) == (bench, "imp", target)]
-        imp_steps = (float(np.mean(imp)) if imp else
+        imp_steps = (round(float(np.mean(imp))) if imp else
                      (RETRAIN[target] + 1) * PROTOCOL["steps"] if bench == "mnist1d" else None)
         for method in METHODS:
             match = [r for r in rows if r["bench"] == bench and r["method"] == method and r["sparsity"] == target]
@@ -769,7 +770,7 @@ def main() -> int:
     ap.add_argument("--trials", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (1 thread each)")
     ap.add_argument("--methods", nargs="*", default=["kd-lts", *SHORT_IMP, *BASELINES],
-                    help="MNIST-1D methods to run (IMP is read from tickets_mnist1d.json)")
+                    help="MNIST-1D methods to run (IMP is read from bench_tickets' records)")
     ap.add_argument("--no-digits", action="store_true")
     ap.add_argument("--report", action="store_true",
                     help="rewrite the section and plot from the recorded results/headline[_erk].json, run nothing")
@@ -867,7 +868,8 @@ def main() -> int:
             dcfg = part["digits_kdlts"] if ("digits", "kd-lts") in taken and "digits_kdlts" in part else dcfg
             note = f": {part['note']}" if part.get("note") else ""
             methods = ", ".join(sorted({r["method"] for r in new}))
-            parts.append(f"{path.name} {part.get('seconds', 0):.0f} s ({methods}){note}")
+            where = "" if part.get("machine") in (None, ran_on) else f" on {part['machine']}"
+            parts.append(f"{path.name} {part.get('seconds', 0):.0f} s{where} ({methods}){note}")
     if args.quick:
         print(format_table(rows, ["bench", "trial", "method", "sparsity", "max test acc", "train steps"]))
         return 0
