@@ -91,7 +91,7 @@ def _demo(args: argparse.Namespace) -> int:
     print("\nWhole student (gap to the best objective found; test_acc = max test accuracy of the trained ticket, %):")
     print(compared.table())
     say(f"\nWrote {', '.join(files)} to {out}/ (masks.safetensors: the student's masks, keyed "
-        "'<method>/<parameter>')")
+        "'<method>/<parameter>'; load one with maskopt.MaskSet.load(path, method=NAME))")
     return 0
 
 

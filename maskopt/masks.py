@@ -150,8 +150,10 @@ class MaskSet(Mapping[str, torch.Tensor]):
             save_file({n: m.contiguous() for n, m in self._masks.items()}, tmp, metadata=meta)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> MaskSet:
-        """Read a MaskSet written by :meth:`save` (names, masks, method, budget, metadata)."""
+    def load(cls, path: str | os.PathLike, method: str | None = None) -> MaskSet:
+        """Read a MaskSet written by :meth:`save` (names, masks, method, budget, metadata), or
+        one ``method``'s masks from a file of several (``maskopt compare`` / ``demo``'s
+        ``masks.safetensors``, keyed ``"<method>/<parameter>"``; ``method`` is required there)."""
         from safetensors import SafetensorError, safe_open
 
         tensors, meta = {}, {}
@@ -164,11 +166,19 @@ class MaskSet(Mapping[str, torch.Tensor]):
             tensors = {name: tensors[name] for name in order}
             budget = json.loads(meta.pop("budget", "null"))
             budget = Budget.from_dict(budget) if budget else None
+            several = json.loads(meta.pop("methods")) if "methods" in meta else None
         except (SafetensorError, OSError, KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path} is not a readable maskopt mask file ({type(err).__name__}: {err}).") from err
-        method = meta.pop("method", "") or None
+        saved_method = meta.pop("method", "") or None
+        if several is not None:  # a comparison's file: one method's masks, their names unprefixed
+            if method not in several:
+                raise ValueError(f"{path} holds the masks of several methods ({', '.join(several)}); load one with "
+                                 f"MaskSet.load(path, method=NAME){f', not {method!r}' if method else ''}.")
+            tensors = {n[len(method) + 1:]: t for n, t in tensors.items() if n.startswith(f"{method}/")}
+        elif method is not None and method != saved_method:
+            raise ValueError(f"{path} holds the masks of method {saved_method!r}, not {method!r}.")
         saved_with = meta.pop("maskopt_version", None)
-        out = cls(tensors, method=method, budget=budget, metadata=meta)
+        out = cls(tensors, method=method or saved_method, budget=budget, metadata=meta)
         out.saved_with = saved_with
         return out
 

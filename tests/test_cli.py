@@ -78,6 +78,14 @@ def test_demo_writes_complete_consistent_results(demo, capsys):
         kept = sum(int(f.get_tensor(k).sum()) for k in f.keys() if k.startswith("hierarchy/"))
         size = sum(f.get_tensor(k).numel() for k in f.keys() if k.startswith("hierarchy/"))
     assert kept / size == pytest.approx(0.1, abs=0.002)
+    # one method's masks load by name, keyed like the student's parameters
+    masks = mo.MaskSet.load(demo / "masks.safetensors", method="hierarchy")
+    student = mo.models.create("mlp", seed=0, in_features=64, hidden=[64], num_classes=10)
+    assert masks.method == "hierarchy" and set(masks) == {n for n, _ in student.named_parameters() if "weight" in n}
+    assert sum(int(m.sum()) for m in masks.values()) == kept
+    mo.apply_masks(student, masks)
+    with pytest.raises(ValueError, match="holds the masks of several methods .*method=NAME"):
+        mo.MaskSet.load(demo / "masks.safetensors")
 
 
 def write_config(tmp_path, text: str = TINY) -> str:
