@@ -19,9 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def machine() -> str:
-    """CPU architecture, cores, Python and HiGHS versions, OS."""
+    """CPU architecture, cores, Python, torch (and the CPU kernels it picked: results of long
+    float32 runs depend on them), HiGHS, OS."""
     return (f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} "
-            f"{platform.python_version()}, HiGHS {highspy.Highs().version()}, {platform.platform()}")
+            f"{platform.python_version()}, torch {torch.__version__} ({torch.backends.cpu.get_cpu_capability()}), "
+            f"HiGHS {highspy.Highs().version()}, {platform.platform()}")
 
 
 def save_results(name: str, data: dict) -> None:

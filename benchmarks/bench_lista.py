@@ -50,7 +50,7 @@ from maskopt.solvers.unrolled.bench import CONVENTION
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import machine, replace_section, save_results  # noqa: E402
+from _common import replace_section, save_results  # noqa: E402
 
 LAYERS = 16
 FISTA_ITERS = 4000
@@ -290,6 +290,14 @@ def _ratios(targets: dict, kind: str) -> str:
     return f"{min(r):.0f}–{max(r):.0f}×" if r else "—"
 
 
+def _machines(records: list[tuple[str, dict]]) -> str:
+    """The machines the (label, record) pairs were produced on, each with the runs it produced."""
+    runs: dict[str, list[str]] = {}
+    for label, r in records:
+        runs.setdefault(r.get("machine", "not recorded"), []).append(label)
+    return "; ".join(f"{m} ({', '.join(labels)})" for m, labels in runs.items())
+
+
 def report() -> None:
     order = ("alista", "lista-cpss", "hyperlista", "lista-cp", "lista", "fista", "ista")
     clean = [r for m in order if (r := _load(_name(m, math.inf)))]
@@ -342,7 +350,9 @@ def report() -> None:
         "python benchmarks/bench_lista.py report",
         "```",
         "",
-        f"Machine: {machine()}",
+        "Machines (each record's own): " + _machines(
+            [(f"{r['method']} at SNR inf", r) for r in clean] + [(f"{r['method']} at SNR 40", r) for r in noisy]
+            + ([("FISTA iteration curves", fista_iters)] if fista_iters else [])),
         "",
         "Problem: A 250×500 with N(0, 1/250) entries and unit-norm columns (seed 0), x Bernoulli(0.1)×N(0,1), "
         "training batches generated online, 1000 validation and 1000 test samples. **NMSE convention: aggregate**, "
