@@ -706,3 +706,47 @@ def test_maskset_equality():
     assert a != MaskSet({"w": torch.tensor([True, True])})
     assert a != MaskSet({"v": torch.tensor([True, False])})
     assert a != MaskSet({"w": torch.tensor([True, False]), "v": torch.tensor([True])})
+
+
+# ---------------------------------------------------------------------------------------------
+# DistributedDataParallel
+# ---------------------------------------------------------------------------------------------
+
+
+def _ddp_worker(rank: int, world: int, folder: str) -> None:
+    """One rank: a different mask per rank, DDP, three SGD steps; saves its masks and weights."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{folder}/init", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    apply_masks(model, {"0.weight": _mask((8, 6), 100 + rank), "2.weight": _mask((3, 8), 200 + rank)})
+    ddp = nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(rank))  # each rank its own batch
+    for _ in range(3):
+        opt.zero_grad()
+        ddp(x).sum().backward()
+        opt.step()
+    torch.save({"masks": dict(masks_of(model)), "weights": {"0.weight": model[0].weight.detach(),
+                                                           "2.weight": model[2].weight.detach()}},
+               f"{folder}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_ddp_gives_every_rank_rank_0s_mask(tmp_path):
+    """The mask is a buffer, so DDP broadcasts rank 0's to every rank; training keeps the ranks
+    identical and the pruned weights zero."""
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with the gloo backend is not available")
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
+    expected = {"0.weight": _mask((8, 6), 100), "2.weight": _mask((3, 8), 200)}  # rank 0's
+    for rank in ranks:
+        for name, mask in expected.items():
+            assert torch.equal(rank["masks"][name], mask)
+            assert torch.equal(rank["weights"][name], ranks[0]["weights"][name])
+            assert bool((rank["weights"][name][~mask] == 0).all())
