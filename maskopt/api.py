@@ -9,6 +9,7 @@ scores it with :func:`evaluate`, the one definition of the objective.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -151,10 +152,13 @@ def make_options(spec: MethodSpec, options: Mapping[str, object]) -> object:
         raise TypeError(
             f"Unknown option(s) {unknown} for method {spec.name!r}; valid options: {valid or 'none'}."
         )
-    hints = typing.get_type_hints(spec.options)
+    hints = _type_hints(spec.options)
     for key, value in options.items():
         _check_kind(spec.name, key, value, hints[key])
     return spec.options(**options)
+
+
+_type_hints = functools.cache(typing.get_type_hints)  # an options class's resolved annotations, once
 
 
 def _check_kind(method: str, key: str, value: object, hint: object) -> None:

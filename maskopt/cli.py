@@ -155,24 +155,21 @@ def _lista_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer ≥ 0; got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer ≥ 0; got {value}")
-    return value
+def _checked(convert, ok, what: str):
+    """An argparse ``type``: ``convert(text)``, refused unless ``ok(value)``; errors say ``what``."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}; got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}; got {value}")
+        return value
+    return parse
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0; got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0; got {value}")
-    return value
+_seed = _checked(int, lambda v: v >= 0, "an integer ≥ 0")
+_seconds = _checked(float, lambda v: 0 < v < float("inf"), "a number of seconds > 0")
 
 
 def _common_flags(p: argparse.ArgumentParser, out: str) -> None:

@@ -118,10 +118,11 @@ class HighsSession:
         t0 = time.perf_counter()
         res = self._solver.solve(model)
         elapsed = time.perf_counter() - t0
-        if warm_start and res.best_feasible_objective is not None and not self._solution_attains(
-                res.best_feasible_objective):
-            # HiGHS 1.16 can prove the optimum in its presolved space yet hand back the MIP start as
-            # the solution (seen on networks with dead neurons): solve again without the start.
+        objective = res.best_feasible_objective
+        # HiGHS 1.16 can prove the optimum in its presolved space yet hand back the MIP start as
+        # the solution (seen on networks with dead neurons): then solve again without the start
+        stale = warm_start and objective is not None and not self._solution_attains(objective)
+        if stale:
             left = None if time_limit is None else time_limit - elapsed
             if left is None or left > 0:
                 self._solver._solver_model.clearSolver()  # else HiGHS keeps the start as its solution
@@ -138,9 +139,7 @@ class HighsSession:
         else:
             raise RuntimeError(f"HiGHS stopped with {tc} on a model that is feasible by construction.")
         values = None
-        objective = res.best_feasible_objective
-        if objective is not None and not self._solution_attains(objective):
-            # no time left to solve again: the solution HiGHS returned is what we have
+        if stale:  # no time left to solve again: the solution HiGHS returned is what we have
             objective, status = self._solution_objective(), "time_limit"
         if objective is not None:
             primals = self._solver.get_primals()  # the variables some constraint or the objective uses
