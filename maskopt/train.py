@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
 from maskopt.data import Dataset
@@ -32,9 +33,11 @@ class TrainResult:
     steps so far), ``epoch`` (passes over the training data, fractional), ``train_loss``
     (mean training loss since the previous record), ``train_acc`` / ``test_loss`` /
     ``test_acc`` (accuracies in %, on the whole split, in eval mode; the accuracies only
-    for class labels, the test entries only when test data was given, ``train_*`` only for a
-    :class:`~maskopt.data.Dataset`: a training loader is not passed over again). ``steps``: optimizer
-    steps taken; ``samples``: training samples processed (Σ batch sizes); ``time``: seconds."""
+    for class labels, the test entries only when test data was given; ``train_acc`` for a
+    :class:`~maskopt.data.Dataset` and for a training ``DataLoader`` over a map-style dataset,
+    whose dataset is read in order by a loader of its own, so the training batches and the
+    random state they draw from are untouched). ``steps``: optimizer steps taken; ``samples``:
+    training samples processed (Σ batch sizes); ``time``: seconds."""
 
     model: nn.Module
     history: list[dict] = field(default_factory=list)
@@ -89,7 +92,8 @@ def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float, momentu
 
 
 def _batches(data, batch_size: int, shuffle: bool, seed: int) -> tuple[Iterator, int, tuple | None]:
-    """(endless training batches, batches per epoch, (x_test, y_test) or a test loader or None)."""
+    """(endless training batches, batches per epoch, (train split, test split)); a split is
+    ``(x, y)`` tensors, a loader, or None."""
     if isinstance(data, Dataset):
         return data.batches(batch_size, shuffle, seed), math.ceil(data.x.shape[0] / batch_size), \
             ((data.x, data.y), (data.x_test, data.y_test))
@@ -104,8 +108,18 @@ def _batches(data, batch_size: int, shuffle: bool, seed: int) -> tuple[Iterator,
             while True:
                 yield from train_loader
 
-        return endless(), per_epoch, (None, test_loader)
+        return endless(), per_epoch, (_in_order(train_loader), test_loader)
     raise TypeError("data must be a maskopt.data.Dataset or a pair (train_loader, test_loader or None).")
+
+
+def _in_order(loader) -> DataLoader | None:
+    """A single-process loader reading a training ``DataLoader``'s map-style dataset in order,
+    to measure the accuracy on the whole split without using the training loader's iterator
+    (persistent workers would reset it mid-epoch) or its generator; None for any other
+    iterable (its split cannot be read twice), which then reports no ``train_acc``."""
+    if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
+        return None
+    return DataLoader(loader.dataset, batch_size=loader.batch_size or 256, collate_fn=loader.collate_fn)
 
 
 def _to(y, device: torch.device):
@@ -218,7 +232,8 @@ def train(
             model.eval()
             record = {"step": step + 1, "epoch": (step + 1) / per_epoch, "train_loss": running / since}
             if labels and train_split is not None:
-                record["train_acc"] = _evaluate(model, train_split, loss_fn, True, dev)[1]
+                with torch.random.fork_rng(devices=[]):  # random transforms in the dataset leave the RNG as it was
+                    record["train_acc"] = _evaluate(model, train_split, loss_fn, True, dev)[1]
             if test_split is not None:
                 record["test_loss"], record["test_acc"] = _evaluate(model, test_split, loss_fn, labels, dev)
             history.append(record)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import maskopt as mo
-from maskopt.train import Trainer, load_teachers, train, train_teachers
+from maskopt.train import Trainer, TrainResult, load_teachers, train, train_teachers
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,48 @@ def test_training_is_deterministic_and_learns(data):
     b = train(net(), data, epochs=20, lr=0.01, batch_size=32, seed=3, verbose=False)
     assert all(torch.equal(x, y) for x, y in zip(a.model.parameters(), b.model.parameters()))
     assert a.history[-1]["train_acc"] > 80.0 and a.history[-1]["train_loss"] < a.history[0]["train_loss"]
+
+
+class NoisyInputs(torch.utils.data.Dataset):
+    """A map-style dataset with a random transform: each read adds noise drawn from torch's RNG."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, i: int):
+        return self.x[i] + 0.1 * torch.randn(self.x.shape[1]), self.y[i]
+
+
+def test_loaders_report_train_accuracy_without_changing_training(data):
+    """With a training DataLoader the history has the accuracy on the whole training split (in
+    eval mode, as for a Dataset), and measuring it leaves the training itself unchanged: the
+    loaders below shuffle from their own generator, or from torch's global RNG with noise drawn on
+    every read, so a pass over the training loader or an unguarded read of the dataset would
+    change later batches."""
+    train_loader, test_loader = data.loaders(batch_size=64)
+    res = train(net(), (train_loader, test_loader), epochs=2, verbose=False)
+    with torch.no_grad():
+        out = res.model(data.x)
+    assert res.history[-1]["train_acc"] == pytest.approx(100.0 * float((out.argmax(1) == data.y).float().mean()))
+
+    def run(eval_every: int | None, seeded_loader: bool) -> TrainResult:
+        torch.manual_seed(5)
+        if seeded_loader:  # shuffled by the loader's own generator
+            loader = data.loaders(batch_size=32, seed=5)[0]
+        else:  # shuffled from the global RNG, noise on every read
+            loader = torch.utils.data.DataLoader(NoisyInputs(data.x, data.y), batch_size=32, shuffle=True)
+        return train(net(), (loader, None), epochs=3, eval_every=eval_every, verbose=False)
+
+    for seeded_loader in (False, True):
+        once, often = run(None, seeded_loader), run(1, seeded_loader)
+        assert len(often.history) == often.steps > len(once.history) == 3
+        assert all("train_acc" in h for h in often.history)
+        assert all(torch.equal(a, b) for a, b in zip(once.model.parameters(), often.model.parameters()))
+    batches = [(data.x[:50], data.y[:50]), (data.x[50:], data.y[50:])]  # a plain list of batches: not re-read
+    assert "train_acc" not in train(net(), (batches, None), steps=2, verbose=False).history[-1]
 
 
 def test_training_takes_loaders_and_rejects_bad_input(data):
