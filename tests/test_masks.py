@@ -731,6 +731,7 @@ def _ddp_worker(rank: int, world: int, folder: str) -> None:
     torch.save({"masks": dict(masks_of(model)), "weights": {"0.weight": model[0].weight.detach(),
                                                            "2.weight": model[2].weight.detach()}},
                f"{folder}/{rank}.pt")
+    dist.barrier()  # neither rank tears gloo down while the other still talks to it (that aborted a rank now and then)
     dist.destroy_process_group()
 
 
