@@ -116,7 +116,7 @@ def _in_order(loader) -> DataLoader | None:
     """A single-process loader reading a training ``DataLoader``'s map-style dataset in order,
     to measure the accuracy on the whole split without using the training loader's iterator
     (persistent workers would reset it mid-epoch) or its generator; None for any other
-    iterable (its split cannot be read twice), which then reports no ``train_acc``."""
+    iterable (it may be a one-pass stream), which then reports no ``train_acc``."""
     if not isinstance(loader, DataLoader) or isinstance(loader.dataset, IterableDataset):
         return None
     return DataLoader(loader.dataset, batch_size=loader.batch_size or 256, collate_fn=loader.collate_fn)
