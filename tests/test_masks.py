@@ -731,8 +731,11 @@ def _ddp_worker(rank: int, world: int, folder: str) -> None:
     torch.save({"masks": dict(masks_of(model)), "weights": {"0.weight": model[0].weight.detach(),
                                                            "2.weight": model[2].weight.detach()}},
                f"{folder}/{rank}.pt")
-    dist.barrier()  # neither rank tears gloo down while the other still talks to it (that aborted a rank now and then)
-    dist.destroy_process_group()
+    dist.barrier()  # both ranks have saved their results
+    # gloo's teardown (destroy_process_group, or the interpreter's exit) aborted a rank with
+    # "terminate called without an active exception" in about 1 of 25 runs, even after a
+    # barrier; nothing under test happens after this point, so the rank leaves without it
+    os._exit(0)
 
 
 def test_ddp_gives_every_rank_rank_0s_mask(tmp_path):
