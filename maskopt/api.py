@@ -97,6 +97,11 @@ class MethodSpec:
     problems: tuple[type, ...]
     summary: str
 
+    @property
+    def option_names(self) -> set[str]:
+        """The names of the options it takes (the fields of its options dataclass)."""
+        return {f.name for f in dataclasses.fields(self.options)}
+
 
 _REGISTRY: dict[str, MethodSpec] = {}
 

@@ -127,11 +127,9 @@ def _solve(args: argparse.Namespace) -> int:
 
 
 def _fields(method: str) -> set[str]:
-    import dataclasses
-
     from maskopt.api import method_spec
 
-    return {f.name for f in dataclasses.fields(method_spec(method).options)}
+    return method_spec(method).option_names
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -145,10 +144,6 @@ def plot_tradeoff(comparisons: Sequence[Comparison], path: str | os.PathLike) ->
     _save_png(fig, path)
 
 
-def _takes_seed(method: str) -> bool:
-    return any(f.name == "seed" for f in dataclasses.fields(method_spec(method).options))
-
-
 def compare(
     problem: Problem,
     methods: Sequence[str],
@@ -170,7 +165,8 @@ def compare(
         ticket: train each mask's ticket and report its max test accuracy:
             ``{"data": Dataset, "epochs": ..., other train_ticket options}``
             (DistillProblem only; the student at its initialization, float32).
-        verbose: print one line per run.
+        verbose: print one line per run; False also silences the methods' own progress bars
+            (unless ``options`` sets their ``verbose``).
 
     Raises ValueError for an unknown method or an option a method does not take.
     """
@@ -192,7 +188,10 @@ def compare(
     runs: list[tuple[str, int | None, SolveResult]] = []
     for method in methods:
         opts = dict(options.get(method, {}))
-        method_seeds = list(seeds) if _takes_seed(method) and "seed" not in opts else [opts.get("seed")]
+        takes = method_spec(method).option_names
+        if not verbose and "verbose" in takes:
+            opts.setdefault("verbose", False)
+        method_seeds = list(seeds) if "seed" in takes and "seed" not in opts else [opts.get("seed")]
         for seed in method_seeds:
             run_opts = {**opts, "seed": seed} if seed is not None else opts
             res = solve(problem, method=method, **run_opts)

@@ -112,3 +112,15 @@ def test_bad_calls(layerwise):
         mo.compare(layerwise, ["magnitude"], ticket={"data": None}, verbose=False)
     with pytest.raises(ValueError, match="no ticket accuracies"):
         mo.plot_tradeoff([mo.compare(layerwise, ["magnitude"], certify=False, verbose=False)], "/tmp/x.png")
+
+
+def test_quiet_compare_silences_the_methods_progress_bars(layerwise, capsys):
+    """verbose=False prints nothing, the relaxations' tqdm bars included; a method's own
+    verbose option still wins."""
+    capsys.readouterr()
+    mo.compare(layerwise, ["magnitude", "sigmoid", "anneal"], options={"sigmoid": {"steps": 30},
+               "anneal": {"steps": 30}}, verbose=False)
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""
+    mo.compare(layerwise, ["sigmoid"], options={"sigmoid": {"steps": 30, "verbose": True}}, verbose=False)
+    assert "sigmoid" in capsys.readouterr().err
