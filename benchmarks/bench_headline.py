@@ -60,7 +60,7 @@ MLPs 64-256-10, the same methods; IMP there is run here (20 % per round, rounds 
     python benchmarks/bench_headline.py --tune-kdimp   # ... and of KD-IMP
     python benchmarks/bench_headline.py --allocation erk --no-digits   # every method under ERK budgets
     python benchmarks/bench_headline.py --tune --allocation erk        # KD-LTS tuning under ERK
-    python benchmarks/bench_headline.py --allocation erk --more-trials 3 4  # kd-lts, kd-imp on more seeds (added to the record)
+    python benchmarks/bench_headline.py --allocation erk --more-trials 3 4  # kd-lts, kd-imp on more seeds, added
     python benchmarks/bench_headline.py [--allocation erk] --report    # rewrite a section from its rows
     # or in pieces: --methods M... [--no-digits] --partial NAME, then --methods --no-digits --merge
 """
@@ -836,11 +836,10 @@ def main() -> int:
                  if saved.exists() else set())
         if set(args.more_trials) & table:
             raise SystemExit(f"--more-trials must be trials outside the recorded table's {sorted(table)}.")
-        seeds_path = ROOT / "benchmarks" / "results" / f"{name}_seeds.json"
+        seeds_path, old = seeds_record(name)
         kept, machines = [], [machine()]
-        if seeds_path.exists():  # the trials recorded before are kept (a trial run again is replaced)
-            old = json.loads(seeds_path.read_text())
-            if any(old.get(key) != json.loads(json.dumps(value)) for key, value in (("kdlts", cfg), ("kdimp", kcfg))):
+        if old is not None:  # the trials recorded before are kept (a trial run again is replaced)
+            if not same_settings(old, {"kdlts": cfg, "kdimp": kcfg}):
                 raise SystemExit(f"{seeds_path} holds trials run with other settings; move it away to start anew.")
             kept = [r for r in old["rows"] if r["trial"] not in args.more_trials]
             machines.insert(0, old["machine"])
@@ -955,13 +954,23 @@ def main() -> int:
     return 0
 
 
+def seeds_record(name: str) -> tuple[Path, dict | None]:
+    """The path of results/<name>_seeds.json (the ``--more-trials`` runs) and its record, None when absent."""
+    path = ROOT / "benchmarks" / "results" / f"{name}_seeds.json"
+    return path, json.loads(path.read_text()) if path.exists() else None
+
+
+def same_settings(record: dict, settings: dict) -> bool:
+    """Whether ``record`` ran with ``settings`` ({"kdlts": ..., "kdimp": ...}, compared as stored in JSON)."""
+    return all(record.get(key) == json.loads(json.dumps(value)) for key, value in settings.items())
+
+
 def seed_spread(rows: list[dict], settings: dict, name: str) -> list[str]:
     """Each SPREAD method over the table's trials plus those of ``--more-trials``
     (results/<name>_seeds.json, when it ran with the table's ``settings`` {"kdlts": ..., "kdimp": ...}),
     per goal sparsity, against the published IMP ticket: the section's lines (none without that record)."""
-    path = ROOT / "benchmarks" / "results" / f"{name}_seeds.json"
-    record = json.loads(path.read_text()) if path.exists() else None
-    if record is None or any(record.get(key) != json.loads(json.dumps(value)) for key, value in settings.items()):
+    path, record = seeds_record(name)
+    if record is None or not same_settings(record, settings):
         return []
     lines = []
     for method in SPREAD:
