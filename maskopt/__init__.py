@@ -9,7 +9,7 @@ from maskopt import baselines as _baselines  # noqa: E402,F401  (registers metho
 from maskopt import data, models  # noqa: E402
 from maskopt import exact as _exact  # noqa: E402,F401  (registers methods)
 from maskopt import relax as _relax  # noqa: E402,F401  (registers methods)
-from maskopt.api import MethodOutput, SolveResult, evaluate, methods, register, relative_gap, solve  # noqa: E402
+from maskopt.api import CertificateError, MethodOutput, SolveResult, evaluate, methods, register, relative_gap, solve  # noqa: E402
 from maskopt.budget import Allocation, Budget, count_for_density  # noqa: E402
 from maskopt.compare import Comparison, compare, plot_tradeoff  # noqa: E402
 from maskopt.distill import DistillProblem  # noqa: E402
@@ -29,6 +29,7 @@ __all__ = [
     "Allocation",
     "Budget",
     "Certificate",
+    "CertificateError",
     "Comparison",
     "DistillProblem",
     "LayerwiseProblem",

@@ -20,19 +20,34 @@ import torch
 
 from maskopt.masks import MaskSet
 from maskopt.problems import Problem
+from maskopt.solvers.exact.highs import bound_tolerance, gap_met
 
-STATUSES = ("optimal", "time_limit", "feasible")
+STATUSES = ("optimal", "time_limit", "node_limit", "numerical", "feasible")
+
+
+class CertificateError(RuntimeError):
+    """A method's certificate is contradicted: its proven lower bound lies above a feasible
+    objective by more than the solver tolerances allow, or the method values its own mask
+    differently from :func:`evaluate`. Either is a bug (in maskopt or the solver), never a
+    result: report it with the message."""
 
 
 @dataclass
 class MethodOutput:
-    """What a registered method returns; ``solve`` turns it into a :class:`SolveResult`."""
+    """What a registered method returns; ``solve`` turns it into a :class:`SolveResult`.
+
+    ``bound`` is the raw proven lower bound (never clamped by the method); ``objective`` the
+    method's own value of ``masks`` (checked against :func:`evaluate`); ``gap`` the relative
+    gap that ``status="optimal"`` promises (checked against the final objective and bound).
+    """
 
     masks: Mapping[str, torch.Tensor]
     status: str = "feasible"
     bound: float | None = None
     history: list[dict] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    objective: float | None = None
+    gap: float | None = None
 
 
 @dataclass
@@ -44,11 +59,17 @@ class SolveResult:
         objective: ``evaluate(problem, masks)``.
         bound: a proven lower bound on the optimal objective (exact methods), else None.
         gap: ``relative_gap(objective, bound)``, None without a bound.
-        status: ``"optimal"`` (proven within the requested gap), ``"time_limit"``
-            (stopped by the time limit; masks is the incumbent, bound still valid) or
-            ``"feasible"`` (a mask within budget, no optimality claim).
+        status: ``"optimal"`` (proven: the final gap is within the requested one, up to
+            :func:`bound_tolerance`), ``"time_limit"`` / ``"node_limit"`` (stopped by the
+            time or node limit; masks is the incumbent, bound still valid), ``"numerical"``
+            (the solver stopped but its bound misses the requested gap through solver
+            tolerances; bound still valid, ``gap`` is what was reached) or ``"feasible"`` (a
+            mask within budget, no optimality claim).
         method: the registered method name. time: wall-clock seconds of the whole call.
-        history: per-iteration records (method specific). stats: solver statistics.
+        history: per-iteration records (method specific). stats: solver statistics; with a
+            bound, ``stats["bound_raw"]`` is the bound as the method proved it and
+            ``stats["bound_rounded"]`` how much it was lowered to the objective (within
+            tolerance; 0.0 when it was not).
     """
 
     masks: MaskSet
@@ -210,15 +231,54 @@ def solve(problem: Problem, method: str = "exact", **options) -> SolveResult:
     if bad:
         raise RuntimeError(f"Method {method!r} returned a mask over budget ({bad[0]}); this is a bug.")
     objective = evaluate(problem, masks)
-    bound = None if out.bound is None else min(float(out.bound), objective)
+    stats = dict(out.stats)
+    if out.objective is not None and not abs(out.objective - objective) <= bound_tolerance(objective):
+        raise CertificateError(
+            f"Method {method!r} values its mask at {out.objective!r} but evaluate() gives {objective!r} (tolerance "
+            f"{bound_tolerance(objective):.3g}): the solver and the problem disagree on the objective; this is a bug."
+        )
+    bound, status = None, out.status
+    if out.bound is not None:
+        bound, rounded = checked_bound(method, objective, float(out.bound))
+        stats.update(bound_raw=float(out.bound), bound_rounded=rounded)
+        status = proven_status(method, out.status, objective, bound, out.gap)
+        if status != out.status:
+            stats["status_reported"] = out.status  # what the method claimed before the check
     return SolveResult(
         masks=masks,
         objective=objective,
         bound=bound,
         gap=relative_gap(objective, bound),
-        status=out.status,
+        status=status,
         method=method,
         time=elapsed,
         history=list(out.history),
-        stats=dict(out.stats),
+        stats=stats,
     )
+
+
+def checked_bound(method: str, objective: float, bound: float) -> tuple[float, float]:
+    """``(bound to report, how much it was lowered)`` for a raw proven ``bound`` and the
+    feasible ``objective`` of a mask: a bound above the objective by more than
+    :func:`bound_tolerance` raises :class:`CertificateError`; one above it within the
+    tolerance is reported as the objective (solver tolerances, not a better bound)."""
+    excess = bound - objective
+    if not excess <= bound_tolerance(objective):  # also catches NaN
+        raise CertificateError(
+            f"Method {method!r} proved a lower bound {bound!r} above the objective {objective!r} of a mask within "
+            f"the budget (by {excess:.6g}; tolerance {bound_tolerance(objective):.3g} = BOUND_ATOL + "
+            "BOUND_RTOL·|objective|): the certificate is wrong; this is a bug in the solver or its encoding."
+        )
+    return (objective, excess) if excess > 0 else (bound, 0.0)
+
+
+def proven_status(method: str, status: str, objective: float, bound: float, gap: float | None) -> str:
+    """The status a method's answer has earned: ``"optimal"`` stands only when
+    :func:`~maskopt.solvers.exact.highs.gap_met` holds for the final objective and bound; an
+    "optimal" that misses it becomes ``"numerical"`` (the solver believed it met the gap;
+    the certificate says not)."""
+    if status != "optimal":
+        return status
+    if gap is None:
+        raise RuntimeError(f"Method {method!r} claims 'optimal' with a bound but no requested gap; this is a bug.")
+    return "optimal" if gap_met(objective, bound, gap) else "numerical"

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from maskopt.api import MethodOutput, SolveResult, evaluate, register, relative_gap, solve
+from maskopt.api import MethodOutput, SolveResult, checked_bound, evaluate, register, relative_gap, solve
 from maskopt.distill import DistillProblem, parameter_names
 from maskopt.masks import MaskSet
 from maskopt.problems import LayerwiseProblem, Problem
@@ -48,6 +48,10 @@ class ExactOptions:
             HiGHS and Gurobi). ``"optimal"`` means proven within this gap.
         threads: HiGHS threads (None = HiGHS's default).
         warm_start: a mask within the budget, given to HiGHS as a MIP start.
+        node_limit: branch-and-bound nodes per MILP solve (HiGHS ``mip_max_nodes``; None =
+            no limit; an L2 outer-approximation round or a row is one MILP solve). On the
+            limit: incumbent, proven bound and gap with status ``"node_limit"``.
+            Deterministic, unlike a time limit.
         verbose: stream the HiGHS log to stdout.
         max_size: refuse models with more than this many constraint-matrix nonzeros.
         bounds: activation bounds of the network MILP (DistillProblem only): ``"global"``
@@ -59,6 +63,7 @@ class ExactOptions:
     time_limit: float | None = None
     gap: float = 1e-4
     threads: int | None = None
+    node_limit: int | None = None
     warm_start: Mapping[str, torch.Tensor] | None = None
     verbose: bool = False
     max_size: int = 2_000_000
@@ -73,6 +78,8 @@ class ExactOptions:
             raise ValueError(f"gap must be a relative tolerance in [0, 1); got {self.gap}.")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise ValueError(f"threads must be a positive integer or None; got {self.threads!r}.")
+        if self.node_limit is not None and (not isinstance(self.node_limit, int) or self.node_limit < 0):
+            raise ValueError(f"node_limit must be a non-negative integer or None; got {self.node_limit!r}.")
         if not isinstance(self.max_size, int) or self.max_size < 1:
             raise ValueError(f"max_size must be a positive integer; got {self.max_size!r}.")
 
@@ -82,6 +89,11 @@ class BruteforceOptions:
     """Options of ``method="bruteforce"``: refuse above ``max_candidates`` masks (default 2²⁰)."""
 
     max_candidates: int = 2**20
+
+
+def _mip_settings(opts: ExactOptions) -> MipSettings:
+    return MipSettings(time_limit=opts.time_limit, gap=opts.gap, threads=opts.threads, verbose=opts.verbose,
+                       node_limit=opts.node_limit)
 
 
 def _checked_warm_start(problem: Problem, warm: Mapping[str, torch.Tensor]) -> MaskSet:
@@ -126,13 +138,14 @@ def _exact(problem: LayerwiseProblem | DistillProblem, opts: ExactOptions) -> Me
         None if problem.bias is None else problem.bias.numpy(),
         units,
         problem.loss,
-        MipSettings(time_limit=opts.time_limit, gap=opts.gap, threads=opts.threads, verbose=opts.verbose),
+        _mip_settings(opts),
         [c.numpy() for c in candidates],
     )
     stats.update(res.stats)
     stats["solver"] = "HiGHS via Pyomo appsi_highs"
     stats["formulation"] = "L1 epigraph MILP" if problem.loss == "l1" else "L2 outer approximation MILP"
-    return MethodOutput({"weight": torch.from_numpy(res.mask)}, res.status, res.bound, res.history, stats)
+    return MethodOutput({"weight": torch.from_numpy(res.mask)}, res.status, res.bound, res.history, stats,
+                        objective=res.objective, gap=opts.gap)
 
 
 @register("bruteforce", options=BruteforceOptions, problems=(LayerwiseProblem, DistillProblem),
@@ -144,7 +157,8 @@ def _bruteforce(problem: Problem, opts: BruteforceOptions) -> MethodOutput:
         return problem.objective_batch(alloc.unflatten(torch.from_numpy(flat))).numpy()
 
     mask, value, count = bruteforce(batch, alloc.size, alloc.units(), opts.max_candidates)
-    return MethodOutput(alloc.unflatten(torch.from_numpy(mask)), "optimal", value, [], {"candidates": count})
+    return MethodOutput(alloc.unflatten(torch.from_numpy(mask)), "optimal", value, [], {"candidates": count},
+                        objective=value, gap=0.0)
 
 
 _NO_OPS = (nn.Identity, nn.Dropout)
@@ -250,13 +264,14 @@ def _exact_network(problem: DistillProblem, opts: ExactOptions) -> MethodOutput:
     _check_encoding(problem, x, layers, [np.ones(n_mask, dtype=bool), *candidates])
     res = network.solve_network(
         x, layers, problem.target.numpy(), alloc.units(), n_mask, problem.loss,
-        MipSettings(time_limit=opts.time_limit, gap=opts.gap, threads=opts.threads, verbose=opts.verbose),
+        _mip_settings(opts),
         bounds=opts.bounds or "interval", candidates=candidates,
     )
     stats.update(res.stats)
     stats["solver"] = "HiGHS via Pyomo appsi_highs"
     stats["formulation"] = f"network MILP ({res.stats['bounds']} bounds)"
-    return MethodOutput(alloc.unflatten(torch.from_numpy(res.mask)), res.status, res.bound, res.history, stats)
+    return MethodOutput(alloc.unflatten(torch.from_numpy(res.mask)), res.status, res.bound, res.history, stats,
+                        objective=res.objective, gap=opts.gap)
 
 
 @dataclass
@@ -265,13 +280,17 @@ class Certificate:
 
     Attributes:
         objective: ``evaluate(problem, masks)`` of the given mask.
-        bound: a proven lower bound on the optimal objective.
+        bound: a proven lower bound on the optimal objective (the exact solver's, never
+            clamped: within :func:`~maskopt.solvers.exact.highs.bound_tolerance` above
+            ``objective`` it is reported as ``objective``, and ``stats`` says by how much).
         gap: ``relative_gap(objective, bound)``: the given mask is at most this far
             (relatively) from optimal.
-        status: ``"optimal"`` when the bound is the proven optimum (within the exact
-            solver's gap), else ``"time_limit"``.
+        status: the exact solver's status (``"optimal"``: the bound is the optimum within
+            its gap; else ``"time_limit"``, ``"node_limit"`` or ``"numerical"``).
         best: the exact solver's result (its incumbent may beat the given mask).
         time: seconds.
+        stats: ``bound_raw`` (the solver's bound) and ``bound_rounded`` (how much it was
+            lowered to ``objective``; 0.0 when it was not).
     """
 
     objective: float
@@ -280,6 +299,7 @@ class Certificate:
     status: str
     best: SolveResult
     time: float
+    stats: dict = field(default_factory=dict)
 
 
 def certify(problem: Problem, masks: Mapping[str, torch.Tensor], time_limit: float | None = None,
@@ -288,11 +308,15 @@ def certify(problem: Problem, masks: Mapping[str, torch.Tensor], time_limit: flo
 
     Runs ``method="exact"`` with ``masks`` as the MIP start (so the incumbent is at least
     as good) and ``time_limit`` seconds; other exact options pass through. The bound holds
-    for every mask within the budget, so it certifies masks from any method.
+    for every mask within the budget, so it certifies masks from any method. Raises
+    :class:`~maskopt.api.CertificateError` when the bound exceeds the given mask's objective
+    beyond the solver tolerances.
     """
     t0 = time.perf_counter()
     given = _checked_warm_start(problem, masks)
     objective = evaluate(problem, given)
     best = solve(problem, method="exact", warm_start=given, time_limit=time_limit, **options)
-    bound = min(best.bound, objective)
-    return Certificate(objective, bound, relative_gap(objective, bound), best.status, best, time.perf_counter() - t0)
+    raw = best.stats["bound_raw"]
+    bound, rounded = checked_bound("exact (certify)", objective, raw)
+    return Certificate(objective, bound, relative_gap(objective, bound), best.status, best, time.perf_counter() - t0,
+                       {"bound_raw": raw, "bound_rounded": rounded})

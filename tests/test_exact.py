@@ -260,12 +260,13 @@ def test_second_pass_never_loses_the_first_incumbent_or_bound():
     from maskopt.solvers.exact.layerwise import _merge_passes
 
     stats = {"binaries": 4, "constraints": 9, "nonzeros": 20, "nodes": 3, "rounds": 1, "build_time": 0.5,
-             "incumbent_from_candidates": 1}
+             "incumbent_from_candidates": 1, "mip_starts": 1, "mip_starts_accepted": 1, "start_objective": 6.0}
     first = MilpResult(np.array([True, False]), 5.0, 4.0, "time_limit", [{"pass": 1}], dict(stats))
     second = MilpResult(np.array([False, True]), 4.5, 3.0, "time_limit", [{"pass": 2}], dict(stats, nodes=7))
     merged = _merge_passes(first, second)
     assert merged.objective == 4.5 and merged.bound == 4.0 and merged.status == "time_limit"
     assert merged.stats["nodes"] == 10 and merged.stats["rounds"] == 2 and merged.stats["binaries"] == 4
+    assert merged.stats["mip_starts"] == 2 and merged.stats["start_objective"] == 6.0
     assert merged.history == [{"pass": 1}, {"pass": 2}]
     # the second pass kept the first's MILP incumbent: it still counts as found by the MILP
     first.stats["incumbent_from_candidates"] = 0

@@ -1,9 +1,18 @@
 """HiGHS driver for Pyomo models (through Pyomo's persistent ``appsi_highs`` interface).
 
 Maps HiGHS's statuses to ours: ``"optimal"`` (proven within the relative gap),
-``"time_limit"`` (stopped by the time limit; the incumbent, if any, and the dual bound are
-still returned). Anything else (infeasible, numerical error) raises, since every model
-built by maskopt is feasible by construction (the all-zero mask is always within budget).
+``"time_limit"`` (stopped by the time limit) and ``"node_limit"`` (stopped by
+``mip_max_nodes``); on a limit the incumbent, if any, and the dual bound are still
+returned. Anything else (infeasible, numerical error) raises, since every model built by
+maskopt is feasible by construction (the all-zero mask is always within budget).
+
+Tolerances. Every session sets HiGHS's feasibility tolerances explicitly
+(:data:`PRIMAL_FEASIBILITY_TOL`, :data:`MIP_FEASIBILITY_TOL`, HiGHS's defaults): HiGHS
+accepts points that violate a constraint by up to 1e-7 and binaries up to 1e-6 away from
+0/1, so a dual bound (and an incumbent's MILP objective) can differ from the exact value of
+a mask by about that much, relatively. :data:`BOUND_ATOL` and :data:`BOUND_RTOL` are the
+documented allowance built on them: a dual bound may exceed a feasible objective by at
+most ``BOUND_ATOL + BOUND_RTOL·|objective|``; anything more is a wrong certificate.
 """
 
 from __future__ import annotations
@@ -14,6 +23,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+PRIMAL_FEASIBILITY_TOL = 1e-7  # HiGHS primal_feasibility_tolerance (its default)
+MIP_FEASIBILITY_TOL = 1e-6  # HiGHS mip_feasibility_tolerance: integrality and row slack in the MIP (its default)
+BOUND_RTOL = MIP_FEASIBILITY_TOL  # a dual bound may exceed a feasible objective by this much, relatively,
+BOUND_ATOL = MIP_FEASIBILITY_TOL  # plus this much absolutely
+
+
+def bound_tolerance(objective: float) -> float:
+    """How far a proven bound may exceed the feasible ``objective`` through solver
+    tolerances alone: ``BOUND_ATOL + BOUND_RTOL·|objective|``."""
+    return BOUND_ATOL + BOUND_RTOL * abs(objective)
+
+
+def gap_met(objective: float, bound: float, gap: float) -> bool:
+    """Whether a proven ``bound`` certifies ``objective`` within the relative ``gap``:
+    ``objective − bound ≤ gap·|objective| + bound_tolerance(objective)`` (a gap finer than
+    the solver's tolerances cannot be proven). What ``"optimal"`` means everywhere."""
+    return objective - bound <= gap * abs(objective) + bound_tolerance(objective)
+
 
 class SolverUnavailableError(RuntimeError):
     """The HiGHS solver (package ``highspy``) or Pyomo cannot be loaded."""
@@ -21,17 +48,21 @@ class SolverUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class MipSettings:
-    """Solver settings. ``gap`` is HiGHS's ``mip_rel_gap``; ``time_limit`` in seconds."""
+    """Solver settings. ``gap`` is HiGHS's ``mip_rel_gap``; ``time_limit`` in seconds;
+    ``node_limit`` is HiGHS's ``mip_max_nodes`` per MILP solve (None = no limit)."""
 
     time_limit: float | None = None
     gap: float = 1e-4
     threads: int | None = None
     verbose: bool = False
+    node_limit: int | None = None
 
 
 @dataclass
 class MipOutcome:
-    """One HiGHS run: our status, incumbent objective (None if none), dual bound, values."""
+    """One HiGHS run: our status, incumbent objective (None if none), dual bound, values,
+    and, when a MIP start was given, the objective of the first incumbent HiGHS reported
+    (``first_incumbent``; it is the start's objective when HiGHS accepted the start)."""
 
     status: str
     objective: float | None
@@ -39,6 +70,7 @@ class MipOutcome:
     values: np.ndarray | None
     nodes: int
     time: float
+    first_incumbent: float | None = None
 
 
 @dataclass
@@ -95,7 +127,10 @@ class HighsSession:
         cfg = self._solver.config
         cfg.load_solution = False
         cfg.stream_solver = settings.verbose
-        options = {"mip_abs_gap": 1e-9}
+        options = {"mip_abs_gap": 1e-9, "primal_feasibility_tolerance": PRIMAL_FEASIBILITY_TOL,
+                   "mip_feasibility_tolerance": MIP_FEASIBILITY_TOL}
+        if settings.node_limit is not None:
+            options["mip_max_nodes"] = int(settings.node_limit)
         if settings.threads is not None:
             options["threads"] = int(settings.threads)
         self._solver.highs_options = options
@@ -106,8 +141,9 @@ class HighsSession:
     ) -> MipOutcome:
         """Solve ``model``; return the values of ``variables`` at the incumbent.
 
-        ``warm_start=True`` hands the current Pyomo variable values to HiGHS as a MIP start;
-        ``gap`` overrides the settings' relative gap for this solve.
+        ``warm_start=True`` hands the current Pyomo variable values to HiGHS as a MIP start
+        (whether HiGHS accepted it shows in ``first_incumbent``); ``gap`` overrides the
+        settings' relative gap for this solve.
         """
         from pyomo.contrib.appsi.base import TerminationCondition as TC
 
@@ -115,8 +151,20 @@ class HighsSession:
         cfg.time_limit = float("inf") if time_limit is None else max(float(time_limit), 1e-3)
         cfg.warmstart = warm_start
         cfg.mip_gap = self.settings.gap if gap is None else gap
+        if self._solver._solver_model is None or self._solver._model is not model:
+            self._solver.set_instance(model)  # so the incumbent callback sits on this model's HiGHS object
+        incumbents: list[float] = []
+
+        def record(event) -> None:
+            incumbents.append(float(event.data_out.objective_function_value))
+
+        highs = self._solver._solver_model
+        highs.cbMipImprovingSolution.subscribe(record)
         t0 = time.perf_counter()
-        res = self._solver.solve(model)
+        try:
+            res = self._solver.solve(model)
+        finally:
+            highs.cbMipImprovingSolution.unsubscribe(record)
         elapsed = time.perf_counter() - t0
         objective = res.best_feasible_objective
         # HiGHS 1.16 can prove the optimum in its presolved space yet hand back the MIP start as
@@ -128,13 +176,17 @@ class HighsSession:
                 self._solver._solver_model.clearSolver()  # else HiGHS keeps the start as its solution
                 again = self.solve(model, variables, left, warm_start=False, gap=gap)
                 again.time += elapsed
+                again.first_incumbent = incumbents[0] if incumbents else None  # the start went in the first solve
                 return again
         tc = res.termination_condition
+        model_status = self._solver._solver_model.getModelStatus()
         if tc == TC.optimal:
             status = "optimal"
         elif tc == TC.maxTimeLimit:
             status = "time_limit"
-        elif self._solver._solver_model.getModelStatus() == _highs_status("kInterrupt"):
+        elif self.settings.node_limit is not None and model_status == _highs_status("kSolutionLimit"):
+            status = "node_limit"  # HiGHS reports mip_max_nodes as its solution limit
+        elif model_status == _highs_status("kInterrupt"):
             raise KeyboardInterrupt("HiGHS was interrupted (Ctrl-C)")
         else:
             raise RuntimeError(f"HiGHS stopped with {tc} on a model that is feasible by construction.")
@@ -149,7 +201,8 @@ class HighsSession:
         bound = res.best_objective_bound
         if bound is None or not np.isfinite(bound):
             bound = -np.inf
-        return MipOutcome(status, objective, float(bound), values, int(max(nodes, 0)), elapsed)
+        first = incumbents[0] if warm_start and incumbents else None
+        return MipOutcome(status, objective, float(bound), values, int(max(nodes, 0)), elapsed, first)
 
     def _solution_objective(self) -> float:
         """The objective at the column values of HiGHS's solution (computed here, not reported)."""

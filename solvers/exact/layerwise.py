@@ -21,7 +21,10 @@ Since r² ≥ 2ρr − ρ² for all ρ, every master problem is a relaxation, so
 is a valid lower bound on the L2 optimum. After each master solve, tangents at the exact
 residuals of the master's mask are added; a mask seen again is then valued exactly, so
 the loop ends after finitely many rounds, when the best true L2 value (upper bound) and
-the master bound meet within the gap. Early masters are solved to a looser relative gap
+the master bound meet within the gap. If a master proven to the final gap returns a mask
+whose tangents it already has, the master values that mask exactly and still its bound
+misses the gap: only solver tolerances can explain it, and the status is ``"numerical"``
+(the gap reached is in the history), never ``"optimal"``. Early masters are solved to a looser relative gap
 (0.3 × the current outer gap, between gap/10 and 5%): their dual bounds are still valid,
 and the master gap tightens to gap/10 as the outer gap closes.
 
@@ -33,6 +36,9 @@ Weights with W_{o,i} = 0 or an all-zero input column cannot change the predictio
 are fixed to 0 (not kept), which the budget (an upper bound) allows. When every scope unit
 lies inside one output row (``"row"`` scope), the problem separates into independent
 per-row MILPs that are solved one after the other, sharing the time limit.
+
+The bound returned is the raw proven one (the largest master dual bound, and 0, since a
+loss is never negative); it is never clamped to the incumbent here.
 """
 
 from __future__ import annotations
@@ -43,10 +49,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from maskopt.solvers.exact.highs import HighsSession, MilpResult, MipSettings
+from maskopt.solvers.exact.highs import HighsSession, MilpResult, MipSettings, bound_tolerance, gap_met
 
 Unit = tuple[int, int, int]  # (start, stop, cap) over the flattened (p, d) mask
-_ABS_TOL = 1e-9
 
 
 def model_size(n_samples: int, n_in: int, n_out: int, n_units: int, loss: str) -> dict[str, int]:
@@ -123,7 +128,7 @@ def solve_layerwise(
     for gi in range(len(groups)):
         share = None if deadline is None else max(deadline - time.perf_counter(), 0.0) / (len(groups) - gi)
         results.append(run_group(gi, share, 1))
-    late = [gi for gi, g in enumerate(results) if g.status == "time_limit"]
+    late = [gi for gi, g in enumerate(results) if g.status == "time_limit"]  # more time can help only these
     second = 0
     for j, gi in enumerate(late):
         left = max(deadline - time.perf_counter(), 0.0) if deadline is not None else 0.0
@@ -136,24 +141,37 @@ def solve_layerwise(
         mask[rows] = g.mask
     objective = layer_loss(X @ (mask * W).T + offset, loss)
     keys = ("binaries", "constraints", "nonzeros", "nodes", "rounds", "build_time", "incumbent_from_candidates")
-    stats = {k: sum(g.stats[k] for g in results) for k in keys}
+    stats = {k: sum(g.stats[k] for g in results) for k in (*keys, *_START_KEYS)}
     stats["subproblems"] = len(groups)
     stats["second_pass"] = second  # groups that got a second pass
-    status = "optimal" if all(g.status == "optimal" for g in results) else "time_limit"
+    status = worst_status(g.status for g in results)
     history = [h for g in results for h in g.history]
     return MilpResult(mask, objective, sum(g.bound for g in results), status, history, stats)
+
+
+_START_KEYS = ("mip_starts", "mip_starts_accepted", "start_objective")
+_STATUS_ORDER = ("time_limit", "node_limit", "numerical")  # the status of a whole made of parts
+
+
+def worst_status(statuses) -> str:
+    """``"optimal"`` when every part is; else the first of time_limit, node_limit, numerical
+    that a part has."""
+    seen = set(statuses)
+    return "optimal" if seen <= {"optimal"} else next(s for s in _STATUS_ORDER if s in seen)
 
 
 def _merge_passes(first: MilpResult, second: MilpResult) -> MilpResult:
     """One group's result over both passes: the second pass's incumbent (it started from the
     first's, so it is no worse), the larger of the two proven bounds, both histories; work
-    counts (nodes, rounds, build time) add up, model sizes do not."""
+    counts (nodes, rounds, build time, MIP starts) add up, model sizes do not, and the first
+    MIP start's objective is the first pass's."""
     stats = dict(second.stats)
-    for k in ("nodes", "rounds", "build_time"):
+    for k in ("nodes", "rounds", "build_time", "mip_starts", "mip_starts_accepted"):
         stats[k] = first.stats[k] + second.stats[k]
+    stats["start_objective"] = first.stats["start_objective"]
     if np.array_equal(first.mask, second.mask):  # kept the first pass's incumbent: its origin stands
         stats["incumbent_from_candidates"] = first.stats["incumbent_from_candidates"]
-    bound = min(max(first.bound, second.bound), second.objective)
+    bound = max(first.bound, second.bound)
     return MilpResult(second.mask, second.objective, bound, second.status, first.history + second.history, stats)
 
 
@@ -227,9 +245,8 @@ def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_l
     candidates = [*candidates, inc_mask]
     built = (_build_l1 if loss == "l1" else _build_l2)(X, W, offset, flat_active, units)
     build_time = time.perf_counter() - t0
-    session = HighsSession(
-        MipSettings(time_limit=None, gap=settings.gap, threads=settings.threads, verbose=settings.verbose)
-    )
+    session = HighsSession(MipSettings(time_limit=None, gap=settings.gap, threads=settings.threads,
+                                       verbose=settings.verbose, node_limit=settings.node_limit))
     tight = settings.gap if loss == "l1" else settings.gap / 10
     force_tight = False
     N = X.shape[0]
@@ -241,6 +258,9 @@ def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_l
         "nodes": 0,
         "rounds": 0,
         "incumbent_from_candidates": 0,
+        "mip_starts": 0,  # master solves given the incumbent as a MIP start
+        "mip_starts_accepted": 0,  # ... whose first incumbent in HiGHS had the start's objective
+        "start_objective": inc_val,  # the loss of the first MIP start (the seeded incumbent)
     }
     history: list[dict] = []
     lower = -np.inf
@@ -262,6 +282,9 @@ def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_l
         out = session.solve(built.model, built.mvars, remaining, warm_start=True, gap=master_gap)
         stats["rounds"] += 1
         stats["nodes"] += out.nodes
+        stats["mip_starts"] += 1  # the master values the start at its loss (L2: s = r², tangents at its residuals)
+        stats["mip_starts_accepted"] += int(out.first_incumbent is not None
+                                            and abs(out.first_incumbent - inc_val) <= bound_tolerance(inc_val))
         lower = max(lower, out.bound)
         new_mask = None
         if out.values is not None:
@@ -273,9 +296,10 @@ def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_l
                 inc_mask, inc_val = new_mask, new_val
         history.append({"round": stats["rounds"], "lower_bound": lower, "upper_bound": inc_val,
                         "master_gap": master_gap, "time": time.perf_counter() - t0, "status": out.status})
-        if out.status == "time_limit":
+        if out.status != "optimal":  # a time or node limit
+            status = out.status
             break
-        if built.add_cuts is None or inc_val - lower <= settings.gap * abs(inc_val) + _ABS_TOL:
+        if built.add_cuts is None or gap_met(inc_val, lower, settings.gap):
             status = "optimal"
             break
         key = new_mask.tobytes()
@@ -283,17 +307,17 @@ def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_l
             if master_gap > tight:  # a loose master may return a known mask: tighten, re-solve
                 force_tight = True
                 continue
-            # The master already values this mask exactly (tangents at its residuals), so it
-            # is optimal for the master up to HiGHS's feasibility tolerances: a tighter gap
-            # than those tolerances allow cannot be proven.
-            status = "optimal"
-            history[-1]["note"] = "mask repeated: gap limited by solver tolerances"
+            # The master already values this mask exactly (tangents at its residuals), yet its
+            # bound misses the gap just checked: solver tolerances stop the proof here.
+            status = "numerical"
+            history[-1]["note"] = (f"mask repeated: gap {(inc_val - lower) / max(abs(inc_val), 1e-300):.3g} "
+                                   "reached, limited by solver tolerances")
             break
         cut_masks.add(key)
         built.add_cuts(residual(new_mask).reshape(-1))
     stats["constraints"] = built.model.nconstraints()
     stats["incumbent_from_candidates"] = int(any(np.array_equal(inc_mask, c & active) for c in candidates))
-    return MilpResult(inc_mask, inc_val, float(min(max(lower, 0.0), inc_val)), status, history, stats)
+    return MilpResult(inc_mask, inc_val, float(max(lower, 0.0)), status, history, stats)
 
 
 def _linear_rows(X, W, offset, flat_active):

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from maskopt.solvers.exact.highs import HighsSession, MilpResult, MipSettings
+from maskopt.solvers.exact.highs import HighsSession, MilpResult, MipSettings, bound_tolerance
 
 Unit = tuple[int, int, int]
 BOUNDS = ("global", "interval", "lp", "milp")
@@ -416,10 +416,12 @@ def solve_network(
         for var, v in zip(enc.mvars, fixed):
             var.fix(float(v))
     build_time = time.perf_counter() - t0 - bound_time
-    enc.set_start(inc if fixed is None else fixed)
+    start = inc if fixed is None else fixed
+    enc.set_start(start)
     session = HighsSession(settings)
     remaining = None if settings.time_limit is None else max(settings.time_limit - (time.perf_counter() - t0), 0.0)
     out = session.solve(enc.model, enc.mvars, remaining, warm_start=True)
+    start_value = net_loss(forward(x, layers, start), target, loss)
     mask, value = inc, net_loss(forward(x, layers, inc), target, loss)
     if out.values is not None:
         found = out.values > 0.5
@@ -437,7 +439,11 @@ def solve_network(
         "variables": enc.model.nvariables(),
         "constraints": enc.model.nconstraints(),
         "milp_objective": out.objective,
+        "mip_starts": 1,
+        "mip_starts_accepted": int(out.first_incumbent is not None
+                                   and abs(out.first_incumbent - start_value) <= bound_tolerance(start_value)),
+        "start_objective": start_value,
     }
-    lower = float(min(max(out.bound, 0.0), value))
+    lower = float(max(out.bound, 0.0))  # the raw proven bound (a loss is never negative), never clamped
     history = [{"lower_bound": lower, "upper_bound": value, "time": time.perf_counter() - t0, "status": out.status}]
     return MilpResult(mask, value, lower, out.status, history, stats)
