@@ -281,6 +281,8 @@ def test_warm_start_for_networks():
     best = mo.solve(prob, method="bruteforce")
     res = mo.solve(prob, method="exact", warm_start=best.masks)
     assert res.stats["warm_start_objective"] == pytest.approx(best.objective)
+    assert res.stats["start_objective"] == pytest.approx(best.objective, rel=1e-12)  # the start handed over
+    assert res.stats["mip_starts_accepted"] == 1  # HiGHS's first incumbent was that start
     assert res.objective <= best.objective + 1e-9
 
 
