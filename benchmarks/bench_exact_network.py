@@ -21,7 +21,9 @@ BENCHMARKS.md section between its markers.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import copy
+import statistics
 import sys
 from pathlib import Path
 
@@ -46,29 +48,51 @@ def student_mlp(sizes: list[int], seed: int = 0) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
-def digits_instance(sizes: list[int], n: int) -> mo.DistillProblem:
+def digits_instance(sizes: list[int], n: int, seed: int = 0) -> mo.DistillProblem:
+    """Digits teachers (fixed) and a student initialised from ``seed``."""
     xt, teachers = digits_teachers(sizes[0], sizes[-1])
-    return mo.DistillProblem(student_mlp(sizes), teachers, xt[:n], mo.Budget(density=0.25))
+    return mo.DistillProblem(student_mlp(sizes, seed), teachers, xt[:n], mo.Budget(density=0.25))
 
 
-def planted_instance(sizes: list[int], n: int) -> mo.DistillProblem:
-    student = student_mlp(sizes)
-    x = torch.randn(n, sizes[0], generator=torch.Generator().manual_seed(1))
+def planted_instance(sizes: list[int], n: int, seed: int = 0) -> mo.DistillProblem:
+    """Student initialised from ``seed``; inputs and the planted mask from ``seed + 1``."""
+    student = student_mlp(sizes, seed)
+    x = torch.randn(n, sizes[0], generator=torch.Generator().manual_seed(seed + 1))
     probe = mo.DistillProblem(student, [student], x, mo.Budget(density=0.25))
     teacher = copy.deepcopy(student)
-    mo.apply_masks(teacher, mo.solve(probe, method="random", seed=1).masks)
+    mo.apply_masks(teacher, mo.solve(probe, method="random", seed=seed + 1).masks)
     mo.remove_masks(teacher)
     return mo.DistillProblem(student, [teacher], x, mo.Budget(density=0.25))
 
 
-def run_modes(rows, kind, arch, n, problem, time_limit, threads, modes):
-    for mode in modes:
-        res = mo.solve(problem, method="exact", bounds=mode, time_limit=time_limit, threads=threads)
-        row = {"instance": kind, "student": arch, "N": n, "bounds": mode, "status": res.status,
-               "time": res.time, "nodes": res.stats["nodes"], "relu_binaries": res.stats["relu_binaries"],
-               "bound_time": res.stats["bound_time"], "objective": res.objective, "bound": res.bound, "gap": res.gap}
-        rows.append(row)
-        print(format_table([row], list(row)), flush=True)
+MAKERS = {"digits": digits_instance, "planted": planted_instance}
+
+
+def solve_one(job: dict) -> dict:
+    """One exact solve of the grid (a picklable job, so a process pool can run it)."""
+    sizes = [int(v) for v in job["student"].split("-")]
+    problem = MAKERS[job["instance"]](sizes, job["N"], job["seed"])
+    res = mo.solve(problem, method="exact", bounds=job["bounds"], time_limit=job["time_limit"],
+                   threads=job["threads"])
+    return {"instance": job["instance"], "student": job["student"], "N": job["N"], "seed": job["seed"],
+            "bounds": job["bounds"], "status": res.status, "time": res.time, "nodes": res.stats["nodes"],
+            "relu_binaries": res.stats["relu_binaries"], "bound_time": res.stats["bound_time"],
+            "objective": res.objective, "bound": res.bound, "bound_raw": res.stats["bound_raw"], "gap": res.gap}
+
+
+def run_jobs(jobs: list[dict], workers: int) -> list[dict]:
+    """Solve every job (in a pool of ``workers`` processes when > 1), rows in job order."""
+    if workers <= 1:
+        rows = []
+        for job in jobs:
+            rows.append(solve_one(job))
+            print(format_table([rows[-1]], list(rows[-1])), flush=True)
+        return rows
+    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+        futures = [pool.submit(solve_one, job) for job in jobs]
+        for f in concurrent.futures.as_completed(futures):
+            print(format_table([f.result()], list(f.result())), flush=True)
+        return [f.result() for f in futures]
 
 
 def main() -> None:
@@ -85,49 +109,88 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="HiGHS threads (default: HiGHS's choice)")
     ap.add_argument("--instances", nargs="+", default=["digits", "planted"], choices=["digits", "planted"])
     ap.add_argument("--section", default="exact_network", help="BENCHMARKS.md section (and JSON file) name")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0],
+                    help="student seeds (planted: inputs and mask from seed + 1)")
+    ap.add_argument("--large-seeds", type=int, nargs="+", default=None,
+                    help="seeds for N above 16 (default: --seeds)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="solves run at once in a process pool (each HiGHS then gets --threads, default 1)")
     args = ap.parse_args()
-    rows = []
-    makers = {"digits": digits_instance, "planted": planted_instance}
-    for arch in args.students:
-        sizes = [int(v) for v in arch.split("-")]
-        for n in args.ns:
-            for inst in args.instances:
-                run_modes(rows, inst, arch, n, makers[inst](sizes, n), args.time_limit, args.threads, args.modes)
-    largest = []
-    for arch in args.largest:
-        problem = digits_instance([int(v) for v in arch.split("-")], 16)
-        res = mo.solve(problem, method="exact", time_limit=args.largest_limit, threads=args.threads)
-        largest.append({"student": arch, "N": 16, "status": res.status, "time": res.time, "gap": res.gap,
-                        "nodes": res.stats["nodes"]})
-        print(format_table([largest[-1]], list(largest[-1])), flush=True)
-    save_results(args.section, {"rows": rows, "largest": largest})
+    threads = args.threads if args.threads is not None or args.jobs <= 1 else 1
+    jobs = [{"instance": inst, "student": arch, "N": n, "seed": seed, "bounds": mode,
+             "time_limit": args.time_limit, "threads": threads}
+            for arch in args.students for n in args.ns
+            for seed in (args.large_seeds if args.large_seeds is not None and n > 16 else args.seeds)
+            for inst in args.instances for mode in args.modes]
+    jobs += [{"instance": "digits", "student": arch, "N": 16, "seed": 0, "bounds": "interval",
+              "time_limit": args.largest_limit, "threads": threads, "largest": True} for arch in args.largest]
+    done = run_jobs(jobs, args.jobs)
+    rows = [r for r, j in zip(done, jobs) if not j.get("largest")]
+    largest = [{k: r[k] for k in ("student", "N", "status", "time", "gap", "nodes")}
+               for r, j in zip(done, jobs) if j.get("largest")]
+    save_results(args.section, {"rows": rows, "largest": largest, "jobs": args.jobs, "threads": threads})
     write_section(args.section, rows, largest, args.time_limit, args.largest_limit,
-                  f"python benchmarks/bench_exact_network.py {' '.join(sys.argv[1:])}", args.threads)
+                  f"python benchmarks/bench_exact_network.py {' '.join(sys.argv[1:])}", threads, args.jobs)
+
+
+def _key(r: dict) -> tuple:
+    return r["instance"], r["student"], r["N"]
+
+
+def _spread(values) -> str:
+    values = list(values)
+    return f"{statistics.median(values):.3g} [{min(values):.3g}, {max(values):.3g}]"
 
 
 def speedup_rows(rows: list[dict], time_limit: float) -> list[dict]:
-    """time(global big-M) / time(mode) per instance; a run that hit the limit gives a bound."""
+    """Per instance and bound mode, over seeds: time(global big-M) / time(mode) where both
+    were proven optimal (median [min, max]), and how often only one of them was."""
     out = []
-    for inst, arch, n in dict.fromkeys((r["instance"], r["student"], r["N"]) for r in rows):
-        by = {r["bounds"]: r for r in rows if (r["instance"], r["student"], r["N"]) == (inst, arch, n)}
-        row = {"instance": inst, "student": arch, "N": n}
-        for m in [b for b in by if b != "global"]:
-            g, t = by["global"], by[m]
-            if g["status"] == "optimal" and t["status"] == "optimal":
-                row[f"global/{m} time"] = f"{g['time'] / t['time']:.3g}"
-            elif t["status"] == "optimal":
-                row[f"global/{m} time"] = f">= {time_limit / t['time']:.3g} (big-M hit the limit)"
-            elif g["status"] == "optimal":
-                row[f"global/{m} time"] = f"<= {g['time'] / time_limit:.3g} ({m} hit the limit)"
-            else:
-                row[f"global/{m} time"] = "both hit the limit"
+    for key in dict.fromkeys(_key(r) for r in rows):
+        row = dict(zip(("instance", "student", "N"), key))
+        seeds = sorted({r["seed"] for r in rows if _key(r) == key})
+        by = {(r["seed"], r["bounds"]): r for r in rows if _key(r) == key}
+        for m in dict.fromkeys(r["bounds"] for r in rows if r["bounds"] != "global"):
+            ratios, only_mode, only_global, neither = [], 0, 0, 0
+            for seed in seeds:
+                g, t = by[seed, "global"], by[seed, m]
+                if g["status"] == "optimal" and t["status"] == "optimal":
+                    ratios.append(g["time"] / t["time"])
+                elif t["status"] == "optimal":
+                    only_mode += 1
+                elif g["status"] == "optimal":
+                    only_global += 1
+                else:
+                    neither += 1
+            cell = _spread(ratios) if ratios else "-"
+            notes = [f"{c} {what}" for c, what in ((only_mode, "only big-M hit the limit"),
+                                                   (only_global, f"only {m} hit the limit"),
+                                                   (neither, "both hit the limit")) if c]
+            row[f"global/{m} time"] = cell + (f" ({'; '.join(notes)})" if notes else "")
         out.append(row)
     return out
 
 
-def write_section(section, rows, largest, time_limit, largest_limit, command, threads=None) -> None:
+def spread_rows(rows: list[dict]) -> list[dict]:
+    """Per instance and bound mode, over seeds: statuses, time and nodes (median [min, max]),
+    the largest gap."""
+    out = []
+    for key in dict.fromkeys((*_key(r), r["bounds"]) for r in rows):
+        rs = [r for r in rows if (*_key(r), r["bounds"]) == key]
+        status = [r["status"] for r in rs]
+        out.append({"instance": key[0], "student": key[1], "N": key[2], "bounds": key[3], "seeds": len(rs),
+                    "statuses": ", ".join(f"{status.count(s)} {s}" for s in sorted(set(status))),
+                    "time s": _spread(r["time"] for r in rs), "nodes": _spread(r["nodes"] for r in rs),
+                    "gap (max)": f"{max(r['gap'] for r in rs):.3g}"})
+    return out
+
+
+def write_section(section, rows, largest, time_limit, largest_limit, command, threads=None, jobs=1) -> None:
     cols = ["instance", "student", "N", "bounds", "status", "time", "nodes", "relu_binaries", "objective", "bound"]
     speedups = speedup_rows(rows, time_limit)
+    several = len({r["seed"] for r in rows}) > 1
+    spread = spread_rows(rows)
+    raw_ok = all(r["bound_raw"] <= r["objective"] + 1e-6 * max(1.0, abs(r["objective"])) for r in rows)
     body = [
         f"## Exact network MILP: global big-M vs interval vs LP bounds — "
         f"{' and '.join(dict.fromkeys(r['instance'] for r in rows))}, {time_limit:g} s limit (issue 3)",
@@ -139,15 +202,19 @@ def write_section(section, rows, largest, time_limit, largest_limit, command, th
         f"Students {', '.join(dict.fromkeys(r['student'] for r in rows))} (layer widths of a ReLU MLP) at "
         "initialization, loss l1, global density 0.25, relative gap 1e-4, "
         f"time limit {time_limit:g} s per solve (`time` includes bound computation and model build), "
-        f"HiGHS threads: {threads or 'default'}. "
+        f"HiGHS threads: {threads or 'default'}, {jobs} solve(s) at once. "
         "`digits`: PCA of load_digits to the student's input width, classes 0..out-1, 3 trained teachers; "
-        "`planted`: teacher = masked student (optimum 0).",
+        "`planted`: teacher = masked student (optimum 0). "
+        + ("Seeds: the student's initialisation (planted: inputs and mask from seed + 1); spread over seeds as "
+           "median [min, max]; per-seed rows in the JSON file." if several else ""),
         "",
-        "```", format_table(rows, cols), "```",
+        "```", format_table(spread, list(spread[0])) if several else format_table(rows, cols), "```",
         "",
-        "Speed-up of the bound modes over one global big-M:",
+        "Speed-up of the bound modes over one global big-M" + (" (over seeds)" if several else "") + ":",
         "",
         "```", format_table(speedups, list(speedups[0])), "```",
+        "",
+        f"Every raw bound is at most its objective: {'yes' if raw_ok else 'NO'}.",
     ]
     if largest:
         body += [
