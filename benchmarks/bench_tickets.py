@@ -91,6 +91,30 @@ OTHERS = {"magnitude": {}, "snip": {}, "grasp": {}, "synflow": {},
           "kstarts_dissipating": {"k": 5, "epochs": 2, "batch_size": 100, "lr": 2e-2, "train_on": "labels"}}
 
 
+# the validation split of the selection reruns (bench_headline.py --selection): the 1000 test samples of a
+# fresh MNIST-1D draw (the generator's defaults with this seed instead of 42), never trained on nor searched
+VALIDATION_SEED = 0
+
+
+def validation_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x, y)`` of the validation split (``VALIDATION_SEED``): the same distribution as the
+    4000/1000 split, independent of it, so tickets train and are tested exactly as before."""
+    draw = mo.data.mnist1d(seed=VALIDATION_SEED)
+    return draw.x_test, draw.y_test
+
+
+def selection(result) -> dict:
+    """A ticket's test accuracy at its last evaluation and at the one its validation accuracy
+    chooses (the first best), with each evaluation's (step, val acc, test acc); {} when it was
+    trained without a validation split."""
+    if not any("val_acc" in h for h in result.history):
+        return {}
+    chosen = result.chosen("val_acc")
+    return {"last test acc": result.final("test_acc"), "val-chosen test acc": chosen["test_acc"],
+            "val-chosen step": chosen["step"],
+            "evals": [[h["step"], h["val_acc"], h["test_acc"]] for h in result.history]}
+
+
 def student(trial: int) -> torch.nn.Module:
     torch.manual_seed(42 + trial)
     return mo.models.create("mnist1d_mlp")
@@ -100,13 +124,15 @@ def all_params(model: torch.nn.Module) -> list[str]:
     return [n for n, _ in model.named_parameters()]
 
 
-def run_trial(trial: int, data: mo.data.Dataset, methods: list[str], log) -> list[dict]:
+def run_trial(trial: int, data: mo.data.Dataset, methods: list[str], log, protocol: dict = PROTOCOL) -> list[dict]:
+    """One initialization's rows; ``protocol``: every training run's options (PROTOCOL, or it
+    with ``validation``: the rows then carry :func:`selection`'s fields)."""
     rows = []
     model = student(trial)
     names = all_params(model)
     shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
     final = mo.Budget(sparsity=float(SCHEDULE[98]), scope=SCOPE).allocate(shapes)
-    trainer = Trainer(model, data, names, options=PROTOCOL)
+    trainer = Trainer(model, data, names, options=protocol)
     t0 = time.perf_counter()
     steps, teacher = 0, None
     rounds = iterative_magnitude_pruning(trainer, final, schedule=[float(s) for s in SCHEDULE[1:99]],
@@ -136,7 +162,7 @@ def run_trial(trial: int, data: mo.data.Dataset, methods: list[str], log) -> lis
                                      loss="kl", labels=data.y, alpha=1.0, params=names)
             opts = {"seed": trial} if method == "random" else dict(OTHERS.get(method, {}))
             res = mo.solve(prob, method=method, **opts)
-            result = ticket(init, res.masks, data)
+            result = ticket(init, res.masks, data, protocol)
             spent = res.stats["gradient_samples"] / PROTOCOL["batch_size"]  # in steps of 100 samples
             rows.append(row(trial, method, target, result, spent + result.steps, s))
             log(f"trial {trial} {method} {target}: max test acc {result.best():.1f}")
@@ -163,6 +189,67 @@ def random_spread(trial: int, seeds: int, data: mo.data.Dataset, log) -> list[di
     return rows
 
 
+def interval(values) -> tuple[int, float, float | None]:
+    """(n, mean, half-width of the t-based 95 % confidence interval of the mean:
+    t(0.975, n − 1) · s / √n; None for fewer than 2 values)."""
+    from scipy import stats
+
+    a = np.asarray(values, dtype=float)
+    if len(a) < 2:
+        return len(a), float(a.mean()), None
+    return len(a), float(a.mean()), float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a)))
+
+
+def interval_text(values) -> str:
+    """``mean ± half-width`` of :func:`interval` (the mean alone for one value, "-" for none)."""
+    if not len(values):
+        return "-"
+    _, mean, half = interval(values)
+    return f"{mean:.2f}" if half is None else f"{mean:.2f} ± {half:.2f}"
+
+
+def versus(mean: float, half: float | None, ref: float) -> str:
+    """"above" / "below" when the interval ``mean ± half`` lies above / below ``ref``, else
+    "level"; "one run" without an interval."""
+    if half is None:
+        return "one run"
+    return "above" if mean - half > ref else "below" if mean + half < ref else "level"
+
+
+def against_published(values, published: tuple) -> str:
+    """The verdict of :func:`interval` of ``values`` against the published trial 0 number (the
+    goal's), with trial 1's added where it differs, e.g. ``"level (above 70.8)"``."""
+    _, mean, half = interval(values)
+    first, second = (versus(mean, half, p) for p in published[:2])
+    return first if first == second else f"{first} ({second} {published[1]})"
+
+
+def within_prediction(values, ref: float) -> bool:
+    """Whether ``ref`` lies in the 95 % prediction interval of one more value: mean ± t(0.975,
+    n − 1) · s · √(1 + 1/n) (needs 2 or more values)."""
+    from scipy import stats
+
+    a = np.asarray(values, dtype=float)
+    half = stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) * np.sqrt(1 + 1 / len(a))
+    return bool(abs(ref - a.mean()) <= half)
+
+
+def difference(a, b) -> tuple[float, float | None]:
+    """mean(a) − mean(b) and the half-width of its Welch 95 % interval (None unless both
+    have 2 or more values)."""
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return diff, None
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if va + vb == 0:
+        return diff, 0.0
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return diff, float(stats.t.ppf(0.975, dof) * np.sqrt(va + vb))
+
+
 def ticket(init: torch.nn.Module, masks, data: mo.data.Dataset, protocol: dict = PROTOCOL):
     """``init`` trained with ``masks`` fixed under ``protocol`` (default: the notebook's)."""
     return mo.train_ticket(init, masks, data, epochs=None, **protocol)
@@ -171,7 +258,7 @@ def ticket(init: torch.nn.Module, masks, data: mo.data.Dataset, protocol: dict =
 def row(trial: int, method: str, target: float, result, steps: float, sparsity: float) -> dict:
     return {"trial": trial, "method": method, "sparsity": target, "actual sparsity": sparsity,
             "max test acc": result.best("test_acc"), "final test acc": result.final("test_acc"),
-            "train steps": steps}
+            "train steps": steps, **selection(result)}
 
 
 def summarize(rows: list[dict], trials: list[int]) -> list[dict]:
@@ -230,6 +317,8 @@ def main() -> int:
     ap.add_argument("--imp-trials", type=int, nargs="+", help="instead: IMP from these further initializations "
                     "(seed 42 + trial, one process each), pooled with trials 0 and 1 of tickets_mnist1d.json "
                     "(section tickets_imp_spread)")
+    ap.add_argument("--report", action="store_true", help="instead: rewrite the sections tickets_imp_spread and "
+                    "tickets_random_spread from their records, run nothing")
     ap.add_argument("--imp-erk", type=int, nargs="+", metavar="TRIAL",
                     help="instead: IMP to the ERK allocation from these initializations, one chain per "
                     "target (section tickets_imp_erk)")
@@ -237,6 +326,8 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
+    if args.report:
+        return report_main()
     if args.random_seeds:
         return spread_main(args)
     if args.imp_trials:
@@ -313,21 +404,41 @@ def spread_main(args: argparse.Namespace) -> int:
     data = mo.data.mnist1d()
     rows = [r for t in args.trials for r in random_spread(t, args.random_seeds, data,
                                                          lambda m: print(m, flush=True, file=sys.stderr))]
-    save_results("tickets_random_spread", {"rows": rows})
-    cols = ["trial", "sparsity", "seeds", "mean", "std", "min", "max", "published", "published z"]
+    save_results("tickets_random_spread", {"rows": rows, "threads": args.threads})
+    random_spread_section(rows, machine(), args.threads)
+    return 0
+
+
+def random_spread_section(rows: list[dict], ran_on: str, threads: int | None) -> None:
+    """Section tickets_random_spread from the rows of :func:`random_spread` (run on ``ran_on``)."""
+    table = []
+    for r in rows:
+        _, mean, half = interval(r["accs"])
+        table.append({**r, "std": round(r["std"], 2), "mean ± 95 % CI": interval_text(r["accs"]),
+                      "vs published": versus(mean, half, r["published"]),
+                      "in 95 % PI": "yes" if within_prediction(r["accs"], r["published"]) else "no"})
+    cols = ["trial", "sparsity", "seeds", "mean ± 95 % CI", "std", "min", "max", "published", "vs published",
+            "in 95 % PI"]
     within = sum(abs(r["published"] - r["mean"]) <= 3.0 for r in rows)
-    trials = " ".join(map(str, args.trials))
+    counts = {v: sum(e["vs published"] == v for e in table) for v in ("above", "level", "below")}
+    trials = " ".join(map(str, sorted({r["trial"] for r in rows})))
     replace_section("tickets_random_spread", "\n".join([
         "## MNIST-1D random-mask tickets over mask seeds (issue 5)", "",
-        f"Command: `python benchmarks/bench_tickets.py --random-seeds {args.random_seeds} --trials {trials}"
-        + (f" --threads {args.threads}" if args.threads else "") + "`", "", f"Machine: {machine()}", "",
+        f"Command: `python benchmarks/bench_tickets.py --random-seeds {rows[0]['seeds']} --trials {trials}"
+        + (f" --threads {threads}" if threads else "") + "` (`--report` rewrites this section from its record)", "",
+        f"Machine: {ran_on}", "",
         "The ticket protocol of `tickets_mnist1d` (trial t's initialization, seed 42 + t), with fresh uniformly "
         "random masks (weight and bias of each layer together) from mask seeds 1000·(t+1) + 0, 1, ...: how much "
-        "the maximum test accuracy of one random mask differs from another's. `published z` = (published − "
-        "mean) / std.", "", "```", format_table(rows, cols), "```", "",
-        f"The published number lies within 3 points of the mean over mask seeds in {within} of {len(rows)} cells.",
+        "the maximum test accuracy of one random mask differs from another's. `mean ± 95 % CI` = the t-based 95 % "
+        "confidence interval of the mean; `vs published` = that interval above / below the published single run "
+        "(trial t), else level; `in 95 % PI` = whether it lies in the 95 % prediction interval of one more run "
+        "(mean ± t·s·√(1 + 1/n)), the test of whether a single run like the published one is consistent with "
+        "these.", "", "```", format_table(table, cols), "```", "",
+        f"The published random number is within 3 points of the mean over mask seeds in {within} of {len(rows)} "
+        f"cells; the interval of the mean lies above it in {counts['above']}, below it in {counts['below']} and "
+        f"around it in {counts['level']}; it lies in the prediction interval in "
+        f"{sum(e['in 95 % PI'] == 'yes' for e in table)} of {len(rows)}.",
     ]))
-    return 0
 
 
 def imp_trial(trial: int) -> list[dict]:
@@ -340,18 +451,19 @@ ERK = {"scope": "layer", "allocation": "erk"}  # also the budget of bench_headli
 ERK_TARGETS = (0.95, 0.98, 0.99)  # the goal sparsities of issue 6
 
 
-def imp_erk_task(trial: int, target: float) -> dict:
+def imp_erk_task(trial: int, target: float, protocol: dict = PROTOCOL) -> dict:
     """IMP (the notebook's 1 % per retrain, rewinding to init) to ``Budget(sparsity=s, **ERK)``
     at one target: its own chain, whose last round has exactly the ERK allocation at s (the
     rounds before keep each tensor's final count as a floor, so they are not ERK at their own
-    sparsity). A worker process of one thread; returns the row of the last round."""
+    sparsity). A worker process of one thread; returns the row of the last round (``protocol``:
+    as :func:`run_trial`'s)."""
     torch.set_num_threads(1)
     data = mo.data.mnist1d()
     model = student(trial)
     index = RETRAIN[target]
     s = float(SCHEDULE[index])
     final = mo.Budget(sparsity=s, **ERK).allocate({n: tuple(p.shape) for n, p in model.named_parameters()})
-    trainer = Trainer(model, data, all_params(model), options=PROTOCOL)
+    trainer = Trainer(model, data, all_params(model), options=protocol)
     steps, last = 0, None
     for item in iterative_magnitude_pruning(trainer, final, schedule=[float(v) for v in SCHEDULE[1:index + 1]],
                                             score_step=IMP_SCORE_STEP):
@@ -414,31 +526,58 @@ def imp_spread_main(args: argparse.Namespace) -> int:
     with ProcessPoolExecutor(max_workers=2) as pool:
         for out in [pool.submit(imp_trial, t) for t in args.imp_trials]:
             rows += [r for r in out.result() if r["method"] == "imp"]
+    table = imp_spread_section(rows, machine())
+    save_results("tickets_imp_spread", {"rows": rows, "summary": table})
+    return 0
+
+
+def imp_spread_section(rows: list[dict], ran_on: str) -> list[dict]:
+    """Section tickets_imp_spread from the IMP rows of every initialization (trials 0 and 1 from
+    tickets_mnist1d.json, the others run on ``ran_on``); returns its table."""
     trials = sorted({r["trial"] for r in rows})
     table = []
     for target in RETRAIN:
-        accs = [r["max test acc"] for r in sorted(rows, key=lambda r: r["trial"]) if r["sparsity"] == target]
-        mean, std = float(np.mean(accs)), float(np.std(accs, ddof=1))
+        at = sorted((r for r in rows if r["sparsity"] == target), key=lambda r: r["trial"])
+        accs = [r["max test acc"] for r in at]
+        _, mean, half = interval(accs)
         pub = PUBLISHED["imp"][target]
         table.append({"sparsity": target, "inits": len(accs), "per init": "/".join(f"{a:.1f}" for a in accs),
-                      "mean": round(mean, 2), "std": round(std, 2), "published": "/".join(f"{p:.1f}" for p in pub),
-                      "published z": "/".join(f"{(p - mean) / std:+.1f}" for p in pub)})
-    save_results("tickets_imp_spread", {"rows": rows, "summary": table})
-    cols = ["sparsity", "inits", "per init", "mean", "std", "published", "published z"]
+                      "mean": round(mean, 2), "std": round(float(np.std(accs, ddof=1)), 2),
+                      "max test acc (95 % CI)": interval_text(accs), "published": "/".join(f"{p:.1f}" for p in pub),
+                      "vs published": against_published(accs, pub),
+                      "in 95 % PI": "/".join("yes" if within_prediction(accs, p) else "no" for p in pub),
+                      "last step (95 % CI)": interval_text([r["final test acc"] for r in at])})
+    cols = ["sparsity", "inits", "per init", "max test acc (95 % CI)", "std", "published", "vs published",
+            "in 95 % PI", "last step (95 % CI)"]
     within = sum(abs(p - e["mean"]) <= 3.0 for e in table for p in PUBLISHED["imp"][e["sparsity"]])
+    inside = sum(v == "yes" for e in table for v in e["in 95 % PI"].split("/"))
     replace_section("tickets_imp_spread", "\n".join([
         "## MNIST-1D IMP tickets over initializations (issue 5)", "",
-        f"Command: `python benchmarks/bench_tickets.py --imp-trials {' '.join(map(str, args.imp_trials))}`", "",
-        f"Machine: {machine()}", "",
+        f"Command: `python benchmarks/bench_tickets.py --imp-trials {' '.join(str(t) for t in trials if t > 1)}` "
+        "(`--report` rewrites this section from its record)", "",
+        f"Machine: {ran_on}", "",
         "maskopt's IMP under the protocol of `tickets_mnist1d` from the initializations seed 42 + trial, trials "
         f"{', '.join(map(str, trials))} (0 and 1 taken from `tickets_mnist1d.json`, the others run here): how much "
-        "one IMP run's maximum test accuracy differs from another's. `published z` = (published − mean) / std for "
-        "the published trials 0 / 1.", "", "```",
-        format_table(table, cols), "```", "",
+        "one IMP run's maximum test accuracy differs from another's. `max test acc (95 % CI)` = mean ± the "
+        "t-based 95 % confidence interval; `vs published` = that interval above / below the published trial 0 "
+        "ticket (trial 1's in brackets where it differs), else level; `in 95 % PI` = whether the published "
+        "trial 0 / 1 run lies in the 95 % prediction interval of one more run (mean ± t·s·√(1 + 1/n)); "
+        "`last step` = the test accuracy after step 1501 (max test accuracy selects the step on the test set).",
+        "", "```", format_table(table, cols), "```", "",
         f"The published IMP number lies within 3 points of the mean over initializations in {within} of "
-        f"{2 * len(table)} cells.",
+        f"{2 * len(table)} cells and in the prediction interval in {inside} of {2 * len(table)}.",
     ]))
     print(format_table(table, cols))
+    return table
+
+
+def report_main() -> int:
+    """``--report``: rewrite the sections tickets_imp_spread and tickets_random_spread from their records."""
+    results = ROOT / "benchmarks" / "results"
+    record = json.loads((results / "tickets_imp_spread.json").read_text())
+    imp_spread_section(record["rows"], record["machine"])
+    record = json.loads((results / "tickets_random_spread.json").read_text())
+    random_spread_section(record["rows"], record["machine"], record.get("threads"))
     return 0
 
 

@@ -33,7 +33,8 @@ class TrainResult:
     steps so far), ``epoch`` (passes over the training data, fractional), ``train_loss``
     (mean training loss since the previous record), ``train_acc`` / ``test_loss`` /
     ``test_acc`` (accuracies in %, on the whole split, in eval mode; the accuracies only
-    for class labels, the test entries only when test data was given; ``train_acc`` for a
+    for class labels, the test entries only when test data was given, ``val_loss`` /
+    ``val_acc`` likewise when a ``validation`` split was given; ``train_acc`` for a
     :class:`~maskopt.data.Dataset` and for a training ``DataLoader`` over a map-style dataset,
     whose dataset is read in order by a loader of its own, so the training batches and the
     random state they draw from are untouched). ``steps``: optimizer steps taken; ``samples``:
@@ -58,6 +59,15 @@ class TrainResult:
         if not values:
             raise ValueError(f"no {key!r} in the history.")
         return values[-1]
+
+    def chosen(self, by: str = "val_acc") -> dict:
+        """The history record of the first evaluation with the largest ``by``: the step a
+        validation split chooses (``chosen()["test_acc"]`` is the test accuracy there, which,
+        unlike :meth:`best`, is not selected on the test set)."""
+        records = [h for h in self.history if h.get(by) is not None]
+        if not records:
+            raise ValueError(f"no {by!r} in the history (train with validation=(x, y) to record val_acc).")
+        return max(records, key=lambda h: h[by])  # max keeps the first of equal values
 
 
 def check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -163,6 +173,7 @@ def train(
     eval_every: int | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     on_step: Callable[[int], None] | None = None,
+    validation=None,
     device: str = "cpu",
     seed: int = 0,
     verbose: bool = True,
@@ -182,6 +193,10 @@ def train(
             (the only case in which accuracies are reported).
         on_step: called with the step number after every optimizer step (e.g. to record
             weights during training).
+        validation: a held-out split, ``(x, y)`` tensors or a loader of ``(x, y)`` batches,
+            evaluated with the test split (``val_loss`` / ``val_acc`` in the history; it
+            never affects training): to choose a step without the test set
+            (:meth:`TrainResult.chosen`).
     """
     if (steps is None) == (epochs is None):
         raise ValueError("give exactly one of steps= or epochs=.")
@@ -236,6 +251,9 @@ def train(
                     record["train_acc"] = _evaluate(model, train_split, loss_fn, True, dev)[1]
             if test_split is not None:
                 record["test_loss"], record["test_acc"] = _evaluate(model, test_split, loss_fn, labels, dev)
+            if validation is not None:
+                with torch.random.fork_rng(devices=[]):
+                    record["val_loss"], record["val_acc"] = _evaluate(model, validation, loss_fn, labels, dev)
             history.append(record)
             running, since = 0.0, 0
             if verbose:

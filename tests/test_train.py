@@ -61,6 +61,34 @@ def test_training_is_deterministic_and_learns(data):
     assert a.history[-1]["train_acc"] > 80.0 and a.history[-1]["train_loss"] < a.history[0]["train_loss"]
 
 
+def test_a_validation_split_is_recorded_and_leaves_training_unchanged(data):
+    """validation=(x, y) adds val_loss / val_acc to every record (the model's, in eval mode) and
+    changes nothing else; chosen() is the first record with the best val_acc."""
+    val = mo.data.planted_classification(n_train=60, n_test=10, n_in=10, hidden=16, num_classes=3, seed=5)[0]
+    plain = train(net(), data, steps=12, batch_size=32, lr=0.05, eval_every=3, verbose=False)
+    res = train(net(), data, steps=12, batch_size=32, lr=0.05, eval_every=3, verbose=False,
+                validation=(val.x, val.y))
+    assert all(torch.equal(a, b) for a, b in zip(plain.model.parameters(), res.model.parameters()))
+    assert [{k: v for k, v in h.items() if not k.startswith("val_")} for h in res.history] == plain.history
+    with torch.no_grad():
+        out = res.model(val.x)
+    assert res.history[-1]["val_acc"] == pytest.approx(100.0 * float((out.argmax(1) == val.y).float().mean()))
+    assert res.history[-1]["val_loss"] == pytest.approx(float(nn.functional.cross_entropy(out, val.y)), rel=1e-5)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(val.x, val.y), batch_size=7)
+    batched = train(net(), data, steps=12, batch_size=32, lr=0.05, eval_every=3, verbose=False,
+                    validation=loader).history
+    assert [h["val_acc"] for h in batched] == [h["val_acc"] for h in res.history]
+    assert [h["val_loss"] for h in batched] == pytest.approx([h["val_loss"] for h in res.history], rel=1e-6)
+    best = max(h["val_acc"] for h in res.history)
+    first = next(h for h in res.history if h["val_acc"] == best)
+    assert res.chosen() is first and res.chosen()["test_acc"] <= res.best("test_acc")
+    ties = TrainResult(res.model, [{"step": 1, "val_acc": 50.0, "test_acc": 40.0},
+                                   {"step": 2, "val_acc": 50.0, "test_acc": 60.0}])
+    assert ties.chosen()["step"] == 1
+    with pytest.raises(ValueError, match="val_acc"):
+        plain.chosen()
+
+
 class NoisyInputs(torch.utils.data.Dataset):
     """A map-style dataset with a random transform: each read adds noise drawn from torch's RNG."""
 
