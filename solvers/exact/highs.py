@@ -72,6 +72,11 @@ class MipOutcome:
     time: float
     first_incumbent: float | None = None
 
+    def start_accepted(self, start_objective: float) -> bool:
+        """Whether HiGHS took the MIP start: its first incumbent has the start's objective."""
+        return self.first_incumbent is not None and abs(
+            self.first_incumbent - start_objective) <= bound_tolerance(start_objective)
+
 
 @dataclass
 class MilpResult:

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from maskopt.solvers.exact.highs import HighsSession, MilpResult, MipSettings, bound_tolerance, gap_met
+from maskopt.solvers.exact.highs import HighsSession, MilpResult, MipSettings, gap_met
 
 Unit = tuple[int, int, int]  # (start, stop, cap) over the flattened (p, d) mask
 
@@ -283,8 +283,7 @@ def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_l
         stats["rounds"] += 1
         stats["nodes"] += out.nodes
         stats["mip_starts"] += 1  # the master values the start at its loss (L2: s = r², tangents at its residuals)
-        stats["mip_starts_accepted"] += int(out.first_incumbent is not None
-                                            and abs(out.first_incumbent - inc_val) <= bound_tolerance(inc_val))
+        stats["mip_starts_accepted"] += int(out.start_accepted(inc_val))
         lower = max(lower, out.bound)
         new_mask = None
         if out.values is not None:

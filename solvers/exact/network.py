@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from maskopt.solvers.exact.highs import HighsSession, MilpResult, MipSettings, bound_tolerance
+from maskopt.solvers.exact.highs import HighsSession, MilpResult, MipSettings
 
 Unit = tuple[int, int, int]
 BOUNDS = ("global", "interval", "lp", "milp")
@@ -407,7 +407,7 @@ def solve_network(
     target = np.asarray(target, dtype=np.float64)
     cands = [np.asarray(c, dtype=bool) for c in candidates] or [np.zeros(n_mask, dtype=bool)]
     values = [net_loss(forward(x, layers, c), target, loss) for c in cands]
-    inc = cands[int(np.argmin(values))]
+    inc, inc_value = cands[int(np.argmin(values))], min(values)
     b = compute_bounds(x, layers, units, n_mask, bounds, settings)
     bound_time = time.perf_counter() - t0
     enc = _Encoding(x, layers, units, n_mask, b)
@@ -421,8 +421,8 @@ def solve_network(
     session = HighsSession(settings)
     remaining = None if settings.time_limit is None else max(settings.time_limit - (time.perf_counter() - t0), 0.0)
     out = session.solve(enc.model, enc.mvars, remaining, warm_start=True)
-    start_value = net_loss(forward(x, layers, start), target, loss)
-    mask, value = inc, net_loss(forward(x, layers, inc), target, loss)
+    start_value = inc_value if fixed is None else net_loss(forward(x, layers, fixed), target, loss)
+    mask, value = inc, inc_value
     if out.values is not None:
         found = out.values > 0.5
         found_val = net_loss(forward(x, layers, found), target, loss)
@@ -440,8 +440,7 @@ def solve_network(
         "constraints": enc.model.nconstraints(),
         "milp_objective": out.objective,
         "mip_starts": 1,
-        "mip_starts_accepted": int(out.first_incumbent is not None
-                                   and abs(out.first_incumbent - start_value) <= bound_tolerance(start_value)),
+        "mip_starts_accepted": int(out.start_accepted(start_value)),
         "start_objective": start_value,
     }
     lower = float(max(out.bound, 0.0))  # the raw proven bound (a loss is never negative), never clamped
