@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +19,8 @@ from maskopt.problems import LayerwiseProblem, Problem
 from maskopt.solvers.exact import network
 from maskopt.solvers.exact.bruteforce import TooManyCandidatesError, bruteforce
 from maskopt.solvers.exact.highs import MipSettings, SolverUnavailableError
-from maskopt.solvers.exact.layerwise import model_size, solve_layerwise
+from maskopt.solvers.exact.layerwise import Dispatch, model_size, solve_layerwise
+from maskopt.solvers.exact.qcr import STRENGTHEN
 
 __all__ = ["BruteforceOptions", "Certificate", "ExactOptions", "ProblemTooLargeError", "SolverUnavailableError",
            "TooManyCandidatesError", "UnsupportedProblemError", "certify"]
@@ -54,6 +56,19 @@ class ExactOptions:
             Deterministic, unlike a time limit.
         verbose: stream the HiGHS log to stdout.
         max_size: refuse models with more than this many constraint-matrix nonzeros.
+        workers: how many rows of a row budget are solved at the same time (a local process
+            pool of this many processes, one HiGHS thread each; 1 = one after the other in
+            this process). With ``executor``: how many rows are in flight on it.
+        executor: a ``concurrent.futures.Executor`` for the rows (e.g. Dask's
+            ``Client.get_executor()``); None = the local pool above.
+        row_time_limit: seconds for each row (a row budget); the total ``time_limit`` still
+            holds. Without it rows share the total limit as described above.
+        progress: a progress bar per finished row (row budgets with more than one row).
+        strengthen: ``"none"`` (default), ``"eig"`` or ``"sdp"``: each row's L2 MILP
+            minimises the quadratic convex reformulation ℓ_u, equal to the loss on every mask,
+            with u from the smallest eigenvalue or the Shor SDP (cvxpy + Clarabel; about 1 s
+            per row of 40 inputs, unusable at hundreds); see
+            :mod:`maskopt.solvers.exact.qcr`. Row budgets and L2 only.
         bounds: activation bounds of the network MILP (DistillProblem only): ``"global"``
             (one big-M), ``"interval"`` (default), ``"lp"`` (LP-based tightening) or
             ``"milp"`` (MILP-based tightening, 1 s per bound); see
@@ -67,6 +82,11 @@ class ExactOptions:
     warm_start: Mapping[str, torch.Tensor] | None = None
     verbose: bool = False
     max_size: int = 2_000_000
+    workers: int = 1
+    executor: Executor | None = None
+    row_time_limit: float | None = None
+    progress: bool = True
+    strengthen: str = "none"
     bounds: str | None = None
 
     def __post_init__(self) -> None:
@@ -80,6 +100,15 @@ class ExactOptions:
             raise ValueError(f"threads must be a positive integer or None; got {self.threads!r}.")
         if self.node_limit is not None and (not isinstance(self.node_limit, int) or self.node_limit < 0):
             raise ValueError(f"node_limit must be a non-negative integer or None; got {self.node_limit!r}.")
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers must be a positive integer; got {self.workers!r}.")
+        if self.executor is not None and not isinstance(self.executor, Executor):
+            raise TypeError(f"executor must be a concurrent.futures.Executor (for Dask: client.get_executor()); "
+                            f"got {type(self.executor).__name__}.")
+        if self.row_time_limit is not None and not self.row_time_limit > 0:
+            raise ValueError(f"row_time_limit must be a positive number of seconds or None; got {self.row_time_limit}.")
+        if self.strengthen not in STRENGTHEN:
+            raise ValueError(f"strengthen must be one of {STRENGTHEN}; got {self.strengthen!r}.")
         if not isinstance(self.max_size, int) or self.max_size < 1:
             raise ValueError(f"max_size must be a positive integer; got {self.max_size!r}.")
 
@@ -109,16 +138,22 @@ def _checked_warm_start(problem: Problem, warm: Mapping[str, torch.Tensor]) -> M
           summary="MILP built with Pyomo, solved by HiGHS; proven bound and gap")
 def _exact(problem: LayerwiseProblem | DistillProblem, opts: ExactOptions) -> MethodOutput:
     if isinstance(problem, DistillProblem):
+        row_only = {"workers": 1, "executor": None, "row_time_limit": None, "strengthen": "none"}
+        given = [k for k, v in row_only.items() if getattr(opts, k) != v]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to the rows of a LayerwiseProblem; the network MILP of a "
+                             "DistillProblem is one model. Leave them at their defaults.")
         return _exact_network(problem, opts)
     if opts.bounds is not None:
         raise ValueError("bounds= applies to the network MILP of a DistillProblem; a LayerwiseProblem needs none.")
     n, d = problem.inputs.shape
     p = problem.weight.shape[0]
     units = problem.allocation.units()
-    size = model_size(n, d, p, len(units), problem.loss)
+    size = model_size(n, d, p, units, problem.loss)
     if size["nonzeros"] > opts.max_size:
+        what = "each row's MILP" if size["milps"] > 1 else "The exact MILP"
         raise ProblemTooLargeError(
-            f"The exact MILP would have {size['binaries']:,} binaries, {size['constraints']:,} constraints "
+            f"{what} would have {size['binaries']:,} binaries, {size['constraints']:,} constraints "
             f"and {size['nonzeros']:,} nonzeros, above max_size={opts.max_size:,} nonzeros. Use a "
             "heuristic method (see maskopt.methods()), fewer samples, or raise max_size if you accept "
             "a long solve."
@@ -139,11 +174,14 @@ def _exact(problem: LayerwiseProblem | DistillProblem, opts: ExactOptions) -> Me
         units,
         problem.loss,
         _mip_settings(opts),
-        [c.numpy() for c in candidates],
+        candidates=[c.numpy() for c in candidates],
+        dispatch=Dispatch(opts.executor, opts.workers, opts.row_time_limit, opts.progress),
+        strengthen=opts.strengthen,
     )
     stats.update(res.stats)
     stats["solver"] = "HiGHS via Pyomo appsi_highs"
-    stats["formulation"] = "L1 epigraph MILP" if problem.loss == "l1" else "L2 outer approximation MILP"
+    stats["formulation"] = "L1 epigraph MILP" if problem.loss == "l1" else (
+        "L2 outer approximation MILP, Gram form" + ("" if opts.strengthen == "none" else f", QCR ({opts.strengthen})"))
     return MethodOutput({"weight": torch.from_numpy(res.mask)}, res.status, res.bound, res.history, stats,
                         objective=res.objective, gap=opts.gap)
 

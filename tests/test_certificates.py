@@ -345,8 +345,8 @@ def test_fault_warm_start_dropped_by_maskopt_is_caught(monkeypatch, kn):
     starved(kn.id, 0)
     real_layer, real_net = mo_exact.solve_layerwise, network.solve_network
 
-    def drop_layer(*args):
-        return real_layer(*args[:-1], args[-1][1:])
+    def drop_layer(*args, candidates=(), **kwargs):
+        return real_layer(*args, candidates=candidates[1:], **kwargs)
 
     def drop_net(*args, candidates=(), **kwargs):
         return real_net(*args, candidates=candidates[1:], **kwargs)

@@ -239,9 +239,9 @@ def test_time_a_row_leaves_unused_goes_to_a_row_stopped_by_its_share(monkeypatch
     prob = random_layerwise(5, n=6, d=5, p=3, budget=mo.Budget(k=2, scope="row"), loss="l1", bias=False)
     real, calls = lw._solve_group, []
 
-    def starved_first_call(*args):
-        calls.append(args[-1])
-        return real(*args[:-1], 0.0 if len(calls) == 1 else args[-1])
+    def starved_first_call(*args):  # args[8]: the time limit of this call
+        calls.append(args[8])
+        return real(*args[:8], 0.0 if len(calls) == 1 else args[8], *args[9:])
 
     monkeypatch.setattr(lw, "_solve_group", starved_first_call)
     res = mo.solve(prob, method="exact", time_limit=60.0, gap=0.0)
@@ -261,13 +261,14 @@ def test_second_pass_never_loses_the_first_incumbent_or_bound():
     from maskopt.solvers.exact.highs import MilpResult
     from maskopt.solvers.exact.layerwise import _merge_passes
 
-    stats = {"binaries": 4, "constraints": 9, "nonzeros": 20, "nodes": 3, "rounds": 1, "build_time": 0.5,
+    stats = {"binaries": 4, "constraints": 9, "nonzeros": 20, "nodes": 3, "rounds": 1, "build_time": 0.5, "time": 1.0,
              "incumbent_from_candidates": 1, "mip_starts": 1, "mip_starts_accepted": 1, "start_objective": 6.0}
     first = MilpResult(np.array([True, False]), 5.0, 4.0, "time_limit", [{"pass": 1}], dict(stats))
     second = MilpResult(np.array([False, True]), 4.5, 3.0, "time_limit", [{"pass": 2}], dict(stats, nodes=7))
     merged = _merge_passes(first, second)
     assert merged.objective == 4.5 and merged.bound == 4.0 and merged.status == "time_limit"
     assert merged.stats["nodes"] == 10 and merged.stats["rounds"] == 2 and merged.stats["binaries"] == 4
+    assert merged.stats["time"] == 2.0
     assert merged.stats["mip_starts"] == 2 and merged.stats["start_objective"] == 6.0
     assert merged.history == [{"pass": 1}, {"pass": 2}]
     # the second pass kept the first's MILP incumbent: it still counts as found by the MILP

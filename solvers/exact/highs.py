@@ -17,6 +17,7 @@ most ``BOUND_ATOL + BOUND_RTOL·|objective|``; anything more is a wrong certific
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -104,11 +105,16 @@ def _appsi_highs():
     return solver
 
 
+# HiGHS keeps one thread pool per process: solves in threads of one process take turns
+# (processes, e.g. the default pool of maskopt.solvers.exact.rows, run in parallel)
+_ONE_SOLVE_AT_A_TIME = threading.Lock()
+
+
 def _reset_thread_scheduler() -> None:
     """Drop HiGHS's process-wide thread pool, so that this session's ``threads`` option
     (or HiGHS's default) takes effect: since highspy 1.16 a solve whose ``threads`` differs
     from the pool of an earlier solve is refused ("the scheduler has already been
-    initialized"). maskopt runs one solve at a time, so no solve is using the pool here."""
+    initialized"). Called under ``_ONE_SOLVE_AT_A_TIME``, so no solve is using the pool."""
     import highspy
 
     reset = getattr(highspy.Highs, "resetGlobalScheduler", None)
@@ -139,7 +145,6 @@ class HighsSession:
         if settings.threads is not None:
             options["threads"] = int(settings.threads)
         self._solver.highs_options = options
-        _reset_thread_scheduler()
 
     def solve(
         self, model, variables: Sequence, time_limit: float | None, warm_start: bool, gap: float | None = None
@@ -167,7 +172,9 @@ class HighsSession:
         highs.cbMipImprovingSolution.subscribe(record)
         t0 = time.perf_counter()
         try:
-            res = self._solver.solve(model)
+            with _ONE_SOLVE_AT_A_TIME:
+                _reset_thread_scheduler()
+                res = self._solver.solve(model)
         finally:
             highs.cbMipImprovingSolution.unsubscribe(record)
         elapsed = time.perf_counter() - t0

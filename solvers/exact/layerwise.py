@@ -45,25 +45,49 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
 
+from maskopt.solvers.exact import qcr
 from maskopt.solvers.exact.highs import HighsSession, MilpResult, MipSettings, gap_met
+from maskopt.solvers.exact.rows import run_jobs
 
 Unit = tuple[int, int, int]  # (start, stop, cap) over the flattened (p, d) mask
 
 
-def model_size(n_samples: int, n_in: int, n_out: int, n_units: int, loss: str) -> dict[str, int]:
-    """Upper estimate of the MILP size (before inactive weights are dropped)."""
-    n_res = n_samples * n_out
-    binaries = n_in * n_out
+def model_size(n_samples: int, n_in: int, n_out: int, units: Sequence[Unit], loss: str) -> dict[str, int]:
+    """Upper estimate of the largest MILP built (before inactive weights are dropped):
+    one row's when the budget is row-separable (``"milps"`` = rows), else the layer's; L2
+    in Gram form has min(N, d) residual rows per output instead of N (L2 cuts not counted)."""
+    rows = min(n_samples, n_in) if loss == "l2" else n_samples
+    per = 1 if row_separable(units, n_in) and n_out > 1 else n_out
+    n_res = rows * per
+    binaries = n_in * per
     return {
         "binaries": binaries,
         "variables": binaries + 2 * n_res,
-        "constraints": n_res + n_units,
-        "nonzeros": n_samples * binaries + 2 * n_res + binaries,
+        "constraints": n_res + len(units),
+        "nonzeros": rows * binaries + 2 * n_res + binaries,
+        "milps": n_out // per,
     }
+
+
+def gram_form(inputs: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The L2 objective's data in a size independent of N: ``(R, a, s2)`` of shapes (r, d),
+    (r, p), (p,) with r = min(N, d), such that RᵀR = XᵀX (the Gram matrix H), Rᵀa = Xᵀ·offset
+    and ‖a_o‖² + s2_o = ‖offset_o‖², hence for every v ∈ ℝᵈ and output o
+
+        ‖X v + offset_o‖² = ‖R v + a_o‖² + s2_o.
+
+    From a QR factorisation X = Q_X R (Q_X with orthonormal columns): a = Q_Xᵀ·offset and
+    s2 = ‖offset − Q_X a‖², the part of each offset outside the span of X (exact, also when X
+    is rank-deficient)."""
+    Qx, R = np.linalg.qr(inputs)
+    a = Qx.T @ offset
+    s2 = np.square(offset - Qx @ a).sum(axis=0)
+    return R, a, s2
 
 
 def layer_loss(residual: np.ndarray, loss: str) -> float:
@@ -76,6 +100,25 @@ def row_separable(units: Sequence[Unit], n_in: int) -> bool:
     return all(start // n_in == (stop - 1) // n_in for start, stop, _ in units if stop > start)
 
 
+@dataclass(frozen=True)
+class Dispatch:
+    """How independent row problems run (see :mod:`maskopt.solvers.exact.rows`).
+
+    Attributes:
+        executor: a ``concurrent.futures.Executor`` (e.g. Dask's ``Client.get_executor()``);
+            None: a local process pool with ``workers`` processes, or this process when
+            ``workers == 1``.
+        workers: how many rows are solved at the same time.
+        row_time_limit: seconds per row and pass (None: the shares of the total limit).
+        progress: a progress bar per finished row.
+    """
+
+    executor: Executor | None = None
+    workers: int = 1
+    row_time_limit: float | None = None
+    progress: bool = False
+
+
 def solve_layerwise(
     inputs: np.ndarray,
     weight: np.ndarray,
@@ -85,57 +128,67 @@ def solve_layerwise(
     loss: str,
     settings: MipSettings,
     candidates: Sequence[np.ndarray] = (),
+    dispatch: Dispatch = Dispatch(),
+    strengthen: str = "none",
 ) -> MilpResult:
     """Solve the layer-wise mask MILP to proven optimality (within ``settings.gap``) or
-    until ``settings.time_limit`` (row-separable budgets: one MILP per row, in two passes;
-    see the comment in the body).
+    until ``settings.time_limit`` (row-separable budgets: one MILP per row, dispatched as
+    ``dispatch`` says, in two passes; see the comment in the body).
 
     Args:
         inputs, weight, target, bias: arrays of shapes (N, d), (p, d), (N, p), (p,) or None.
         units: budget scope units ``(start, stop, cap)`` over the flattened (p, d) mask.
-        loss: ``"l1"`` or ``"l2"``.
+        loss: ``"l1"`` or ``"l2"`` (L2 is solved in Gram form, :func:`gram_form`).
         candidates: feasible (p, d) bool masks; the best is the MIP start (and the first
             cut point of L2), and the answer if HiGHS finds no incumbent in time.
+        strengthen: ``"none"``, ``"eig"`` or ``"sdp"``: the QCR form of each row's L2 MILP
+            (:mod:`maskopt.solvers.exact.qcr`; row-separable L2 budgets only).
     """
-    t_start = time.perf_counter()
     X = np.asarray(inputs, dtype=np.float64)
     W = np.asarray(weight, dtype=np.float64)
     T = np.asarray(target, dtype=np.float64)
     p, d = W.shape
     offset = (np.zeros(p) if bias is None else np.asarray(bias, dtype=np.float64))[None, :] - T
     active = (W != 0) & (np.abs(X).sum(axis=0) != 0)[None, :]
-    deadline = None if settings.time_limit is None else t_start + settings.time_limit
+    deadline = None if settings.time_limit is None else time.time() + settings.time_limit
     cands = [np.asarray(c, dtype=bool).reshape(p, d) for c in candidates] or [np.zeros((p, d), bool)]
+    Xm, off_m, const = gram_form(X, offset) if loss == "l2" else (X, offset, np.zeros(p))
+    separable = row_separable(units, d) and p > 1
+    if strengthen not in qcr.STRENGTHEN:
+        raise ValueError(f"strengthen must be one of {qcr.STRENGTHEN}; got {strengthen!r}.")
+    if strengthen != "none" and not (separable or p == 1) or strengthen != "none" and loss != "l2":
+        raise ValueError("strengthen applies to L2 problems with one count per row (a row budget).")
+    groups = [[o] for o in range(p)] if separable else [list(range(p))]
+    parallel = dispatch.executor is not None or dispatch.workers > 1
+    if parallel and settings.threads is None:  # one HiGHS thread per worker
+        settings = MipSettings(settings.time_limit, settings.gap, 1, settings.verbose, settings.node_limit)
 
-    if row_separable(units, d) and p > 1:
-        groups = [[o] for o in range(p)]
-    else:
-        groups = [list(range(p))]
-
-    def run_group(gi: int, share: float | None, pass_: int, earlier: MilpResult | None = None) -> MilpResult:
+    def job(gi: int, pass_: int, earlier: MilpResult | None = None):
         rows = groups[gi]
         lo, hi = rows[0] * d, (rows[-1] + 1) * d
         g_units = [(s - lo, e - lo, c) for s, e, c in units if lo <= s and e <= hi]
         starts = [c[rows] for c in cands] + ([] if earlier is None else [earlier.mask])
-        g = _solve_group(X, W[rows], offset[:, rows], active[rows], g_units, loss, settings, starts, share)
-        g.history = [{"rows": f"{rows[0]}-{rows[-1]}", "pass": pass_, **h} for h in g.history]
-        return g if earlier is None else _merge_passes(earlier, g)
+        label = f"{rows[0]}-{rows[-1]}"
+        return lambda limit: (Xm, W[rows], off_m[:, rows], active[rows], g_units, loss, settings, starts, limit,
+                              float(const[rows].sum()), strengthen, label, pass_)
 
-    # First pass: each group gets an equal share of the time left. Second pass: the time the
-    # groups that finished early did not use goes, in equal shares, to those stopped by theirs
-    # (warm-started from their incumbent), so no group fails while the overall limit has time.
-    results: list[MilpResult] = []
-    for gi in range(len(groups)):
-        share = None if deadline is None else max(deadline - time.perf_counter(), 0.0) / (len(groups) - gi)
-        results.append(run_group(gi, share, 1))
+    def run(jobs, job_limit):
+        return run_jobs(_group_job, jobs, executor=dispatch.executor, workers=dispatch.workers, deadline=deadline,
+                        job_limit=job_limit, progress=dispatch.progress, desc="exact rows")
+
+    # First pass: each group gets its share of the time left when it starts (rows.share). Second
+    # pass (a total limit without a per-row one): the time the groups that finished early did not
+    # use goes to those stopped by theirs (warm-started from their incumbent), so no group fails
+    # while the overall limit has time.
+    results: list[MilpResult] = run([job(gi, 1) for gi in range(len(groups))], dispatch.row_time_limit)
     late = [gi for gi, g in enumerate(results) if g.status == "time_limit"]  # more time can help only these
     second = 0
-    for j, gi in enumerate(late):
-        left = max(deadline - time.perf_counter(), 0.0) if deadline is not None else 0.0
-        if left <= 0.0:
-            break
-        results[gi] = run_group(gi, left / (len(late) - j), 2, results[gi])
-        second += 1
+    if late and deadline is not None and dispatch.row_time_limit is None and deadline - time.time() > 0:
+        again = run([job(gi, 2, results[gi]) for gi in late], None)
+        for gi, g in zip(late, again):
+            if g.stats["rounds"] or g.status != "time_limit":  # it had time to work
+                second += 1
+            results[gi] = _merge_passes(results[gi], g)
     mask = np.zeros((p, d), dtype=bool)
     for rows, g in zip(groups, results):
         mask[rows] = g.mask
@@ -144,9 +197,27 @@ def solve_layerwise(
     stats = {k: sum(g.stats[k] for g in results) for k in (*keys, *_START_KEYS)}
     stats["subproblems"] = len(groups)
     stats["second_pass"] = second  # groups that got a second pass
+    stats["rows"] = [{"rows": g.history[0]["rows"] if g.history else f"{r[0]}-{r[-1]}", "status": g.status,
+                      "objective": g.objective, "bound": g.bound, "time": g.stats["time"], "nodes": g.stats["nodes"],
+                      "rounds": g.stats["rounds"], **({"root_bound": g.stats["root_bound"]}
+                                                      if "root_bound" in g.stats else {})}
+                     for r, g in zip(groups, results)]
+    stats["workers"] = dispatch.workers
+    stats["executor"] = "this process" if not parallel else (
+        "local process pool" if dispatch.executor is None else type(dispatch.executor).__name__)
     status = worst_status(g.status for g in results)
     history = [h for g in results for h in g.history]
     return MilpResult(mask, objective, sum(g.bound for g in results), status, history, stats)
+
+
+def _group_job(X, W, offset, active, units, loss, settings, starts, limit, const, strengthen, label,
+               pass_) -> MilpResult:
+    """One group's MILP (runs on a worker): :func:`_solve_group`, its history labelled."""
+    t0 = time.perf_counter()
+    g = _solve_group(X, W, offset, active, units, loss, settings, starts, limit, const, strengthen)
+    g.history = [{"rows": label, "pass": pass_, **h} for h in g.history]
+    g.stats["time"] = time.perf_counter() - t0
+    return g
 
 
 _START_KEYS = ("mip_starts", "mip_starts_accepted", "start_objective")
@@ -166,7 +237,7 @@ def _merge_passes(first: MilpResult, second: MilpResult) -> MilpResult:
     counts (nodes, rounds, build time, MIP starts) add up, model sizes do not, and the first
     MIP start's objective is the first pass's."""
     stats = dict(second.stats)
-    for k in ("nodes", "rounds", "build_time", "mip_starts", "mip_starts_accepted"):
+    for k in ("nodes", "rounds", "build_time", "mip_starts", "mip_starts_accepted", "time"):
         stats[k] = first.stats[k] + second.stats[k]
     stats["start_objective"] = first.stats["start_objective"]
     if np.array_equal(first.mask, second.mask):  # kept the first pass's incumbent: its origin stands
@@ -229,7 +300,12 @@ class _Model:
     add_cuts: Callable[[np.ndarray], None] | None  # (residuals (N*p,)): add L2 tangents
 
 
-def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_limit) -> MilpResult:
+def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_limit, const: float = 0.0,
+                 strengthen: str = "none") -> MilpResult:
+    """One MILP (or L2 outer-approximation loop) over the rows of ``W`` (p, d): inputs X
+    (N or r, d), offset (N or r, p), objective Σ loss(X (m ⊙ W)ᵀ + offset) + ``const``.
+    ``strengthen`` (L2, one row): the MILP minimises the QCR form ℓ_u of the row instead
+    (:mod:`maskopt.solvers.exact.qcr`; equal to the objective on every mask)."""
     p, d = W.shape
     t0 = time.perf_counter()
     deadline = None if time_limit is None else t0 + time_limit
@@ -238,22 +314,51 @@ def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_l
     def residual(mask: np.ndarray) -> np.ndarray:
         return X @ (mask * W).T + offset
 
-    values = [layer_loss(residual(c & active), loss) for c in candidates]
+    def value(mask: np.ndarray) -> float:
+        return layer_loss(residual(mask), loss) + const
+
+    values = [value(c & active) for c in candidates]
     start = candidates[int(np.argmin(values))] & active
     inc_mask = local_search(X, W, offset, active, units, loss, start)
-    inc_val = layer_loss(residual(inc_mask), loss)
+    inc_val = value(inc_mask)
     candidates = [*candidates, inc_mask]
-    built = (_build_l1 if loss == "l1" else _build_l2)(X, W, offset, flat_active, units)
+    stats = {"strengthen": strengthen}
+    lower = 0.0 if loss == "l2" else -np.inf  # Σr² ≥ 0: the first bound of an L2 loop
+    cut_residual = residual
+    if strengthen != "none" and loss == "l2" and p == 1 and len(flat_active):
+        cols = flat_active
+        A = X[:, cols] * W[0, cols]
+        Q, q = A.T @ A, A.T @ offset[:, 0]
+        gamma = float(offset[:, 0] @ offset[:, 0]) + const
+        cap = min(min(c for _, _, c in units) if units else len(cols), len(cols))
+        try:
+            conv = qcr.convexified(Q, q, cap, strengthen)
+        except RuntimeError as e:  # a conic solver's failure: the row is solved without the shift
+            stats["strengthen"] = f"none ({e})"
+        else:
+            root, point = qcr.relaxation_bound(conv, gamma, cap, start=conv.point)
+            stats["root_bound"] = root
+            lower = max(lower, root)
+            built = _build_l2(conv.L, np.ones((1, len(cols))), np.zeros((conv.L.shape[0], 1)), np.arange(len(cols)),
+                              [(0, len(cols), cap)], linear=conv.lin, const=gamma - conv.err * cap)
+
+            def cut_residual(mask: np.ndarray) -> np.ndarray:
+                return (conv.L @ mask[0, cols].astype(float))[:, None]
+
+            extra_points = [point]
+    if cut_residual is residual:
+        built = (_build_l1 if loss == "l1" else _build_l2)(X, W, offset, flat_active, units, const=const)
+        extra_points = []
     build_time = time.perf_counter() - t0
     session = HighsSession(MipSettings(time_limit=None, gap=settings.gap, threads=settings.threads,
                                        verbose=settings.verbose, node_limit=settings.node_limit))
     tight = settings.gap if loss == "l1" else settings.gap / 10
     force_tight = False
-    N = X.shape[0]
-    stats = {
+    n_rows = X.shape[0]
+    stats.update({
         "binaries": len(flat_active),
         "constraints": 0,
-        "nonzeros": int(active.sum()) * N + 2 * N * p + len(flat_active),
+        "nonzeros": int(active.sum()) * n_rows + 2 * n_rows * p + len(flat_active),
         "build_time": build_time,
         "nodes": 0,
         "rounds": 0,
@@ -261,20 +366,21 @@ def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_l
         "mip_starts": 0,  # master solves given the incumbent as a MIP start
         "mip_starts_accepted": 0,  # ... whose first incumbent in HiGHS had the start's objective
         "start_objective": inc_val,  # the loss of the first MIP start (the seeded incumbent)
-    }
+    })
     history: list[dict] = []
-    lower = -np.inf
     cut_masks: set[bytes] = set()
     if built.add_cuts is not None:
         for c in candidates:
             cut_masks.add((c & active).tobytes())
-            built.add_cuts(residual(c & active).reshape(-1))
+            built.add_cuts(cut_residual(c & active).reshape(-1))
+        for point in extra_points:  # tangents at the relaxation's minimiser: the root LP bound is the QCR bound
+            built.add_cuts(conv.L @ point)
     status = "time_limit"
     while True:
         remaining = None if deadline is None else deadline - time.perf_counter()
         if remaining is not None and remaining <= 0:
             break
-        built.fill_start(inc_mask.reshape(-1)[flat_active], residual(inc_mask).reshape(-1))
+        built.fill_start(inc_mask.reshape(-1)[flat_active], cut_residual(inc_mask).reshape(-1))
         master_gap = tight
         if built.add_cuts is not None and not force_tight:
             outer = (inc_val - lower) / abs(inc_val) if np.isfinite(lower) and inc_val > 0 else 1.0
@@ -290,7 +396,7 @@ def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_l
             new_mask = np.zeros(p * d, dtype=bool)
             new_mask[flat_active] = out.values > 0.5
             new_mask = new_mask.reshape(p, d)
-            new_val = layer_loss(residual(new_mask), loss)
+            new_val = value(new_mask)
             if new_val < inc_val:
                 inc_mask, inc_val = new_mask, new_val
         history.append({"round": stats["rounds"], "lower_bound": lower, "upper_bound": inc_val,
@@ -313,7 +419,7 @@ def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_l
                                    "reached, limited by solver tolerances")
             break
         cut_masks.add(key)
-        built.add_cuts(residual(new_mask).reshape(-1))
+        built.add_cuts(cut_residual(new_mask).reshape(-1))
     stats["constraints"] = built.model.nconstraints()
     stats["incumbent_from_candidates"] = int(any(np.array_equal(inc_mask, c & active) for c in candidates))
     return MilpResult(inc_mask, inc_val, float(max(lower, 0.0)), status, history, stats)
@@ -346,7 +452,7 @@ def _base_model(flat_active, units):
     return model, mvars
 
 
-def _build_l1(X, W, offset, flat_active, units) -> _Model:
+def _build_l1(X, W, offset, flat_active, units, const: float = 0.0) -> _Model:
     import pyomo.environ as pyo
     from pyomo.core.expr.numeric_expr import LinearExpression
 
@@ -362,7 +468,7 @@ def _build_l1(X, W, offset, flat_active, units) -> _Model:
                                 linear_vars=[*(mvars[j] for j in pos), model.u[k], model.v[k]])
         model.fit.add(expr == float(rhs))
     model.obj = pyo.Objective(expr=LinearExpression(
-        constant=0.0, linear_coefs=[1.0] * (2 * n_res),
+        constant=const, linear_coefs=[1.0] * (2 * n_res),
         linear_vars=[model.u[k] for k in range(n_res)] + [model.v[k] for k in range(n_res)]))
 
     def fill_start(m_values, res):
@@ -375,7 +481,9 @@ def _build_l1(X, W, offset, flat_active, units) -> _Model:
     return _Model(model, mvars, fill_start, None)
 
 
-def _build_l2(X, W, offset, flat_active, units) -> _Model:
+def _build_l2(X, W, offset, flat_active, units, linear: np.ndarray | None = None, const: float = 0.0) -> _Model:
+    """The outer-approximation master: Σ s + linearᵀm + const with s ≥ tangents of r²
+    (``linear`` (len(flat_active),), the QCR form's linear part, or none)."""
     import pyomo.environ as pyo
     from pyomo.core.expr.numeric_expr import LinearExpression
 
@@ -390,8 +498,10 @@ def _build_l2(X, W, offset, flat_active, units) -> _Model:
         expr = LinearExpression(constant=0.0, linear_coefs=[*coefs.tolist(), -1.0],
                                 linear_vars=[*(mvars[j] for j in pos), model.r[k]])
         model.fit.add(expr == float(rhs))
+    lin = [] if linear is None else [float(v) for v in linear]
     model.obj = pyo.Objective(expr=LinearExpression(
-        constant=0.0, linear_coefs=[1.0] * n_res, linear_vars=[model.s[k] for k in range(n_res)]))
+        constant=const, linear_coefs=[1.0] * n_res + lin,
+        linear_vars=[model.s[k] for k in range(n_res)] + mvars[:len(lin)]))
     model.cuts = pyo.ConstraintList()
     seen: set[tuple[int, float]] = set()
 
