@@ -22,7 +22,7 @@ from maskopt.masks import MaskSet
 from maskopt.problems import Problem
 from maskopt.solvers.exact.highs import bound_tolerance, gap_met
 
-STATUSES = ("optimal", "time_limit", "node_limit", "numerical", "feasible")
+STATUSES = ("optimal", "time_limit", "node_limit", "numerical", "gap_limit", "feasible")
 
 
 class CertificateError(RuntimeError):
@@ -63,8 +63,10 @@ class SolveResult:
             :func:`bound_tolerance`), ``"time_limit"`` / ``"node_limit"`` (stopped by the
             time or node limit; masks is the incumbent, bound still valid), ``"numerical"``
             (the solver stopped but its bound misses the requested gap through solver
-            tolerances; bound still valid, ``gap`` is what was reached) or ``"feasible"`` (a
-            mask within budget, no optimality claim).
+            tolerances; bound still valid, ``gap`` is what was reached), ``"gap_limit"`` (the
+            method ran to its end and its bound leaves this gap, which more time would not
+            close: the decomposition of a layer budget over rows after its last round; bound
+            still valid) or ``"feasible"`` (a mask within budget, no optimality claim).
         method: the registered method name. time: wall-clock seconds of the whole call.
         history: per-iteration records (method specific). stats: solver statistics; with a
             bound, ``stats["bound_raw"]`` is the bound as the method proved it and

@@ -64,6 +64,12 @@ class ExactOptions:
         row_time_limit: seconds for each row (a row budget); the total ``time_limit`` still
             holds. Without it rows share the total limit as described above.
         progress: a progress bar per finished row (row budgets with more than one row).
+        decompose: a layer (or global) budget, one count over all rows, is solved row by row:
+            each row at a few counts (all dispatched like a row budget's rows), then at the
+            counts the bound asks for; the bound is the best allocation of the rows' proven
+            bounds (the Lagrangian dual of the count is reported beside it), the mask the best
+            allocation of their masks (:mod:`maskopt.solvers.exact.decompose`). Status
+            ``"gap_limit"`` when the rounds end with the gap open. Default False: one MILP.
         strengthen: ``"none"`` (default), ``"eig"`` or ``"sdp"``: each row's L2 MILP
             minimises the quadratic convex reformulation ℓ_u, equal to the loss on every mask,
             with u from the smallest eigenvalue or the Shor SDP (cvxpy + Clarabel; about 1 s
@@ -87,6 +93,7 @@ class ExactOptions:
     row_time_limit: float | None = None
     progress: bool = True
     strengthen: str = "none"
+    decompose: bool = False
     bounds: str | None = None
 
     def __post_init__(self) -> None:
@@ -138,7 +145,7 @@ def _checked_warm_start(problem: Problem, warm: Mapping[str, torch.Tensor]) -> M
           summary="MILP built with Pyomo, solved by HiGHS; proven bound and gap")
 def _exact(problem: LayerwiseProblem | DistillProblem, opts: ExactOptions) -> MethodOutput:
     if isinstance(problem, DistillProblem):
-        row_only = {"workers": 1, "executor": None, "row_time_limit": None, "strengthen": "none"}
+        row_only = {"workers": 1, "executor": None, "row_time_limit": None, "strengthen": "none", "decompose": False}
         given = [k for k, v in row_only.items() if getattr(opts, k) != v]
         if given:
             raise ValueError(f"{', '.join(given)} apply to the rows of a LayerwiseProblem; the network MILP of a "
@@ -177,11 +184,13 @@ def _exact(problem: LayerwiseProblem | DistillProblem, opts: ExactOptions) -> Me
         candidates=[c.numpy() for c in candidates],
         dispatch=Dispatch(opts.executor, opts.workers, opts.row_time_limit, opts.progress),
         strengthen=opts.strengthen,
+        decompose=opts.decompose,
     )
     stats.update(res.stats)
     stats["solver"] = "HiGHS via Pyomo appsi_highs"
-    stats["formulation"] = "L1 epigraph MILP" if problem.loss == "l1" else (
-        "L2 outer approximation MILP, Gram form" + ("" if opts.strengthen == "none" else f", QCR ({opts.strengthen})"))
+    base = "L1 epigraph MILP" if problem.loss == "l1" else "L2 outer approximation MILP, Gram form"
+    stats["formulation"] = base + ("" if opts.strengthen == "none" else f", QCR ({opts.strengthen})") + (
+        ", rows decomposed (value curves)" if opts.decompose else "")
     return MethodOutput({"weight": torch.from_numpy(res.mask)}, res.status, res.bound, res.history, stats,
                         objective=res.objective, gap=opts.gap)
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from maskopt.solvers.exact import decompose as decomposition
 from maskopt.solvers.exact import qcr
 from maskopt.solvers.exact.highs import HighsSession, MilpResult, MipSettings, gap_met
 from maskopt.solvers.exact.rows import run_jobs
@@ -130,6 +131,7 @@ def solve_layerwise(
     candidates: Sequence[np.ndarray] = (),
     dispatch: Dispatch = Dispatch(),
     strengthen: str = "none",
+    decompose: bool = False,
 ) -> MilpResult:
     """Solve the layer-wise mask MILP to proven optimality (within ``settings.gap``) or
     until ``settings.time_limit`` (row-separable budgets: one MILP per row, dispatched as
@@ -142,7 +144,10 @@ def solve_layerwise(
         candidates: feasible (p, d) bool masks; the best is the MIP start (and the first
             cut point of L2), and the answer if HiGHS finds no incumbent in time.
         strengthen: ``"none"``, ``"eig"`` or ``"sdp"``: the QCR form of each row's L2 MILP
-            (:mod:`maskopt.solvers.exact.qcr`; row-separable L2 budgets only).
+            (:mod:`maskopt.solvers.exact.qcr`; L2 with a row budget or ``decompose``).
+        decompose: a budget of one count over all rows (layer/global scope) is solved row by
+            row at several counts, bound and mask from their value curves
+            (:mod:`maskopt.solvers.exact.decompose`) instead of as one MILP.
     """
     X = np.asarray(inputs, dtype=np.float64)
     W = np.asarray(weight, dtype=np.float64)
@@ -154,14 +159,20 @@ def solve_layerwise(
     cands = [np.asarray(c, dtype=bool).reshape(p, d) for c in candidates] or [np.zeros((p, d), bool)]
     Xm, off_m, const = gram_form(X, offset) if loss == "l2" else (X, offset, np.zeros(p))
     separable = row_separable(units, d) and p > 1
+    if decompose and not (len(units) == 1 and units[0][:2] == (0, p * d)):
+        raise ValueError("decompose=True takes a budget of one count over the whole layer (scope 'layer' or "
+                         "'global'); a row budget is already solved row by row.")
     if strengthen not in qcr.STRENGTHEN:
         raise ValueError(f"strengthen must be one of {qcr.STRENGTHEN}; got {strengthen!r}.")
-    if strengthen != "none" and not (separable or p == 1) or strengthen != "none" and loss != "l2":
-        raise ValueError("strengthen applies to L2 problems with one count per row (a row budget).")
-    groups = [[o] for o in range(p)] if separable else [list(range(p))]
+    if strengthen != "none" and (loss != "l2" or not (separable or p == 1 or decompose)):
+        raise ValueError("strengthen applies to L2 problems solved row by row (a row budget, or decompose=True).")
     parallel = dispatch.executor is not None or dispatch.workers > 1
     if parallel and settings.threads is None:  # one HiGHS thread per worker
         settings = MipSettings(settings.time_limit, settings.gap, 1, settings.verbose, settings.node_limit)
+    if decompose:
+        return _solve_coupled(X, W, offset, Xm, off_m, const, active, units[0][2], loss, settings, cands, dispatch,
+                              strengthen, deadline)
+    groups = [[o] for o in range(p)] if separable else [list(range(p))]
 
     def job(gi: int, pass_: int, earlier: MilpResult | None = None):
         rows = groups[gi]
@@ -202,12 +213,94 @@ def solve_layerwise(
                       "rounds": g.stats["rounds"], **({"root_bound": g.stats["root_bound"]}
                                                       if "root_bound" in g.stats else {})}
                      for r, g in zip(groups, results)]
-    stats["workers"] = dispatch.workers
-    stats["executor"] = "this process" if not parallel else (
-        "local process pool" if dispatch.executor is None else type(dispatch.executor).__name__)
+    stats.update(_dispatch_stats(dispatch))
     status = worst_status(g.status for g in results)
     history = [h for g in results for h in g.history]
     return MilpResult(mask, objective, sum(g.bound for g in results), status, history, stats)
+
+
+def _dispatch_stats(dispatch: Dispatch) -> dict:
+    parallel = dispatch.executor is not None or dispatch.workers > 1
+    return {"workers": dispatch.workers, "executor": "this process" if not parallel else (
+        "local process pool" if dispatch.executor is None else type(dispatch.executor).__name__)}
+
+
+CURVE_FACTORS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)  # first counts of each row: these × the mean count per row
+MAX_REFINE = 8  # rounds that solve rows at the counts the allocation bound asks for
+
+
+def _solve_coupled(X, W, offset, Xm, off_m, const, active, cap, loss, settings, cands, dispatch, strengthen,
+                   deadline) -> MilpResult:
+    """One count ``cap`` over all rows: rows solved at counts from ``CURVE_FACTORS`` (all of
+    them in one dispatch), then at the counts the allocation bound's minimiser uses that a row
+    has not solved (up to ``MAX_REFINE`` rounds, until the gap is met or none is left); bound
+    = the allocation bound, mask = the best allocation of solved masks (or a candidate)."""
+    p, d = W.shape
+    n_act = active.sum(axis=1)
+    curves = []
+    for o in range(p):
+        top = 0.0  # above the largest solved count: v ≥ 0, or (L2) the row's box relaxation
+        if loss == "l2" and n_act[o]:
+            cols = np.flatnonzero(active[o])
+            A = Xm[:, cols] * W[o, cols]
+            gamma = float(off_m[:, o] @ off_m[:, o]) + float(const[o])
+            top = qcr.relaxation_bound(qcr.convexified(A.T @ A, A.T @ off_m[:, o], int(n_act[o]), "none", A), gamma,
+                                       int(n_act[o]))[0]
+        c = decomposition.Curve(int(n_act[o]), max(top, 0.0))
+        zero = float(np.square(off_m[:, o]).sum() + const[o]) if loss == "l2" else float(np.abs(offset[:, o]).sum())
+        c.points[0] = (zero, zero, np.zeros(d, dtype=bool))
+        curves.append(c)
+    mean = cap / p
+    todo = sorted({(o, min(int(n_act[o]), max(1, round(mean * f)))) for o in range(p) for f in CURVE_FACTORS
+                   if n_act[o]})
+    history, totals, rounds = [], {"nodes": 0, "rounds": 0, "build_time": 0.0}, 0
+    statuses = []
+    row_stats = []
+
+    def job(o: int, k: int):
+        solved = [v[2] for g, v in curves[o].points.items() if g <= k]
+        starts = [c[o][None, :] for c in cands if c[o].sum() <= k] + [m[None, :] for m in solved]
+        return lambda limit: (Xm, W[o:o + 1], off_m[:, o:o + 1], active[o:o + 1], [(0, d, k)], loss, settings, starts,
+                              limit, float(const[o]), strengthen, f"{o}-{o}", rounds + 1)
+
+    while todo:
+        out = run_jobs(_group_job, [job(o, k) for o, k in todo], executor=dispatch.executor, workers=dispatch.workers,
+                       deadline=deadline, job_limit=dispatch.row_time_limit, progress=dispatch.progress,
+                       desc=f"exact rows × counts, round {rounds + 1}")
+        rounds += 1
+        for (o, k), g in zip(todo, out):
+            curves[o].points[k] = (g.bound, g.objective, g.mask[0])
+            statuses.append(g.status)
+            for key in totals:
+                totals[key] += g.stats[key]
+            row_stats.append({"rows": f"{o}-{o}", "count": k, "round": rounds, "status": g.status,
+                              "objective": g.objective, "bound": g.bound, "time": g.stats["time"],
+                              "nodes": g.stats["nodes"], "rounds": g.stats["rounds"]})
+        bound, counts = decomposition.allocation_bound(curves, cap)
+        value, chosen = decomposition.best_allocation(curves, cap)
+        history.append({"round": rounds, "lower_bound": bound, "upper_bound": value, "solved": len(todo),
+                        "time": time.time()})
+        todo = [] if gap_met(value, bound, settings.gap) or rounds >= MAX_REFINE or (
+            deadline is not None and time.time() >= deadline) else decomposition.refine(curves, counts)
+    mask = np.stack([curves[o].points[k][2] for o, k in enumerate(chosen)])
+    for c in cands:  # a candidate the allocation does not beat is the answer
+        if c.sum() <= cap and layer_loss(X @ (c * W).T + offset, loss) < layer_loss(X @ (mask * W).T + offset, loss):
+            mask = c & active
+    objective = layer_loss(X @ (mask * W).T + offset, loss)
+    lagrangian, lam = decomposition.lagrangian_bound(curves, cap)
+    if gap_met(objective, bound, settings.gap):
+        status = "optimal"
+    elif "time_limit" in statuses or "node_limit" in statuses or "numerical" in statuses:
+        status = worst_status(statuses)
+    else:
+        status = "gap_limit"
+    stats = {"binaries": int(n_act.max(initial=0)), "constraints": 0, "nonzeros": 0, **totals,
+             "incumbent_from_candidates": 0, "mip_starts": 0, "mip_starts_accepted": 0,
+             "start_objective": min(layer_loss(X @ (c * W).T + offset, loss) for c in cands),
+             "subproblems": len(row_stats), "second_pass": 0, "decomposition_rounds": rounds,
+             "allocation_bound": bound, "lagrangian_bound": lagrangian, "lagrange_multiplier": lam,
+             "row_counts": [int(k) for k in mask.sum(axis=1)], "rows": row_stats, **_dispatch_stats(dispatch)}
+    return MilpResult(mask, objective, bound, status, history, stats)
 
 
 def _group_job(X, W, offset, active, units, loss, settings, starts, limit, const, strengthen, label,
@@ -324,31 +417,33 @@ def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_l
     candidates = [*candidates, inc_mask]
     stats = {"strengthen": strengthen}
     lower = 0.0 if loss == "l2" else -np.inf  # Σr² ≥ 0: the first bound of an L2 loop
-    cut_residual = residual
-    if strengthen != "none" and loss == "l2" and p == 1 and len(flat_active):
+    cut_residual, extra_cuts = residual, []
+    if loss == "l2" and p == 1 and len(flat_active):  # one row: its convex relaxation gives a bound and a cut point
         cols = flat_active
         A = X[:, cols] * W[0, cols]
         Q, q = A.T @ A, A.T @ offset[:, 0]
         gamma = float(offset[:, 0] @ offset[:, 0]) + const
         cap = min(min(c for _, _, c in units) if units else len(cols), len(cols))
         try:
-            conv = qcr.convexified(Q, q, cap, strengthen)
+            conv = qcr.convexified(Q, q, cap, strengthen, A)
         except RuntimeError as e:  # a conic solver's failure: the row is solved without the shift
             stats["strengthen"] = f"none ({e})"
-        else:
-            root, point = qcr.relaxation_bound(conv, gamma, cap, start=conv.point)
-            stats["root_bound"] = root
-            lower = max(lower, root)
+            conv = qcr.convexified(Q, q, cap, "none", A)
+        root, point = qcr.relaxation_bound(conv, gamma, cap, start=conv.point)
+        stats["root_bound"] = root
+        lower = max(lower, root)
+        full_point = np.zeros((1, d))
+        full_point[0, cols] = point
+        if stats["strengthen"] == strengthen != "none":  # the MILP minimises ℓ_u (equal to the loss on masks)
             built = _build_l2(conv.L, np.ones((1, len(cols))), np.zeros((conv.L.shape[0], 1)), np.arange(len(cols)),
                               [(0, len(cols), cap)], linear=conv.lin, const=gamma - conv.err * cap)
 
             def cut_residual(mask: np.ndarray) -> np.ndarray:
                 return (conv.L @ mask[0, cols].astype(float))[:, None]
 
-            extra_points = [point]
+        extra_cuts = [cut_residual(full_point)]  # tangents at the relaxation's minimiser: root LP ≥ its bound
     if cut_residual is residual:
         built = (_build_l1 if loss == "l1" else _build_l2)(X, W, offset, flat_active, units, const=const)
-        extra_points = []
     build_time = time.perf_counter() - t0
     session = HighsSession(MipSettings(time_limit=None, gap=settings.gap, threads=settings.threads,
                                        verbose=settings.verbose, node_limit=settings.node_limit))
@@ -373,8 +468,8 @@ def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_l
         for c in candidates:
             cut_masks.add((c & active).tobytes())
             built.add_cuts(cut_residual(c & active).reshape(-1))
-        for point in extra_points:  # tangents at the relaxation's minimiser: the root LP bound is the QCR bound
-            built.add_cuts(conv.L @ point)
+        for res in extra_cuts:
+            built.add_cuts(res.reshape(-1))
     status = "time_limit"
     while True:
         remaining = None if deadline is None else deadline - time.perf_counter()
@@ -508,7 +603,9 @@ def _build_l2(X, W, offset, flat_active, units, linear: np.ndarray | None = None
     def add_cuts(res):
         for k, rho in enumerate(res):
             rho = float(rho)
-            if rho == 0.0 or (k, rho) in seen:  # ρ = 0 gives s ≥ 0, already a bound
+            # ρ = 0 gives s ≥ 0, already a bound; HiGHS drops a coefficient 2ρ ≤ 1e-9 (small_matrix_value)
+            # and the cut s ≥ −ρ² left is implied by s ≥ 0
+            if abs(2.0 * rho) <= 1e-9 or (k, rho) in seen:
                 continue
             seen.add((k, rho))
             model.cuts.add(LinearExpression(constant=rho * rho, linear_coefs=[1.0, -2.0 * rho],

@@ -79,10 +79,13 @@ def _shor_shift(Q: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.nd
     raise RuntimeError(f"the Shor SDP failed ({prob.status}): {last}")
 
 
-def convexified(Q: np.ndarray, q: np.ndarray, k: int, method: str) -> Convexified:
-    """ℓ_u for ``method`` in ``("eig", "sdp")`` (see the module docstring)."""
+def convexified(Q: np.ndarray, q: np.ndarray, k: int, method: str, A: np.ndarray) -> Convexified:
+    """ℓ_u for ``method`` in :data:`STRENGTHEN` (see the module docstring; ``"none"``: u = 0
+    with the factor L = A, Q = AᵀA, exact)."""
     n = len(q)
     point = None
+    if method == "none":
+        return Convexified(np.zeros(n), A, 2.0 * q, 0.0, None)
     if method == "sdp":
         u, point = _shor_shift(Q, q, k)
     elif method == "eig":

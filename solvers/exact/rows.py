@@ -24,6 +24,14 @@ from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExe
 from typing import Any
 
 
+def _context():
+    """Processes by ``fork`` where the platform has it (Linux): a worker needs no re-import of
+    the user's script, so scripts without an ``if __name__ == "__main__":`` guard work; the
+    platform's default elsewhere (spawn: such scripts need the guard)."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else None)
+
+
 def share(deadline: float | None, job_limit: float | None, workers: int, not_submitted: int) -> float | None:
     """Seconds a job submitted now may use (``deadline`` in ``time.time()`` seconds)."""
     limits = [] if job_limit is None else [job_limit]
@@ -54,7 +62,7 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[Callable[[float | None], tup
                 bar.update()
             return results
         own = executor is None
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) if own else executor
+        pool = ProcessPoolExecutor(workers, mp_context=_context()) if own else executor
         pending: dict[Future, int] = {}
         try:
             nxt = 0
