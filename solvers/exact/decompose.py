@@ -66,7 +66,8 @@ class Curve:
 
 def allocate(options: Sequence[Sequence[tuple[int, float]]], K: int) -> tuple[float, list[int]]:
     """min Σ_o cost_o subject to Σ_o k_o ≤ K, choosing one (k, cost) per row from
-    ``options``; returns the minimum and the chosen option index per row (exact DP)."""
+    ``options``; returns the minimum and the chosen option index per row (exact DP), or
+    (inf, []) when no choice fits."""
     best = np.zeros(K + 1)
     choices = []
     for opts in options:
@@ -83,6 +84,8 @@ def allocate(options: Sequence[Sequence[tuple[int, float]]], K: int) -> tuple[fl
         choices.append(pick)
     c = int(np.argmin(best))
     total = float(best[c])
+    if not np.isfinite(total):
+        return np.inf, []
     chosen = []
     for opts, pick in zip(reversed(options), reversed(choices)):
         j = int(pick[c])
@@ -132,5 +135,12 @@ def best_allocation(curves: Sequence[Curve], K: int) -> tuple[float, list[int]]:
 
 
 def refine(curves: Sequence[Curve], counts: Sequence[int]) -> list[tuple[int, int]]:
-    """(row, count) pairs of the bound's allocation ``counts`` that no row has solved."""
-    return [(o, k) for o, (c, k) in enumerate(zip(curves, counts)) if k not in c.points]
+    """(row, count) pairs to solve next: for each row whose count in the bound's allocation
+    ``counts`` is unsolved, that count (the left end of a step of β) and the middle of the
+    step, so that a step is at least halved per round."""
+    todo = set()
+    for o, (c, k) in enumerate(zip(curves, counts)):
+        if k not in c.points:
+            right = min((g for g in c.points if g > k), default=c.n)
+            todo.update({(o, k), (o, (k + right) // 2)})
+    return sorted(todo)

@@ -17,6 +17,8 @@ most ``BOUND_ATOL + BOUND_RTOL·|objective|``; anything more is a wrong certific
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -105,9 +107,10 @@ def _appsi_highs():
     return solver
 
 
-# HiGHS keeps one thread pool per process: solves in threads of one process take turns
-# (processes, e.g. the default pool of maskopt.solvers.exact.rows, run in parallel)
-_ONE_SOLVE_AT_A_TIME = threading.Lock()
+# HiGHS keeps one thread pool per process, and Pyomo's solver interface redirects the
+# process's output while it solves: solves in threads of one process take turns (processes,
+# e.g. the default pool of maskopt.solvers.exact.rows, run in parallel)
+_ONE_SOLVE_AT_A_TIME = threading.RLock()
 
 
 def _reset_thread_scheduler() -> None:
@@ -120,6 +123,19 @@ def _reset_thread_scheduler() -> None:
     reset = getattr(highspy.Highs, "resetGlobalScheduler", None)
     if reset is not None:  # older highspy versions have no shared pool to reset
         reset(True)
+
+
+def _before_fork() -> None:
+    _ONE_SOLVE_AT_A_TIME.acquire()  # no solve runs while the process forks
+    if "highspy" in sys.modules:  # else HiGHS has no pool yet
+        _reset_thread_scheduler()
+
+
+# A forked child inherits HiGHS's thread pool without its threads, and HiGHS then fails in the
+# child ("Invalid argument"), e.g. in a ProcessPoolExecutor that forks: drop the pool just before
+# any fork; the parent's next solve starts a new one.
+os.register_at_fork(before=_before_fork, after_in_parent=_ONE_SOLVE_AT_A_TIME.release,
+                    after_in_child=_ONE_SOLVE_AT_A_TIME.release)
 
 
 def _highs_status(name: str):
@@ -153,8 +169,13 @@ class HighsSession:
 
         ``warm_start=True`` hands the current Pyomo variable values to HiGHS as a MIP start
         (whether HiGHS accepted it shows in ``first_incumbent``); ``gap`` overrides the
-        settings' relative gap for this solve.
+        settings' relative gap for this solve. Solves in threads of one process take turns.
         """
+        with _ONE_SOLVE_AT_A_TIME:
+            return self._solve(model, variables, time_limit, warm_start, gap)
+
+    def _solve(self, model, variables: Sequence, time_limit: float | None, warm_start: bool,
+               gap: float | None) -> MipOutcome:
         from pyomo.contrib.appsi.base import TerminationCondition as TC
 
         cfg = self._solver.config
@@ -172,9 +193,8 @@ class HighsSession:
         highs.cbMipImprovingSolution.subscribe(record)
         t0 = time.perf_counter()
         try:
-            with _ONE_SOLVE_AT_A_TIME:
-                _reset_thread_scheduler()
-                res = self._solver.solve(model)
+            _reset_thread_scheduler()
+            res = self._solver.solve(model)
         finally:
             highs.cbMipImprovingSolution.unsubscribe(record)
         elapsed = time.perf_counter() - t0
@@ -186,7 +206,7 @@ class HighsSession:
             left = None if time_limit is None else time_limit - elapsed
             if left is None or left > 0:
                 self._solver._solver_model.clearSolver()  # else HiGHS keeps the start as its solution
-                again = self.solve(model, variables, left, warm_start=False, gap=gap)
+                again = self._solve(model, variables, left, warm_start=False, gap=gap)
                 again.time += elapsed
                 again.first_incumbent = incumbents[0] if incumbents else None  # the start went in the first solve
                 return again

@@ -3,7 +3,8 @@
 
 Rows under a row budget are independent MILPs. :func:`run_jobs` keeps at most ``workers``
 of them in flight on ``executor`` (a local process pool with ``workers`` processes when
-none is given, this process when ``workers == 1``), gives each the time it may use when it
+none is given, started by forkserver or spawn, so the calling script needs the usual
+``if __name__ == "__main__":`` guard; this process when ``workers == 1``), gives each the time it may use when it
 is submitted, and shows a progress bar per finished job. Any executor whose ``submit``
 pickles its arguments works: ``ProcessPoolExecutor``, Dask's ``Client.get_executor()``
 (``pip install "maskopt[distributed]"``), or a ``ThreadPoolExecutor`` (HiGHS sessions then
@@ -21,15 +22,22 @@ import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 
 def _context():
-    """Processes by ``fork`` where the platform has it (Linux): a worker needs no re-import of
-    the user's script, so scripts without an ``if __name__ == "__main__":`` guard work; the
-    platform's default elsewhere (spawn: such scripts need the guard)."""
+    """Worker processes by ``forkserver`` where the platform has it (Linux; Python 3.14's
+    default there), else ``spawn``; never ``fork``: a forked child inherits HiGHS's thread
+    pool without its threads, and HiGHS then fails ("Invalid argument"). Either way a
+    script that starts the pool must guard its top level with ``if __name__ == "__main__":``."""
     methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else None)
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+GUARD = ("A worker process of the local pool (workers > 1) stopped abruptly. Worker processes start by "
+         "{method} and import the main script again: guard its top level with `if __name__ == \"__main__\":` "
+         "(see the traceback above), or pass workers=1 or an executor of your own.")
 
 
 def share(deadline: float | None, job_limit: float | None, workers: int, not_submitted: int) -> float | None:
@@ -73,7 +81,12 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[Callable[[float | None], tup
                     nxt += 1
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    results[pending.pop(fut)] = fut.result()
+                    try:
+                        results[pending.pop(fut)] = fut.result()
+                    except BrokenProcessPool as e:
+                        if not own:
+                            raise
+                        raise RuntimeError(GUARD.format(method=_context().get_start_method())) from e
                     bar.update()
         except BaseException:
             for fut in pending:
