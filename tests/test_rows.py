@@ -281,7 +281,7 @@ def test_allocate_is_the_exact_minimum_over_all_choices():
 
 
 def test_curve_steps_are_a_lower_bound_on_any_nonincreasing_curve():
-    """β(k) ≤ v(k) for every k when each solved count's bound is ≤ v there."""
+    """β(k) ≤ v(k) for every k when each solved or relaxed count's bound is ≤ v there."""
     rng = np.random.default_rng(1)
     for _ in range(50):
         n = 8
@@ -289,6 +289,8 @@ def test_curve_steps_are_a_lower_bound_on_any_nonincreasing_curve():
         c = decompose.Curve(n, top=float(v[n]) * rng.random())
         for g in sorted(set(rng.integers(0, n + 1, 3).tolist()) | {0}):
             c.points[g] = (float(v[g]) * rng.random() if g else float(v[0]), float(v[g]), np.zeros(1))
+        for g in rng.integers(0, n + 1, 2).tolist():  # bounds without a mask (a relaxation's)
+            c.relaxed[int(g)] = float(v[g]) * rng.random()
         steps = c.steps()
         for i, (k, beta) in enumerate(steps):
             end = steps[i + 1][0] if i + 1 < len(steps) else n + 1

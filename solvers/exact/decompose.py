@@ -12,6 +12,8 @@ v_o(k) ≥ v_o(g) ≥ b_o(g), so the step function
 
     β_o(k) = max {b_o(g) : g in the grid, g ≥ k}   (``top_o`` above the largest g)
 
+(bounds without a mask, e.g. of the row's continuous relaxation at count g, join the max
+the same way)
 is a lower bound on v_o, and
 
     allocation bound  B = min { Σ_o β_o(k_o) : Σ_o k_o ≤ K } ≤ OPT,
@@ -34,23 +36,26 @@ import numpy as np
 
 @dataclass
 class Curve:
-    """One row's solved counts: count → (bound, value, mask), and a bound ``top`` valid for
-    every count above the largest solved one (e.g. 0, or a relaxation bound), and ``n``,
-    the largest count that matters (the row's active weights)."""
+    """One row's solved counts: count → (bound, value, mask); ``relaxed``: count → a bound
+    without a mask; a bound ``top`` valid for every count (e.g. 0); and ``n``, the largest
+    count that matters (the row's active weights)."""
 
     n: int
     top: float
     points: dict[int, tuple[float, float, np.ndarray]] = field(default_factory=dict)
+    relaxed: dict[int, float] = field(default_factory=dict)
 
     def steps(self) -> list[tuple[int, float]]:
         """(k, β(k)) at the smallest k of each step of β, k from 0 to n: the only counts a
         minimiser of Σ β needs."""
-        grid = sorted(self.points)
-        out, prev = [], -1
-        suffix = self.top if grid[-1] < self.n else -np.inf
+        known = {g: b for g, b in self.relaxed.items()}
+        for g, (b, _, _) in self.points.items():
+            known[g] = max(b, known.get(g, -np.inf))
+        grid = sorted(known)
+        out, prev, suffix = [], -1, self.top
         bounds = {}
-        for g in reversed(grid):  # β(k) = max of the bounds of the solved counts ≥ k
-            suffix = max(suffix, self.points[g][0])
+        for g in reversed(grid):  # β(k) = max of the bounds at the counts ≥ k
+            suffix = max(suffix, known[g])
             bounds[g] = suffix
         for g in grid:
             out.append((prev + 1, bounds[g]))
@@ -141,6 +146,6 @@ def refine(curves: Sequence[Curve], counts: Sequence[int]) -> list[tuple[int, in
     todo = set()
     for o, (c, k) in enumerate(zip(curves, counts)):
         if k not in c.points:
-            right = min((g for g in c.points if g > k), default=c.n)
+            right = min((g for g in (*c.points, *c.relaxed) if g > k), default=c.n)
             todo.update({(o, k), (o, (k + right) // 2)})
     return sorted(todo)

@@ -226,6 +226,7 @@ def _dispatch_stats(dispatch: Dispatch) -> dict:
 
 
 CURVE_FACTORS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)  # first counts of each row: these × the mean count per row
+RELAXED_FACTORS = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0)  # L2: relaxation bounds at these × the mean count
 MAX_REFINE = 8  # rounds that solve rows at the counts the allocation bound asks for
 
 
@@ -237,25 +238,29 @@ def _solve_coupled(X, W, offset, Xm, off_m, const, active, cap, loss, settings, 
     = the allocation bound, mask = the best allocation of solved masks (or a candidate)."""
     p, d = W.shape
     n_act = active.sum(axis=1)
+    mean = cap / p
     curves = []
     for o in range(p):
-        top = 0.0  # above the largest solved count: v ≥ 0, or (L2) the row's box relaxation
-        if loss == "l2" and n_act[o]:
-            cols = np.flatnonzero(active[o])
-            A = Xm[:, cols] * W[o, cols]
-            gamma = float(off_m[:, o] @ off_m[:, o]) + float(const[o])
-            top = qcr.relaxation_bound(qcr.convexified(A.T @ A, A.T @ off_m[:, o], int(n_act[o]), "none", A), gamma,
-                                       int(n_act[o]))[0]
-        c = decomposition.Curve(int(n_act[o]), max(top, 0.0))
+        c = decomposition.Curve(int(n_act[o]), 0.0)  # a loss is never negative
         zero = float(np.square(off_m[:, o]).sum() + const[o]) if loss == "l2" else float(np.abs(offset[:, o]).sum())
         c.points[0] = (zero, zero, np.zeros(d, dtype=bool))
+        if loss == "l2" and n_act[o]:  # the row's continuous relaxation at counts above the first grid
+            cols = np.flatnonzero(active[o])
+            A = Xm[:, cols] * W[o, cols]
+            conv = qcr.convexified(A.T @ A, A.T @ off_m[:, o], int(n_act[o]), "none", A)
+            gamma = float(off_m[:, o] @ off_m[:, o]) + float(const[o])
+            point = None
+            for k in sorted({min(int(n_act[o]), round(mean * f)) for f in RELAXED_FACTORS} | {int(n_act[o])}):
+                c.relaxed[k], point = qcr.relaxation_bound(conv, gamma, k, start=point)
         curves.append(c)
-    mean = cap / p
     todo = sorted({(o, min(int(n_act[o]), max(1, round(mean * f)))) for o in range(p) for f in CURVE_FACTORS
                    if n_act[o]})
-    history, totals, rounds = [], {"nodes": 0, "rounds": 0, "build_time": 0.0}, 0
+    t0 = time.time()
+    history, totals, rounds = [], {"nodes": 0, "rounds": 0, "build_time": 0.0, "mip_starts": 0,
+                                   "mip_starts_accepted": 0}, 0
     statuses = []
     row_stats = []
+    out_of_time = False
 
     def job(o: int, k: int):
         solved = [v[2] for g, v in curves[o].points.items() if g <= k]
@@ -279,9 +284,10 @@ def _solve_coupled(X, W, offset, Xm, off_m, const, active, cap, loss, settings, 
         bound, counts = decomposition.allocation_bound(curves, cap)
         value, chosen = decomposition.best_allocation(curves, cap)
         history.append({"round": rounds, "lower_bound": bound, "upper_bound": value, "solved": len(todo),
-                        "time": time.time()})
-        todo = [] if gap_met(value, bound, settings.gap) or rounds >= MAX_REFINE or (
-            deadline is not None and time.time() >= deadline) else decomposition.refine(curves, counts)
+                        "time": time.time() - t0})
+        out_of_time = deadline is not None and time.time() >= deadline
+        todo = [] if gap_met(value, bound, settings.gap) or rounds >= MAX_REFINE or out_of_time else \
+            decomposition.refine(curves, counts)
     mask = np.stack([curves[o].points[k][2] for o, k in enumerate(chosen)])
     for c in cands:  # a candidate the allocation does not beat is the answer
         if c.sum() <= cap and layer_loss(X @ (c * W).T + offset, loss) < layer_loss(X @ (mask * W).T + offset, loss):
@@ -290,12 +296,12 @@ def _solve_coupled(X, W, offset, Xm, off_m, const, active, cap, loss, settings, 
     lagrangian, lam = decomposition.lagrangian_bound(curves, cap)
     if gap_met(objective, bound, settings.gap):
         status = "optimal"
-    elif "time_limit" in statuses or "node_limit" in statuses or "numerical" in statuses:
-        status = worst_status(statuses)
+    elif out_of_time or set(statuses) - {"optimal"}:  # the time limit, or rows stopped short of their gap
+        status = worst_status([*statuses, *(["time_limit"] if out_of_time else [])])
     else:
         status = "gap_limit"
     stats = {"binaries": int(n_act.max(initial=0)), "constraints": 0, "nonzeros": 0, **totals,
-             "incumbent_from_candidates": 0, "mip_starts": 0, "mip_starts_accepted": 0,
+             "incumbent_from_candidates": 0,
              "start_objective": min(layer_loss(X @ (c * W).T + offset, loss) for c in cands),
              "subproblems": len(row_stats), "second_pass": 0, "decomposition_rounds": rounds,
              "allocation_bound": bound, "lagrangian_bound": lagrangian, "lagrange_multiplier": lam,
