@@ -166,8 +166,11 @@ def part_compare(layers, args) -> dict:
 
 
 def part_coupled(layers, args) -> dict:
-    out = []
+    earlier = _load("coupled")  # entries of layers not rerun now are kept
+    out = [s for s in (earlier or {}).get("settings", []) if s["layer"] not in args.coupled_layers]
     for li, sparsity, rows in ((1, 0.9, args.coupled_rows), (2, 0.9, args.coupled_rows2)):
+        if li not in args.coupled_layers:
+            continue
         prob = problem(layers[li], sparsity, "l2", rows, scope="layer")
         res = mo.solve(prob, method="exact", decompose=True, workers=args.workers, row_time_limit=args.row_limit,
                        gap=GAP)
@@ -272,6 +275,7 @@ def main() -> None:
     ap.add_argument("--compare-limit", type=float, default=30.0)
     ap.add_argument("--coupled-rows", type=int, default=50, help="rows of layer 1 under a layer budget")
     ap.add_argument("--coupled-rows2", type=int, default=8, help="rows of layer 2 under a layer budget")
+    ap.add_argument("--coupled-layers", type=int, nargs="+", default=[1, 2], help="layers of the layer-budget part")
     ap.add_argument("--dask-rows", type=int, default=40)
     ap.add_argument("--report", action="store_true", help="rebuild the BENCHMARKS.md section from the results")
     args = ap.parse_args()

@@ -156,7 +156,7 @@ def _exact(problem: LayerwiseProblem | DistillProblem, opts: ExactOptions) -> Me
     n, d = problem.inputs.shape
     p = problem.weight.shape[0]
     units = problem.allocation.units()
-    size = model_size(n, d, p, units, problem.loss)
+    size = model_size(n, d, p, units, problem.loss, opts.decompose)
     if size["nonzeros"] > opts.max_size:
         what = "each row's MILP" if size["milps"] > 1 else "The exact MILP"
         raise ProblemTooLargeError(

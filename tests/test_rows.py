@@ -52,6 +52,7 @@ def test_size_guard_counts_the_gram_form_and_one_row():
     assert l1["nonzeros"] == 1000 * 40 + 2 * 1000 + 40
     layer = model_size(1000, 40, 50, [(0, 2000, 200)], "l2")
     assert layer["milps"] == 1 and layer["nonzeros"] == 40 * 2000 + 2 * 40 * 50 + 2000
+    assert model_size(1000, 40, 50, [(0, 2000, 200)], "l2", decompose=True) == l2 | {"constraints": 41}
 
 
 def test_l2_with_many_samples_is_no_longer_refused_and_matches_bruteforce():

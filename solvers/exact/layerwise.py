@@ -58,12 +58,14 @@ from maskopt.solvers.exact.rows import run_jobs
 Unit = tuple[int, int, int]  # (start, stop, cap) over the flattened (p, d) mask
 
 
-def model_size(n_samples: int, n_in: int, n_out: int, units: Sequence[Unit], loss: str) -> dict[str, int]:
+def model_size(n_samples: int, n_in: int, n_out: int, units: Sequence[Unit], loss: str,
+               decompose: bool = False) -> dict[str, int]:
     """Upper estimate of the largest MILP built (before inactive weights are dropped):
-    one row's when the budget is row-separable (``"milps"`` = rows), else the layer's; L2
-    in Gram form has min(N, d) residual rows per output instead of N (L2 cuts not counted)."""
+    one row's when the budget is row-separable or ``decompose`` (``"milps"`` = rows), else
+    the layer's; L2 in Gram form has min(N, d) residual rows per output instead of N (L2
+    cuts not counted)."""
     rows = min(n_samples, n_in) if loss == "l2" else n_samples
-    per = 1 if row_separable(units, n_in) and n_out > 1 else n_out
+    per = 1 if (row_separable(units, n_in) or decompose) and n_out > 1 else n_out
     n_res = rows * per
     binaries = n_in * per
     return {
