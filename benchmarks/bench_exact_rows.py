@@ -176,7 +176,7 @@ def part_coupled(layers, args) -> dict:
                        gap=GAP)
         row_budget = mo.solve(problem(layers[li], sparsity, "l2", rows), method="exact",
                               workers=args.workers, row_time_limit=args.row_limit, gap=GAP)
-        entry = {"layer": li, "sparsity": sparsity, "rows": rows, "status": res.status,
+        entry = {"layer": li, "sparsity": sparsity, "rows": rows, "command": " ".join(sys.argv), "status": res.status,
                  "objective": res.objective, "bound": res.bound, "gap": res.gap,
                  "lagrangian_bound": res.stats["lagrangian_bound"],
                  "lagrangian_gap": mo.api.relative_gap(res.objective, res.stats["lagrangian_bound"]),
@@ -247,7 +247,8 @@ def report() -> str:
         lines += [format_markdown(table, list(table[0]))]
     coupled = _load("coupled")
     if coupled:
-        lines += ["", f"Layer budget (one count over the first rows), `decompose=True` (`{coupled['command']}`):", ""]
+        commands = "; ".join(f"layer {s['layer']}: `{s['command']}`" for s in coupled["settings"])
+        lines += ["", f"Layer budget (one count over the first rows), `decompose=True` ({commands}):", ""]
         table = [{"layer": s["layer"], "rows": s["rows"], "sparsity": f"{s['sparsity']:.0%}", "status": s["status"],
                   "gap (allocation bound)": f"{s['gap']:.1e}", "gap (Lagrangian bound)": f"{s['lagrangian_gap']:.1e}",
                   "rounds": s["rounds"], "row solves": s["subproblems"],
