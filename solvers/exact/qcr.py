@@ -40,13 +40,14 @@ STRENGTHEN = ("none", "eig", "sdp")
 
 @dataclass
 class Convexified:
-    """ℓ_u(m) = ‖L m‖² + linᵀm + γ − err·(how far off), for binaries equal to f(m) up to ``err``.
+    """The convex form ‖L m‖² + linᵀm + γ of ℓ_u; on a binary m it differs from f(m) by
+    mᵀEm with E = Q − diag u − LᵀL (rounding), and mᵀEm ≥ −err·Σm.
 
     Attributes:
         u: the diagonal shift (n,).
         L: (r, n) factor with LᵀL ≈ Q − diag u (PSD).
         lin: 2q + u (n,).
-        err: a bound on |mᵀ(Q − diag u − LᵀL)m| / Σm, from the factor's rounding, ≥ 0.
+        err: max(0, −λ_min(E)) ≥ 0; a bound of this form minus err·k is a bound on f.
         point: a point of P near the relaxation's minimiser (for the first tangents), or None.
     """
 
