@@ -121,6 +121,21 @@ class Dispatch:
     row_time_limit: float | None = None
     progress: bool = False
 
+    @property
+    def parallel(self) -> bool:
+        return self.executor is not None or self.workers > 1
+
+    def stats(self) -> dict:
+        """``workers`` and where the rows ran (``executor``), for a result's stats."""
+        where = "this process" if not self.parallel else (
+            "local process pool" if self.executor is None else type(self.executor).__name__)
+        return {"workers": self.workers, "executor": where}
+
+    def run(self, jobs, deadline: float | None, job_limit: float | None, desc: str) -> list[MilpResult]:
+        """:func:`_group_job` of every job, through :func:`~maskopt.solvers.exact.rows.run_jobs`."""
+        return run_jobs(_group_job, jobs, executor=self.executor, workers=self.workers, deadline=deadline,
+                        job_limit=job_limit, progress=self.progress, desc=desc)
+
 
 def solve_layerwise(
     inputs: np.ndarray,
@@ -168,8 +183,7 @@ def solve_layerwise(
         raise ValueError(f"strengthen must be one of {qcr.STRENGTHEN}; got {strengthen!r}.")
     if strengthen != "none" and (loss != "l2" or not (separable or p == 1 or decompose)):
         raise ValueError("strengthen applies to L2 problems solved row by row (a row budget, or decompose=True).")
-    parallel = dispatch.executor is not None or dispatch.workers > 1
-    if parallel and settings.threads is None:  # one HiGHS thread per worker
+    if dispatch.parallel and settings.threads is None:  # one HiGHS thread per worker
         settings = MipSettings(settings.time_limit, settings.gap, 1, settings.verbose, settings.node_limit)
     if decompose:
         return _solve_coupled(X, W, offset, Xm, off_m, const, active, units[0][2], loss, settings, cands, dispatch,
@@ -185,19 +199,15 @@ def solve_layerwise(
         return lambda limit: (Xm, W[rows], off_m[:, rows], active[rows], g_units, loss, settings, starts, limit,
                               float(const[rows].sum()), strengthen, label, pass_)
 
-    def run(jobs, job_limit):
-        return run_jobs(_group_job, jobs, executor=dispatch.executor, workers=dispatch.workers, deadline=deadline,
-                        job_limit=job_limit, progress=dispatch.progress, desc="exact rows")
-
     # First pass: each group gets its share of the time left when it starts (rows.share). Second
     # pass (a total limit without a per-row one): the time the groups that finished early did not
     # use goes to those stopped by theirs (warm-started from their incumbent), so no group fails
     # while the overall limit has time.
-    results: list[MilpResult] = run([job(gi, 1) for gi in range(len(groups))], dispatch.row_time_limit)
+    results = dispatch.run([job(gi, 1) for gi in range(len(groups))], deadline, dispatch.row_time_limit, "exact rows")
     late = [gi for gi, g in enumerate(results) if g.status == "time_limit"]  # more time can help only these
     second = 0
     if late and deadline is not None and dispatch.row_time_limit is None and deadline - time.time() > 0:
-        again = run([job(gi, 2, results[gi]) for gi in late], None)
+        again = dispatch.run([job(gi, 2, results[gi]) for gi in late], deadline, None, "exact rows, second pass")
         for gi, g in zip(late, again):
             if g.stats["rounds"] or g.status != "time_limit":  # it had time to work
                 second += 1
@@ -210,21 +220,11 @@ def solve_layerwise(
     stats = {k: sum(g.stats[k] for g in results) for k in (*keys, *_START_KEYS)}
     stats["subproblems"] = len(groups)
     stats["second_pass"] = second  # groups that got a second pass
-    stats["rows"] = [{"rows": g.history[0]["rows"] if g.history else f"{r[0]}-{r[-1]}", "status": g.status,
-                      "objective": g.objective, "bound": g.bound, "time": g.stats["time"], "nodes": g.stats["nodes"],
-                      "rounds": g.stats["rounds"], **({"root_bound": g.stats["root_bound"]}
-                                                      if "root_bound" in g.stats else {})}
-                     for r, g in zip(groups, results)]
-    stats.update(_dispatch_stats(dispatch))
+    stats["rows"] = [_row_record(f"{r[0]}-{r[-1]}", g) for r, g in zip(groups, results)]
+    stats.update(dispatch.stats())
     status = worst_status(g.status for g in results)
     history = [h for g in results for h in g.history]
     return MilpResult(mask, objective, sum(g.bound for g in results), status, history, stats)
-
-
-def _dispatch_stats(dispatch: Dispatch) -> dict:
-    parallel = dispatch.executor is not None or dispatch.workers > 1
-    return {"workers": dispatch.workers, "executor": "this process" if not parallel else (
-        "local process pool" if dispatch.executor is None else type(dispatch.executor).__name__)}
 
 
 CURVE_FACTORS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)  # first counts of each row: these × the mean count per row
@@ -247,10 +247,8 @@ def _solve_coupled(X, W, offset, Xm, off_m, const, active, cap, loss, settings, 
         zero = float(np.square(off_m[:, o]).sum() + const[o]) if loss == "l2" else float(np.abs(offset[:, o]).sum())
         c.points[0] = (zero, zero, np.zeros(d, dtype=bool))
         if loss == "l2" and n_act[o]:  # the row's continuous relaxation at counts above the first grid
-            cols = np.flatnonzero(active[o])
-            A = Xm[:, cols] * W[o, cols]
-            conv = qcr.convexified(A.T @ A, A.T @ off_m[:, o], int(n_act[o]), "none", A)
-            gamma = float(off_m[:, o] @ off_m[:, o]) + float(const[o])
+            A, Q, q, gamma = _row_quadratic(Xm, W[o], off_m[:, o], float(const[o]), np.flatnonzero(active[o]))
+            conv = qcr.convexified(Q, q, int(n_act[o]), "none", A)
             point = None
             for k in sorted({min(int(n_act[o]), round(mean * f)) for f in RELAXED_FACTORS} | {int(n_act[o])}):
                 c.relaxed[k], point = qcr.relaxation_bound(conv, gamma, k, start=point)
@@ -271,18 +269,15 @@ def _solve_coupled(X, W, offset, Xm, off_m, const, active, cap, loss, settings, 
                               limit, float(const[o]), strengthen, f"{o}-{o}", rounds + 1)
 
     while todo:
-        out = run_jobs(_group_job, [job(o, k) for o, k in todo], executor=dispatch.executor, workers=dispatch.workers,
-                       deadline=deadline, job_limit=dispatch.row_time_limit, progress=dispatch.progress,
-                       desc=f"exact rows × counts, round {rounds + 1}")
+        out = dispatch.run([job(o, k) for o, k in todo], deadline, dispatch.row_time_limit,
+                           f"exact rows × counts, round {rounds + 1}")
         rounds += 1
         for (o, k), g in zip(todo, out):
             curves[o].points[k] = (g.bound, g.objective, g.mask[0])
             statuses.append(g.status)
             for key in totals:
                 totals[key] += g.stats[key]
-            row_stats.append({"rows": f"{o}-{o}", "count": k, "round": rounds, "status": g.status,
-                              "objective": g.objective, "bound": g.bound, "time": g.stats["time"],
-                              "nodes": g.stats["nodes"], "rounds": g.stats["rounds"]})
+            row_stats.append(_row_record(f"{o}-{o}", g, count=k, round=rounds))
         bound, counts = decomposition.allocation_bound(curves, cap)
         value, chosen = decomposition.best_allocation(curves, cap)
         history.append({"round": rounds, "lower_bound": bound, "upper_bound": value, "solved": len(todo),
@@ -290,11 +285,15 @@ def _solve_coupled(X, W, offset, Xm, off_m, const, active, cap, loss, settings, 
         out_of_time = deadline is not None and time.time() >= deadline
         todo = [] if gap_met(value, bound, settings.gap) or rounds >= MAX_REFINE or out_of_time else \
             decomposition.refine(curves, counts)
+    def loss_of(m: np.ndarray) -> float:
+        return layer_loss(X @ (m * W).T + offset, loss)
+
     mask = np.stack([curves[o].points[k][2] for o, k in enumerate(chosen)])
-    for c in cands:  # a candidate the allocation does not beat is the answer
-        if c.sum() <= cap and layer_loss(X @ (c * W).T + offset, loss) < layer_loss(X @ (mask * W).T + offset, loss):
-            mask = c & active
-    objective = layer_loss(X @ (mask * W).T + offset, loss)
+    objective = loss_of(mask)
+    cand_losses = [loss_of(c) for c in cands]
+    for c, v in zip(cands, cand_losses):  # a candidate the allocation does not beat is the answer
+        if c.sum() <= cap and v < objective:
+            mask, objective = c & active, v
     lagrangian, lam = decomposition.lagrangian_bound(curves, cap)
     if gap_met(objective, bound, settings.gap):
         status = "optimal"
@@ -304,11 +303,18 @@ def _solve_coupled(X, W, offset, Xm, off_m, const, active, cap, loss, settings, 
         status = "gap_limit"
     stats = {"binaries": int(n_act.max(initial=0)), "constraints": 0, "nonzeros": 0, **totals,
              "incumbent_from_candidates": 0,
-             "start_objective": min(layer_loss(X @ (c * W).T + offset, loss) for c in cands),
+             "start_objective": min(cand_losses),
              "subproblems": len(row_stats), "second_pass": 0, "decomposition_rounds": rounds,
              "allocation_bound": bound, "lagrangian_bound": lagrangian, "lagrange_multiplier": lam,
-             "row_counts": [int(k) for k in mask.sum(axis=1)], "rows": row_stats, **_dispatch_stats(dispatch)}
+             "row_counts": [int(k) for k in mask.sum(axis=1)], "rows": row_stats, **dispatch.stats()}
     return MilpResult(mask, objective, bound, status, history, stats)
+
+
+def _row_record(label: str, g: MilpResult, **extra) -> dict:
+    """One entry of ``stats["rows"]``: a group's status, objective, bound, time and work."""
+    root = {"root_bound": g.stats["root_bound"]} if "root_bound" in g.stats else {}
+    return {"rows": label, **extra, "status": g.status, "objective": g.objective, "bound": g.bound,
+            "time": g.stats["time"], "nodes": g.stats["nodes"], "rounds": g.stats["rounds"], **root}
 
 
 def _group_job(X, W, offset, active, units, loss, settings, starts, limit, const, strengthen, label,
@@ -401,6 +407,13 @@ class _Model:
     add_cuts: Callable[[np.ndarray], None] | None  # (residuals (N*p,)): add L2 tangents
 
 
+def _row_quadratic(X, w, offset, const: float, cols) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """One row's L2 loss over its weights ``cols`` as mᵀQm + 2qᵀm + γ: (A, Q = AᵀA, q, γ)
+    with A = X[:, cols]·w[cols] (Gram-form X: r rows), q = Aᵀoffset, γ = ‖offset‖² + const."""
+    A = X[:, cols] * w[cols]
+    return A, A.T @ A, A.T @ offset, float(offset @ offset) + const
+
+
 def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_limit, const: float = 0.0,
                  strengthen: str = "none") -> MilpResult:
     """One MILP (or L2 outer-approximation loop) over the rows of ``W`` (p, d): inputs X
@@ -428,9 +441,7 @@ def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_l
     cut_residual, extra_cuts = residual, []
     if loss == "l2" and p == 1 and len(flat_active):  # one row: its convex relaxation gives a bound and a cut point
         cols = flat_active
-        A = X[:, cols] * W[0, cols]
-        Q, q = A.T @ A, A.T @ offset[:, 0]
-        gamma = float(offset[:, 0] @ offset[:, 0]) + const
+        A, Q, q, gamma = _row_quadratic(X, W[0], offset[:, 0], const, cols)
         cap = min(min(c for _, _, c in units) if units else len(cols), len(cols))
         try:
             conv = qcr.convexified(Q, q, cap, strengthen, A)
