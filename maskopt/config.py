@@ -34,8 +34,8 @@ class ConfigError(ValueError):
     """A config that cannot be run: the message names the key and what is allowed."""
 
 
-def load(path: str | os.PathLike) -> dict:
-    """Read and validate a TOML config (see :data:`SCHEMA`)."""
+def read_toml(path: str | os.PathLike) -> dict:
+    """Parse a TOML file; a missing file or a syntax error raises :class:`ConfigError` naming it."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -44,9 +44,14 @@ def load(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist.")
     try:
-        config = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from None
+
+
+def load(path: str | os.PathLike) -> dict:
+    """Read and validate a TOML config (see :data:`SCHEMA`)."""
+    config = read_toml(path)
     validate(config)
     return config
 
