@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from maskopt.api import MethodOutput, register
 from maskopt.budget import Allocation, count_for_density
-from maskopt.distill import DistillProblem, distill_loss, ensemble_targets
+from maskopt.device import resolve_device
+from maskopt.distill import DistillProblem
 from maskopt.problems import Problem
 from maskopt.train import Trainer, TrainResult
 
@@ -300,7 +301,6 @@ def problem_trainer(problem: DistillProblem, opts: TrainOptions) -> Trainer:
         p.requires_grad_(True)
     options = {"epochs": opts.epochs, "batch_size": opts.batch_size, "lr": opts.lr, "optimizer": opts.optimizer,
                "weight_decay": opts.weight_decay, "device": opts.device, "seed": opts.seed, "verbose": opts.verbose}
-    per_sample = problem.loss != "linf"
     if opts.train_on == "labels":
         if opts.loader is not None:
             return Trainer(student, (opts.loader, None), problem.params, None, options)
@@ -308,28 +308,17 @@ def problem_trainer(problem: DistillProblem, opts: TrainOptions) -> Trainer:
             raise ValueError("train_on='labels' needs a DistillProblem with labels= (or a loader of (x, y)).")
         return Trainer(student, (_loader(problem.inputs.float(), problem.labels, opts), None), problem.params,
                        None, options)
+    obj = problem.batch_objective(resolve_device(opts.device), torch.float32)
     if opts.loader is not None:
-        teachers = [copy.deepcopy(t).float() for t in problem.teachers]
-
         def loader_loss(out, xy):
-            x, y = xy
-            with torch.no_grad():
-                t, q = ensemble_targets(torch.stack([te(x) for te in teachers]), problem.teacher_weights,
-                                        problem.temperature)
-            if problem.alpha > 0 and y is None:
-                raise ValueError("alpha > 0 needs labels: the loader must yield (inputs, labels) batches.")
-            value = distill_loss(out, t, q, y, problem.loss, problem.temperature, problem.alpha)
-            return value / out.shape[0] if per_sample else value
+            return obj.batch_value(out, obj.of_loader(xy)[1])
 
         return Trainer(student, (_WithInputs(opts.loader), None), problem.params, loader_loss, options)
-    t, q, labels = problem.target.float(), problem.target_probs.float(), problem.labels
 
     def loss(out, idx):
-        value = distill_loss(out, t[idx], q[idx], None if labels is None else labels[idx], problem.loss,
-                             problem.temperature, problem.alpha)
-        return value / out.shape[0] if per_sample else value
+        return obj.batch_value(out, obj.at(idx)[1])
 
-    return Trainer(student, (_loader(problem.inputs.float(), torch.arange(t.shape[0]), opts), None),
+    return Trainer(student, (_loader(problem.inputs.float(), torch.arange(obj.n), opts), None),
                    problem.params, loss, options)
 
 

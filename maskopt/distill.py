@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -12,9 +11,8 @@ from torch import nn
 from torch.func import functional_call
 
 from maskopt.budget import Budget
-from maskopt.problems import Problem, _as_float_tensor
-
-DISTILL_LOSSES = ("l1", "linf", "l2", "kl")
+from maskopt.problems import BatchObjective, Problem, _as_float_tensor
+from maskopt.solvers.losses import Loss, as_loss
 
 
 class DistillProblem(Problem):
@@ -27,7 +25,8 @@ class DistillProblem(Problem):
             of the student's output shape.
         inputs: ``(N, ...)`` the samples, numpy or torch.
         budget: the sparsity budget over the maskable parameters.
-        loss: with s = student logits (N, K) and t = the ensemble target (N, K):
+        loss: a name or a :class:`~maskopt.Loss`; with s = student logits (N, K) and t = the
+            ensemble target (N, K):
             ``"l1"`` = Σ|s − t|, ``"linf"`` = max |s − t| (over all samples and logits),
             ``"l2"`` = Σ (s − t)², ``"kl"`` = T² · Σ_n KL(p_t ‖ softmax(s_n / T)) with
             p_t the weighted mean of the teachers' softmax(logits / T) (Hinton et al.).
@@ -53,7 +52,7 @@ class DistillProblem(Problem):
         teachers: nn.Module | Sequence[nn.Module],
         inputs,
         budget: Budget,
-        loss: str = "l1",
+        loss: str | Loss = "l1",
         temperature: float = 1.0,
         labels=None,
         alpha: float = 0.0,
@@ -67,13 +66,9 @@ class DistillProblem(Problem):
             raise TypeError("teachers must be a non-empty list of torch.nn.Module.")
         if not isinstance(budget, Budget):
             raise TypeError(f"budget must be a maskopt.Budget; got {type(budget).__name__}.")
-        if loss not in DISTILL_LOSSES:
-            raise ValueError(f"DistillProblem loss must be one of {DISTILL_LOSSES}; got {loss!r}.")
-        if not 0 < temperature < math.inf:
-            raise ValueError(f"temperature must be a finite number > 0; got {temperature}.")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1]; got {alpha}.")
-        if alpha > 0 and labels is None:
+        criterion = as_loss(loss, temperature, alpha)
+        criterion.check_problem("distill")
+        if criterion.needs_labels and labels is None:
             raise ValueError("alpha > 0 mixes in cross-entropy, which needs labels=.")
         self.student = copy.deepcopy(student).double().eval()
         for p in self.student.parameters():
@@ -88,7 +83,7 @@ class DistillProblem(Problem):
                 f"teacher_weights must be {len(teachers)} non-negative numbers with a positive sum; got {w.tolist()}."
             )
         self.teacher_weights = torch.as_tensor(w / w.sum(), dtype=torch.float64)
-        self.loss, self.temperature, self.alpha, self.budget = loss, float(temperature), float(alpha), budget
+        self.criterion, self.budget = criterion, budget
         with torch.no_grad():
             s_out = self.student(self.inputs)
             if s_out.ndim != 2 or s_out.shape[0] != n:
@@ -131,6 +126,14 @@ class DistillProblem(Problem):
         return (f"DistillProblem(N={self.inputs.shape[0]}, params={self.params}, loss={self.loss!r}, "
                 f"budget={self.budget})")
 
+    @property
+    def temperature(self) -> float:
+        return self.criterion.temperature
+
+    @property
+    def alpha(self) -> float:
+        return self.criterion.alpha
+
     def mask_shapes(self) -> dict[str, tuple[int, ...]]:
         return {p: tuple(w.shape) for p, w in self._weights.items()}
 
@@ -155,7 +158,20 @@ class DistillProblem(Problem):
 
     def loss_of_logits(self, s: torch.Tensor) -> torch.Tensor:
         """The objective of student logits ``s`` (N, K) (or a batch (B, N, K) → (B,))."""
-        return distill_loss(s, self.target, self.target_probs, self.labels, self.loss, self.temperature, self.alpha)
+        return self.criterion(s, self.target, self.target_probs, self.labels)
+
+    def batch_objective(self, device=None, dtype=torch.float64) -> BatchObjective:
+        """The objective on minibatches on ``device``/``dtype``: of the problem's samples (cached
+        targets) or of a loader's inputs (targets from copies of the teachers on ``device``)."""
+        teachers = []
+
+        def targets_of(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if not teachers:
+                teachers.extend(copy.deepcopy(t).to(device=device, dtype=dtype) for t in self.teachers)
+            return ensemble_targets(torch.stack([t(x) for t in teachers]), self.teacher_weights, self.temperature)
+
+        return BatchObjective(self.criterion, self.inputs, (self.target, self.target_probs, self.labels), device,
+                              dtype, targets_of)
 
     def objective_batch(self, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Objectives ``(B,)`` of a batch of masks ``{name: (B, *shape)}`` (vectorised with vmap)."""
@@ -179,26 +195,3 @@ def ensemble_targets(logits: torch.Tensor, weights: torch.Tensor,
     summing to 1: (weighted mean of logits, weighted mean of softmax(logits / T)), each (N, K)."""
     wts = weights.to(logits).reshape(-1, 1, 1)
     return (wts * logits).sum(0), (wts * torch.softmax(logits / temperature, dim=-1)).sum(0)
-
-
-def distill_loss(s: torch.Tensor, target: torch.Tensor, target_probs: torch.Tensor, labels: torch.Tensor | None,
-                 loss: str, temperature: float, alpha: float) -> torch.Tensor:
-    """The distillation objective of student logits ``s`` (N, K) or (B, N, K) → scalar or (B,)
-    against ``target``/``target_probs`` (N, K) and ``labels`` (N,): see :class:`DistillProblem`."""
-    dims = tuple(range(s.ndim - 2, s.ndim))
-    diff = s - target
-    if loss == "l1":
-        value = diff.abs().sum(dims)
-    elif loss == "linf":
-        value = diff.abs().amax(dims)
-    elif loss == "l2":
-        value = diff.square().sum(dims)
-    else:
-        logp = torch.log_softmax(s / temperature, dim=-1)
-        q = target_probs
-        kl = torch.where(q > 0, q * (torch.log(q.clamp_min(torch.finfo(q.dtype).tiny)) - logp), torch.zeros_like(logp))
-        value = temperature**2 * kl.sum(dims)
-    if alpha > 0:
-        ce = -torch.log_softmax(s, dim=-1).gather(-1, labels.expand(*s.shape[:-1]).unsqueeze(-1)).sum(dims)
-        value = (1 - alpha) * value + alpha * ce
-    return value

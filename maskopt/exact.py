@@ -217,7 +217,7 @@ def network_layers(problem: DistillProblem) -> tuple[np.ndarray, list[network.La
     Dropout allowed) inside nn.Sequential: another layer type, a subclass that overrides
     ``forward``, or a module with hooks. A module (or weight) used twice is encoded at each use
     with the same mask entries, as the student computes it."""
-    if problem.loss not in network.NET_LOSSES or problem.alpha > 0:
+    if problem.criterion.encoding("distill") is None:
         what = f"loss={problem.loss!r}" + (f" with alpha={problem.alpha}" if problem.alpha > 0 else "")
         raise UnsupportedProblemError(
             f"The exact network MILP takes loss 'l1' or 'linf' without a cross-entropy term; got {what} "

@@ -4,32 +4,67 @@ is scored by that same definition (:func:`maskopt.evaluate`)."""
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 
 import numpy as np
 import torch
 
 from maskopt.budget import Allocation, Budget
+from maskopt.solvers.losses import Loss, as_loss
 
-LOSSES = ("l1", "l2")
 
+class BatchObjective:
+    """A problem's objective on minibatches, on one device and dtype: the data plumbing
+    around its :class:`~maskopt.solvers.losses.Loss` (which alone defines the value).
 
-def residual_loss(residual: torch.Tensor, loss: str, dims: tuple[int, ...] | None = None) -> torch.Tensor:
-    """The loss of a residual tensor: ``"l1"`` = Σ|r|, ``"l2"`` = Σ r² (summed over ``dims``, all by default)."""
-    if loss == "l1":
-        values = residual.abs()
-    elif loss == "l2":
-        values = residual.square()
-    else:
-        raise ValueError(f"Unknown loss {loss!r}; expected one of {LOSSES}.")
-    return values.sum() if dims is None else values.sum(dim=dims)
+    ``at(idx)`` gives ``(x, targets)`` of the problem's samples ``idx`` (None = all);
+    ``of_loader(batch)`` those of a loader batch (``x`` or ``(x, y)``), the targets computed by
+    ``targets_of(x) -> (target, target_probs)``. ``value(s, targets)`` is the loss of outputs
+    ``s`` (N, K); ``batch_value`` the same on the scale of one sample (divided by the batch
+    size for a ``"sum"`` loss), the training loss of stochastic methods.
+    """
+
+    def __init__(self, loss: Loss, inputs: torch.Tensor, targets: tuple, device=None, dtype=torch.float64,
+                 targets_of: Callable | None = None) -> None:
+        self.loss, self.device, self.dtype, self.targets_of = loss, device, dtype, targets_of
+        self.inputs = inputs.to(device=device, dtype=dtype)
+        self.targets = tuple(None if t is None else t.to(device=device, dtype=dtype if t.is_floating_point() else None)
+                             for t in targets)
+
+    @property
+    def n(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def at(self, idx: torch.Tensor | None) -> tuple[torch.Tensor, tuple]:
+        if idx is None:
+            return self.inputs, self.targets
+        return self.inputs[idx], tuple(None if t is None else t[idx] for t in self.targets)
+
+    def of_loader(self, batch) -> tuple[torch.Tensor, tuple]:
+        x, y = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (tuple, list)) else (batch, None)
+        x = x.to(device=self.device, dtype=self.dtype)
+        with torch.no_grad():
+            target, probs = self.targets_of(x)
+        return x, (target, probs, None if y is None else y.to(self.device).reshape(-1))
+
+    def value(self, s: torch.Tensor, targets: tuple) -> torch.Tensor:
+        return self.loss(s, *targets)
+
+    def batch_value(self, s: torch.Tensor, targets: tuple) -> torch.Tensor:
+        return self.loss.batch_value(self.loss(s, *targets), s.shape[-2])
 
 
 class Problem(abc.ABC):
     """A mask-selection problem: maskable parameter shapes, a budget and an objective."""
 
     budget: Budget
+    criterion: Loss  # the loss definition of the objective (maskopt.Loss)
+
+    @property
+    def loss(self) -> str:
+        """The loss name (``self.criterion.name``)."""
+        return self.criterion.name
 
     @abc.abstractmethod
     def mask_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -92,18 +127,21 @@ class LayerwiseProblem(Problem):
         weight: ``(out, in)`` weights (``torch.nn.Linear`` layout), fixed.
         target: ``(N, out)`` outputs to match.
         budget: the sparsity budget; the mask is named ``"weight"``.
-        loss: ``"l1"`` = Σ|residual| or ``"l2"`` = Σ residual², over all N·out entries.
+        loss: ``"l1"`` = Σ|residual| or ``"l2"`` = Σ residual², over all N·out entries (a name
+            or a :class:`~maskopt.Loss`).
         bias: optional ``(out,)`` bias, never masked.
 
     Prediction: ``inputs @ (mask * weight).T + bias``. Arrays may be numpy or torch; they
     are copied to float64 CPU tensors.
     """
 
-    def __init__(self, inputs, weight, target, budget: Budget, loss: str = "l1", bias=None) -> None:
+    def __init__(self, inputs, weight, target, budget: Budget, loss: str | Loss = "l1", bias=None) -> None:
         if not isinstance(budget, Budget):
             raise TypeError(f"budget must be a maskopt.Budget; got {type(budget).__name__}.")
-        if loss not in LOSSES:
-            raise ValueError(f"LayerwiseProblem loss must be one of {LOSSES}; got {loss!r}.")
+        criterion = as_loss(loss)
+        criterion.check_problem("layerwise")
+        if criterion.alpha > 0:
+            raise ValueError("a LayerwiseProblem has no labels: its loss takes no cross-entropy term (alpha=0).")
         self.inputs = _as_float_tensor("inputs", inputs, 2)
         self.weight = _as_float_tensor("weight", weight, 2)
         self.target = _as_float_tensor("target", target, 2)
@@ -122,8 +160,7 @@ class LayerwiseProblem(Problem):
         self.bias = None if bias is None else _as_float_tensor("bias", bias, 1)
         if self.bias is not None and self.bias.shape[0] != d_out:
             raise ValueError(f"bias must have shape (out,) = ({d_out},); got {tuple(self.bias.shape)}.")
-        self.budget = budget
-        self.loss = loss
+        self.budget, self.criterion = budget, criterion
 
     def __repr__(self) -> str:
         n, d_in = self.inputs.shape
@@ -146,8 +183,12 @@ class LayerwiseProblem(Problem):
     def objective_tensor(self, masks: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor] | None = None
              ) -> torch.Tensor:
         weight = None if weights is None else weights["weight"]
-        return residual_loss(self.predict(masks["weight"], weight) - self.target, self.loss)
+        return self.criterion(self.predict(masks["weight"], weight), self.target)
 
     def objective_batch(self, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Objectives ``(B,)`` of masks ``{"weight": (B, out, in)}``."""
-        return residual_loss(self.predict(masks["weight"]) - self.target, self.loss, dims=(-2, -1))
+        return self.criterion(self.predict(masks["weight"]), self.target)
+
+    def batch_objective(self, device=None, dtype=torch.float64) -> BatchObjective:
+        """The objective on minibatches on ``device``/``dtype``; outputs are :meth:`predict`'s."""
+        return BatchObjective(self.criterion, self.inputs, (self.target, None, None), device, dtype)

@@ -43,30 +43,17 @@ import torch
 from torch.func import functional_call
 
 from maskopt.api import MethodOutput, register
-from maskopt.distill import DistillProblem, distill_loss, ensemble_targets
+from maskopt.device import resolve_device
+from maskopt.distill import DistillProblem
 from maskopt.masks import MaskSet
-from maskopt.problems import LayerwiseProblem, Problem, residual_loss
+from maskopt.problems import LayerwiseProblem, Problem
+from maskopt.solvers.losses import Loss
 from maskopt.solvers.relax import Segments, Stage, run_stage
 from maskopt.solvers.relax.polish import polish
 
 OPTIMIZERS = ("adam", "sgd")
 INITS = ("magnitude", "constant")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (CUDA when available) as a torch device."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r}.") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu' or 'auto'.")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto'; got {device!r}.")
-    return dev
 
 
 @dataclass(frozen=True)
@@ -258,25 +245,29 @@ def _layerwise_closure(problem: LayerwiseProblem, opts: RelaxOptions, device, dt
     if opts.autocast:
         raise ValueError("autocast applies to a DistillProblem's student; a LayerwiseProblem's product "
                          "inputs @ (mask * weight).T runs in dtype (use dtype='float32').")
-    X, W, T = (t.to(device=device, dtype=dtype) for t in (problem.inputs, problem.weight, problem.target))
+    obj = problem.batch_objective(device, dtype)
+    W = problem.weight.to(device=device, dtype=dtype)
     b = None if problem.bias is None else problem.bias.to(device=device, dtype=dtype)
-    n = X.shape[0]
+    n = obj.n
 
-    def total(masked: torch.Tensor, idx) -> torch.Tensor:
-        x, t = (X, T) if idx is None else (X[idx], T[idx])
+    def outputs(masked: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         pred = x @ masked.view_as(W).T
-        return residual_loss(pred - t if b is None else pred + b - t, problem.loss)
+        return pred if b is None else pred + b
+
+    def loss(pieces, idx):
+        x, targets = obj.at(idx)
+        return obj.batch_value(outputs(pieces[0], x), targets)
 
     chunks = _chunks(n, opts.batch_size, device)
     flat = W.reshape(-1)
 
     def evaluate(hard: torch.Tensor) -> float:
         with torch.no_grad():
-            return float(sum(total(torch.where(hard, flat, 0.0), idx) for idx in chunks))
+            masked = torch.where(hard, flat, 0.0)
+            return float(sum(obj.value(outputs(masked, x), targets) for x, targets in map(obj.at, chunks)))
 
-    return _Closure(lambda pieces, idx: total(pieces[0], idx) / (n if idx is None else idx.numel()), evaluate,
-                    *_index_batches(n, opts.batch_size, opts.seed, device),
-                    lambda loss, idx: float(loss) * n if idx is None else None, flat, [flat.numel()])
+    return _Closure(loss, evaluate, *_index_batches(n, opts.batch_size, opts.seed, device),
+                    lambda value, idx: float(value) * n if idx is None else None, flat, [flat.numel()])
 
 
 def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype, offsets) -> _Closure:
@@ -288,7 +279,8 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
     sizes = [math.prod(shapes[p]) for p in names]
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16)
                 if opts.autocast else contextlib.nullcontext())
-    per_sample = problem.loss != "linf"
+    obj = problem.batch_objective(device, dtype)
+    crit = problem.criterion
 
     def logits(pieces: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
         masked = {p: w.view(shapes[p]) for p, w in zip(names, pieces)}
@@ -296,22 +288,14 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
             out = functional_call(student, masked, (x,))
         return out.to(dtype)
 
-    def loss_of(s, target, probs, labels):
-        return distill_loss(s, target, probs, labels, problem.loss, problem.temperature, problem.alpha)
-
-    X = problem.inputs.to(device=device, dtype=dtype)
-    T, P = problem.target.to(device=device, dtype=dtype), problem.target_probs.to(device=device, dtype=dtype)
-    Y = None if problem.labels is None else problem.labels.to(device)
-    n = X.shape[0]
+    n = obj.n
     if opts.loader is None:
         def loss(pieces, idx):
-            x, t, p, y = (X, T, P, Y) if idx is None else (X[idx], T[idx], P[idx], None if Y is None else Y[idx])
-            value = loss_of(logits(pieces, x), t, p, y)
-            return value / x.shape[0] if per_sample else value
+            x, targets = obj.at(idx)
+            return obj.batch_value(logits(pieces, x), targets)
 
         batches, per_pass = _index_batches(n, opts.batch_size, opts.seed, device)
     else:
-        teachers = [copy.deepcopy(t).to(device=device, dtype=dtype) for t in problem.teachers]
         try:
             per_pass = len(opts.loader)
         except TypeError:
@@ -322,16 +306,8 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
                 yield from opts.loader
 
         def loss(pieces, batch):
-            x, labels = (batch[0], batch[1] if len(batch) > 1 else None) if isinstance(batch, (tuple, list)) \
-                else (batch, None)
-            if problem.alpha > 0 and labels is None:
-                raise ValueError("alpha > 0 needs labels: the loader must yield (inputs, labels) batches.")
-            x = x.to(device=device, dtype=dtype)
-            with torch.no_grad():
-                t, p = ensemble_targets(torch.stack([te(x) for te in teachers]),
-                                        problem.teacher_weights, problem.temperature)
-            value = loss_of(logits(pieces, x), t, p, None if labels is None else labels.to(device).reshape(-1))
-            return value / x.shape[0] if per_sample else value
+            x, targets = obj.of_loader(batch)
+            return obj.batch_value(logits(pieces, x), targets)
 
         batches = loader_batches()
     chunks = _chunks(n, opts.batch_size, device)
@@ -339,33 +315,27 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
     def evaluate(hard: torch.Tensor) -> float:
         with torch.no_grad():
             pieces = torch.where(hard, flat_weight, 0.0).split(sizes)
-            if not per_sample:  # a maximum over all samples (plus alpha · a sum): the logits of every chunk at once
-                return float(loss_of(torch.cat([logits(pieces, X if idx is None else X[idx]) for idx in chunks]),
-                                     T, P, Y))
-            values = []
-            for idx in chunks:
-                s = logits(pieces, X if idx is None else X[idx])
-                sel = (T, P, Y) if idx is None else (T[idx], P[idx], None if Y is None else Y[idx])
-                values.append(float(loss_of(s, *sel)))
-        return sum(values)
+            if not crit.combines_by_batch:  # a maximum plus alpha · a sum: the logits of every chunk at once
+                return float(obj.value(torch.cat([logits(pieces, obj.at(idx)[0]) for idx in chunks]), obj.targets))
+            return float(crit.full_value([obj.value(logits(pieces, x), targets) for x, targets in map(obj.at, chunks)]))
 
-    def hard_value(loss: torch.Tensor, idx) -> float | None:
+    def hard_value(value: torch.Tensor, idx) -> float | None:
         if opts.loader is not None or opts.autocast or idx is not None:
             return None
-        return float(loss) * n if per_sample else float(loss)
+        return float(value) * n if crit.reduce == "sum" else float(value)
 
     closure = _Closure(loss, evaluate, batches, per_pass, hard_value, flat_weight, sizes)
-    if opts.lookahead and not per_sample and problem.alpha > 0 and len(chunks) > 1:
+    if opts.lookahead and not crit.combines_by_batch and len(chunks) > 1:
         raise ValueError("the lookahead surrogate scores checkpoints chunk by chunk, and with loss='linf' and "
                          "alpha > 0 a maximum and a sum do not combine over chunks; use batch_size=None (or ≥ the "
                          "number of samples), alpha=0, or another loss.")
-    return _lookahead_closure(closure, opts, chunks, n, per_sample) if opts.lookahead else closure
+    return _lookahead_closure(closure, opts, chunks, n, crit) if opts.lookahead else closure
 
 
-def _lookahead_closure(c: _Closure, opts: RelaxOptions, chunks: list, n: int, per_sample: bool) -> _Closure:
+def _lookahead_closure(c: _Closure, opts: RelaxOptions, chunks: list, n: int, crit: Loss) -> _Closure:
     """``c`` with its loss and hard-mask evaluation replaced by the lookahead surrogate of
     ``opts.lookahead`` inner steps (module docstring); checkpoints are scored over ``chunks``
-    of the ``n`` samples, summed when the loss is ``per_sample`` (a mean), else the maximum."""
+    of the ``n`` samples, combined as the loss ``crit`` combines batches (sum or maximum)."""
     k, eta = opts.lookahead, opts.lookahead_lr
     base, initial = c.loss, c.weight.split(c.sizes)
 
@@ -392,8 +362,8 @@ def _lookahead_closure(c: _Closure, opts: RelaxOptions, chunks: list, n: int, pe
                 v = tuple(t.detach() for t in unroll(pieces, m2, idx, create_graph=False))
             with torch.no_grad():
                 value = float(base(v, idx))
-            values.append(value * (n if idx is None else idx.numel()) if per_sample else value)
-        return sum(values) if per_sample else max(values)
+            values.append(value * (n if idx is None else idx.numel()) if crit.reduce == "sum" else value)
+        return crit.full_value(values)
 
     return _Closure(loss, evaluate, c.batches, c.steps_per_pass, c.hard_value, c.weight, c.sizes)
 

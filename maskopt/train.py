@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from tqdm.auto import tqdm
 
 from maskopt.data import Dataset
-from maskopt.relax import resolve_device
+from maskopt.device import resolve_device
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 

@@ -72,10 +72,9 @@ def test_method_refuses_other_problem_types():
 
 
 def test_evaluate_matches_numpy_and_checks_names():
-    prob = random_layerwise(0, n=7, d=5, p=3, budget=mo.Budget(density=0.5), loss="l1", bias=True)
     rng = np.random.default_rng(1)
     for loss in ("l1", "l2"):
-        prob.loss = loss
+        prob = random_layerwise(0, n=7, d=5, p=3, budget=mo.Budget(density=0.5), loss=loss, bias=True)
         mask = rng.random((3, 5)) < 0.5
         assert mo.evaluate(prob, {"weight": mask}) == pytest.approx(numpy_loss(prob, mask), rel=1e-12)
     with pytest.raises(ValueError, match="missing \\['weight'\\]"):
@@ -132,7 +131,8 @@ def test_result_masks_carry_method_and_budget():
         ({"inputs": torch.ones(5, 3, dtype=torch.bool)}, TypeError, "inputs must hold real numbers"),
         ({"inputs": [[1.0, 2.0, 3.0]]}, TypeError, "numpy array or torch tensor"),
         ({"inputs": np.full((5, 3), np.nan)}, ValueError, "NaN or infinite"),
-        ({"loss": "huber"}, ValueError, r"loss must be one of \('l1', 'l2'\)"),
+        ({"loss": "huber"}, ValueError, r"Unknown loss 'huber'; valid losses: l1 .*, l2 .*, linf .*, kl"),
+        ({"loss": "linf"}, ValueError, r"layerwise problems take losses \['l1', 'l2'\]; got 'linf'"),
         ({"budget": 0.5}, TypeError, "budget must be a maskopt.Budget"),
     ],
 )

@@ -77,7 +77,7 @@ def test_default_params_and_student_untouched():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"loss": "huber"}, "loss must be one of"),
+        ({"loss": "huber"}, "Unknown loss 'huber'; valid losses: l1"),
         ({"alpha": 0.5}, "needs labels"),
         ({"alpha": 1.5, "labels": torch.zeros(6, dtype=torch.long)}, r"alpha must lie in \[0, 1\]"),
         ({"temperature": 0.0}, "temperature must be a finite number > 0"),

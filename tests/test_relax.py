@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 import maskopt as mo
-from maskopt.distill import distill_loss
 from maskopt.relax import SigmoidOptions, _distill_closure
 from maskopt.solvers.relax import Segments, Stage, TopK, Workspace, masked_product
 
@@ -355,7 +354,7 @@ def sgd_lookahead_loss(prob, masks, k, lr, batches):
         y = None if prob.labels is None else prob.labels[idx]
 
         def loss(model=model, x=x, t=t, p=p, y=y):
-            return distill_loss(model(x), t, p, y, prob.loss, prob.temperature, prob.alpha) / len(x)
+            return prob.criterion(model(x), t, p, y) / len(x)
 
         for _ in range(k):
             opt.zero_grad()

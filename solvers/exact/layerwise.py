@@ -54,6 +54,9 @@ from maskopt.solvers.exact import decompose as decomposition
 from maskopt.solvers.exact import qcr
 from maskopt.solvers.exact.highs import HighsSession, MilpResult, MipSettings, gap_met
 from maskopt.solvers.exact.rows import run_jobs
+from maskopt.solvers.losses import KINDS, Loss, loss_kind
+
+LAYER_LOSSES = tuple(name for name, kind in KINDS.items() if "layerwise" in kind.encodings)
 
 Unit = tuple[int, int, int]  # (start, stop, cap) over the flattened (p, d) mask
 
@@ -94,8 +97,8 @@ def gram_form(inputs: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def layer_loss(residual: np.ndarray, loss: str) -> float:
-    """Σ|r| for ``"l1"``, Σr² for ``"l2"`` (float64)."""
-    return float(np.abs(residual).sum() if loss == "l1" else np.square(residual).sum())
+    """The loss (:mod:`maskopt.solvers.losses`) of a residual (N, p), float64."""
+    return float(Loss(loss)(residual, 0.0))
 
 
 def row_separable(units: Sequence[Unit], n_in: int) -> bool:
@@ -166,6 +169,8 @@ def solve_layerwise(
             row at several counts, bound and mask from their value curves
             (:mod:`maskopt.solvers.exact.decompose`) instead of as one MILP.
     """
+    if loss not in LAYER_LOSSES:
+        raise ValueError(f"the layer-wise MILP encodes losses {list(LAYER_LOSSES)}; got {loss!r}.")
     X = np.asarray(inputs, dtype=np.float64)
     W = np.asarray(weight, dtype=np.float64)
     T = np.asarray(target, dtype=np.float64)
@@ -359,7 +364,7 @@ def local_search(X, W, offset, active, units, loss, mask, max_moves: int = 100_0
     until no move lowers the loss by more than 1e-12 relative. Returns a feasible mask at
     least as good; it only seeds the MILP (MIP start, first L2 cut points)."""
     p, d = W.shape
-    ell = np.abs if loss == "l1" else np.square
+    ell = loss_kind(loss).entry
     unit_of = np.full(p * d, -1)
     caps = np.zeros(len(units), dtype=int)
     for u, (start, stop, cap) in enumerate(units):
@@ -462,7 +467,7 @@ def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_l
 
         extra_cuts = [cut_residual(full_point)]  # tangents at the relaxation's minimiser: root LP ≥ its bound
     if cut_residual is residual:
-        built = (_build_l1 if loss == "l1" else _build_l2)(X, W, offset, flat_active, units, const=const)
+        built = _BUILDERS[KINDS[loss].encodings["layerwise"]](X, W, offset, flat_active, units, const=const)
     build_time = time.perf_counter() - t0
     session = HighsSession(MipSettings(time_limit=None, gap=settings.gap, threads=settings.threads,
                                        verbose=settings.verbose, node_limit=settings.node_limit))
@@ -638,3 +643,6 @@ def _build_l2(X, W, offset, flat_active, units, linear: np.ndarray | None = None
             model.s[k].set_value(float(r) ** 2)
 
     return _Model(model, mvars, fill_start, add_cuts)
+
+
+_BUILDERS = {"milp": _build_l1, "oa": _build_l2}  # the layer-wise encodings named in maskopt.solvers.losses

@@ -47,11 +47,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from maskopt.solvers.exact.highs import HighsSession, MilpResult, MipSettings
+from maskopt.solvers.losses import KINDS, Loss
 
 Unit = tuple[int, int, int]
 BOUNDS = ("global", "interval", "lp", "milp")
 MILP_BOUND_TIME = 1.0  # seconds per bound of ``bounds="milp"``
-NET_LOSSES = ("l1", "linf")
+NET_LOSSES = tuple(name for name, kind in KINDS.items() if kind.encodings.get("distill") == "milp")
 _LP_PAD = 1e-7
 
 
@@ -80,9 +81,8 @@ def forward(x: np.ndarray, layers: Sequence[Layer], mask: np.ndarray) -> np.ndar
 
 
 def net_loss(logits: np.ndarray, target: np.ndarray, loss: str) -> float:
-    """Σ|z − t| (``"l1"``) or max|z − t| (``"linf"``)."""
-    diff = np.abs(logits - target)
-    return float(diff.sum() if loss == "l1" else diff.max(initial=0.0))
+    """The loss (:mod:`maskopt.solvers.losses`) of logits (N, K) against ``target`` (N, K)."""
+    return float(Loss(loss)(logits, target))
 
 
 def _layer_mask(layer: Layer, mask: np.ndarray, which: str) -> np.ndarray:
@@ -297,40 +297,53 @@ class _Encoding:
         self.steps.append(step)
         return h, 0.0, hi
 
-    def add_loss(self, target, loss):
+    def add_loss(self, target, loss: str) -> None:
+        """The objective: the MILP encoding of ``loss`` (one of :data:`NET_LOSSES`)."""
+        if loss not in NET_LOSSES:
+            raise ValueError(f"the network MILP encodes losses {list(NET_LOSSES)}; got {loss!r}.")
+        getattr(self, f"_add_{loss}")(target)
+
+    def _add_l1(self, target) -> None:
+        """Σ (u + w) with z − t = u − w, u, w ≥ 0 per output."""
         pyo = self.pyo
         model, out = self.model, self.out
         N, K = target.shape
-        if loss == "l1":
-            model.u = pyo.Var(range(N * K), within=pyo.NonNegativeReals)
-            model.w = pyo.Var(range(N * K), within=pyo.NonNegativeReals)
+        model.u = pyo.Var(range(N * K), within=pyo.NonNegativeReals)
+        model.w = pyo.Var(range(N * K), within=pyo.NonNegativeReals)
+        for n in range(N):
+            for k in range(K):
+                coefs, vars_, const = out[n][k]
+                i = n * K + k
+                model.cons.add(self.expr([*coefs, -1.0, 1.0], [*vars_, model.u[i], model.w[i]],
+                                         const - float(target[n, k])) == 0.0)
+        model.obj = pyo.Objective(expr=self.expr([1.0] * (2 * N * K),
+                                                 [*model.u.values(), *model.w.values()], 0.0))
+
+        def step():
             for n in range(N):
                 for k in range(K):
-                    coefs, vars_, const = out[n][k]
-                    i = n * K + k
-                    model.cons.add(self.expr([*coefs, -1.0, 1.0], [*vars_, model.u[i], model.w[i]],
-                                             const - float(target[n, k])) == 0.0)
-            model.obj = pyo.Objective(expr=self.expr([1.0] * (2 * N * K),
-                                                     [*model.u.values(), *model.w.values()], 0.0))
+                    r = _value(out[n][k]) - float(target[n, k])
+                    model.u[n * K + k].set_value(max(r, 0.0))
+                    model.w[n * K + k].set_value(max(-r, 0.0))
 
-            def step():
-                for n in range(N):
-                    for k in range(K):
-                        r = _value(out[n][k]) - float(target[n, k])
-                        model.u[n * K + k].set_value(max(r, 0.0))
-                        model.w[n * K + k].set_value(max(-r, 0.0))
-        else:
-            model.e = pyo.Var(within=pyo.NonNegativeReals)
-            for n in range(N):
-                for k in range(K):
-                    coefs, vars_, const = out[n][k]
-                    t = float(target[n, k])
-                    model.cons.add(self.expr([*coefs, -1.0], [*vars_, model.e], const - t) <= 0.0)
-                    model.cons.add(self.expr([*coefs, 1.0], [*vars_, model.e], const - t) >= 0.0)
-            model.obj = pyo.Objective(expr=model.e)
+        self.steps.append(step)
 
-            def step():
-                model.e.set_value(max(abs(_value(out[n][k]) - float(target[n, k])) for n in range(N) for k in range(K)))
+    def _add_linf(self, target) -> None:
+        """e with −e ≤ z − t ≤ e for every output."""
+        pyo = self.pyo
+        model, out = self.model, self.out
+        N, K = target.shape
+        model.e = pyo.Var(within=pyo.NonNegativeReals)
+        for n in range(N):
+            for k in range(K):
+                coefs, vars_, const = out[n][k]
+                t = float(target[n, k])
+                model.cons.add(self.expr([*coefs, -1.0], [*vars_, model.e], const - t) <= 0.0)
+                model.cons.add(self.expr([*coefs, 1.0], [*vars_, model.e], const - t) >= 0.0)
+        model.obj = pyo.Objective(expr=model.e)
+
+        def step():
+            model.e.set_value(max(abs(_value(out[n][k]) - float(target[n, k])) for n in range(N) for k in range(K)))
 
         self.steps.append(step)
 
