@@ -9,11 +9,13 @@ For in = 32, 64, 128, 256 (N = 2·in, out = 1, density 0.25, noise 0.1) and each
   local search timed too) built directly with highspy arrays and solved by HiGHS with the same options, in the same run.
 
 Reported: wall time to proven optimality (relative gap 1e-4), the ratio maskopt / direct
-highspy, and the L2 times beside. Writes a JSON file and the markdown section of
-BENCHMARKS.md between its markers.
+highspy, and the L2 times beside, in ``exact_layerwise.json``; ``--report`` rebuilds the
+block ``exact_layerwise`` of docs/benchmarks/exact.md from it.
 
     python benchmarks/bench_exact_layerwise.py              # full run (tens of minutes)
     python benchmarks/bench_exact_layerwise.py --sizes 32 64 --seeds 0 --l2-time-limit 60
+    python benchmarks/bench_exact_layerwise.py --quick      # in = 8 and 12, one seed, seconds
+    python benchmarks/bench_exact_layerwise.py --report
 """
 
 from __future__ import annotations
@@ -33,10 +35,22 @@ from maskopt.report import format_table
 from maskopt.solvers.exact.layerwise import local_search
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, replace_section, save_results  # noqa: E402
+from _common import Goal, load_results, save_results  # noqa: E402
+from exact_common import (  # noqa: E402
+    add_common_flags,
+    bounds_below,
+    command_line,
+    header,
+    md_table,
+    report_or_quick,
+    spread,
+    statuses,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
+PAGE = "exact"
 GAP = 1e-4
+AREA = "Exact layer-wise MILP"
+GOAL_IN, GOAL_SECONDS, GOAL_RATIO = 128, 30.0, 1.5  # the goals: at in = 128, proven in < 30 s, < 1.5x highspy
 
 
 def direct_highspy_l1(problem: mo.LayerwiseProblem, start_fn, time_limit: float) -> tuple[float, float]:
@@ -155,19 +169,9 @@ def run(sizes, seeds, time_limit, l2_time_limit, large_seeds=None, large_above=1
     return rows
 
 
-def spread(values) -> str:
-    """``median [min, max]`` of seconds (3 significant digits)."""
-    values = list(values)
-    return f"{statistics.median(values):.3g} [{min(values):.3g}, {max(values):.3g}]"
-
-
-def statuses(values) -> str:
-    """Counts of each status, e.g. ``10 optimal`` or ``2 optimal, 1 time_limit``."""
-    values = list(values)
-    return ", ".join(f"{values.count(s)} {s}" for s in dict.fromkeys(sorted(values)))
-
-
-def summarize(rows):
+def summarize(rows: list[dict]) -> list[dict]:
+    """One row per size: statuses, times as median [min, max] over the seeds, the ratio to
+    direct highspy, and the L2 (outer approximation) statistics."""
     out = []
     for d in sorted({r["in"] for r in rows}):
         rs = [r for r in rows if r["in"] == d]
@@ -186,52 +190,74 @@ def summarize(rows):
     return out
 
 
-def goal_lines(rows) -> list[str]:
-    """The issue's goals at in = 128, checked on every seed (median and worst)."""
-    rs = [r for r in rows if r["in"] == 128]
+def raw_bounds_ok(rows: list[dict]) -> bool:
+    return bounds_below((r[f"{x}_bound_raw"], r[f"{x}_objective"]) for r in rows for x in ("l1", "l2"))
+
+
+def sections() -> dict[str, str]:
+    data = load_results("exact_layerwise")
+    if data is None:
+        return {}
+    rows = data["rows"]
+    return {"exact_layerwise": "\n".join([
+        *header("exact_layerwise", "Exact layer-wise MILP against the same MILP built directly in highspy", data),
+        "Planted noisy instances (out = 1, N = 2·in, density 0.25, noise 0.1), relative gap 1e-4, time limit "
+        f"{data['time_limit']:g} s per L1 solve and {data['l2_time_limit']:g} s per L2 solve. `ratio` = maskopt "
+        "end-to-end time (Pyomo build + appsi + HiGHS + evaluation) / the same L1 MILP built directly with highspy "
+        "arrays (same rows, columns, order and MIP start, whose local search is timed in both) and solved in the "
+        "same process. L2 uses outer approximation (a MILP re-solved with tangent cuts until bound and incumbent "
+        f"meet). {data['jobs']} solve(s) at once; times are median [min, max] over the seeds.",
+        "",
+        md_table(summarize(rows)),
+        "",
+        f"Every raw bound is at most its objective: {'yes' if raw_bounds_ok(rows) else 'NO'}. "
+        "Per-instance rows: `benchmarks/results/exact_layerwise.json`.",
+    ])}
+
+
+def size_rows(rows: list[dict], d: int) -> list[dict]:
+    return [r for r in rows if r["in"] == d]
+
+
+def l1_goals(rows: list[dict], d: int = GOAL_IN) -> list[Goal]:
+    """The two L1 goals at in = ``d``: proven optimal in < 30 s on every seed, and maskopt's
+    time within 1.5x of the direct highspy model (met: on every seed; partly: at the median)."""
+    rs = size_rows(rows, d)
     if not rs:
-        return ["(in = 128 not run: goals not checked)"]
-    ratio = statistics.median(r["ratio"] for r in rs)
-    secs = [r["l1_time"] for r in rs]
+        return []
+    secs, ratios = [r["l1_time"] for r in rs], [r["ratio"] for r in rs]
     proven = sum(r["l1_status"] == "optimal" for r in rs)
-    worst = max(secs)
+    fast = sum(r["l1_status"] == "optimal" and r["l1_time"] < GOAL_SECONDS for r in rs)
     return [
-        f"Goals at in = 128 over {len(rs)} seeds: overhead ratio < 1.5 — median {ratio:.2f}, worst "
-        f"{max(r['ratio'] for r in rs):.2f} ({'met' if ratio < 1.5 else 'NOT met'} at the median); proven optimal in "
-        f"< 30 s — {proven}/{len(rs)} proven, median {statistics.median(secs):.1f} s, worst {worst:.1f} s "
-        f"({'met on every seed' if proven == len(rs) and worst < 30 else 'NOT met on every seed'}).",
-        "Every raw bound is at most its objective: " + (
-            "yes" if all(r[f"{x}_bound_raw"] <= r[f"{x}_objective"] + 1e-6 * max(1.0, r[f"{x}_objective"])
-                         for r in rows for x in ("l1", "l2")) else "NO") + ".",
+        Goal(AREA, f"L1 at in = {d} proven optimal in < {GOAL_SECONDS:g} s on every seed",
+             f"{proven}/{len(rs)} optimal, median {statistics.median(secs):.1f} s, worst {max(secs):.1f} s",
+             verdict(fast, len(rs)), "exact_layerwise"),
+        Goal(AREA, f"maskopt / direct highspy time at in = {d} < {GOAL_RATIO:g}x",
+             f"median {statistics.median(ratios):.2f}x, worst {max(ratios):.2f}x ({len(rs)} seeds)",
+             "met" if max(ratios) < GOAL_RATIO else "partly met" if statistics.median(ratios) < GOAL_RATIO
+             else "not met", "exact_layerwise"),
     ]
 
 
-def write_markdown(summary, rows, command, jobs=1):
-    cols = list(summary[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for s in summary:
-        lines.append("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in s.values()) + " |")
-    replace_section("exact_layerwise", "\n".join([
-        "## Exact layer-wise MILP (issue 2)",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Machine: {machine()}",
-        "",
-        "Planted noisy instances (out = 1, N = 2·in, density 0.25, noise 0.1), relative gap 1e-4. "
-        "`ratio` = maskopt end-to-end time (Pyomo build + appsi + HiGHS + evaluation) / the same L1 MILP built "
-        "directly with highspy arrays (same rows, columns, order and MIP start, whose local search is timed "
-        "in both) and solved in the same run. "
-        "L2 uses outer approximation (a MILP re-solved with tangent cuts until bound and incumbent meet). "
-        f"{jobs} solve(s) at once (L1: maskopt and highspy back to back in one process); times are "
-        "median [min, max] over the seeds.",
-        "",
-        *lines,
-        "",
-        *goal_lines(rows),
-        "",
-        "Per-instance rows: `benchmarks/results/exact_layerwise.json`.",
-    ]))
+def verdict(passed: int, total: int) -> str:
+    return "met" if passed == total else "partly met" if passed else "not met"
+
+
+def goals() -> list[Goal]:
+    data = load_results("exact_layerwise")
+    if data is None:
+        return []
+    rows = data["rows"]
+    out = l1_goals(rows)
+    rs = size_rows(rows, GOAL_IN)
+    if rs:
+        largest = size_rows(rows, max(r["in"] for r in rows))
+        out.append(Goal(AREA, f"L2 (outer approximation) at in = {GOAL_IN}",
+                        f"{statuses(r['l2_status'] for r in rs)}, "
+                        f"median {statistics.median(r['l2_time'] for r in rs):.0f} s; "
+                        f"in = {largest[0]['in']}: {statuses(r['l2_status'] for r in largest)}, gap ≤ "
+                        f"{max(r['l2_gap'] for r in largest):.2g}", "no goal", "exact_layerwise"))
+    return out
 
 
 def main() -> None:
@@ -244,13 +270,16 @@ def main() -> None:
                     help="seeds for sizes above 128 (default: --seeds)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="solves at once in a process pool (each L1 job times maskopt and highspy back to back)")
+    add_common_flags(ap)
     args = ap.parse_args()
+    if report_or_quick(args, sections):
+        return
+    if args.quick:
+        args.sizes, args.seeds, args.large_seeds, args.time_limit, args.l2_time_limit = [8, 12], [0], None, 10.0, 10.0
     rows = run(args.sizes, args.seeds, args.time_limit, args.l2_time_limit, args.large_seeds, workers=args.jobs)
-    summary = summarize(rows)
-    print(format_table(summary, list(summary[0])))
-    save_results("exact_layerwise", {"rows": rows, "summary": summary})
-    write_markdown(summary, rows, "python benchmarks/" + Path(__file__).name + " " + " ".join(sys.argv[1:]), args.jobs)
-
+    print(md_table(summarize(rows)))
+    save_results("exact_layerwise", {"command": command_line(), "jobs": args.jobs, "time_limit": args.time_limit,
+                                     "l2_time_limit": args.l2_time_limit, "rows": rows})
 
 if __name__ == "__main__":
     main()
