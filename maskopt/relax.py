@@ -48,7 +48,7 @@ from maskopt.distill import DistillProblem
 from maskopt.masks import MaskSet
 from maskopt.problems import LayerwiseProblem, Problem
 from maskopt.solvers.losses import Loss
-from maskopt.solvers.relax import Segments, Stage, run_stage
+from maskopt.solvers.relax import Anneal, Segments, Sigmoid, Stage, Ste, run_stage
 from maskopt.solvers.relax.polish import polish
 
 OPTIMIZERS = ("adam", "sgd")
@@ -150,7 +150,7 @@ class SigmoidOptions(RelaxOptions):
     temperature: float = 1.0
 
     def stages(self) -> list[Stage]:
-        return [Stage("sigmoid", temperature=self.temperature)]
+        return [Sigmoid(self.temperature)]
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ class AnnealOptions(RelaxOptions):
     schedule: str = "geometric"
 
     def stages(self) -> list[Stage]:
-        return [Stage("anneal", beta0=self.beta0, beta1=self.beta1, schedule=self.schedule)]
+        return [Anneal(self.beta0, self.beta1, self.schedule)]
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ class SteOptions(RelaxOptions):
     optimizer: str = "sgd"
 
     def stages(self) -> list[Stage]:
-        return [Stage("ste")]
+        return [Ste()]
 
 
 @dataclass(frozen=True)
@@ -191,9 +191,7 @@ class HierarchyOptions(RelaxOptions):
     schedule: str = "geometric"
 
     def stages(self) -> list[Stage]:
-        return [Stage("sigmoid", temperature=self.temperature),
-                Stage("anneal", beta0=1.0 / self.temperature, beta1=self.beta1, schedule=self.schedule),
-                Stage("ste")]
+        return [Sigmoid(self.temperature), Anneal(1.0 / self.temperature, self.beta1, self.schedule), Ste()]
 
 
 @dataclass
@@ -427,7 +425,7 @@ def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> Me
                         closure.evaluate, eval_every, opts.verbose, closure.hard_value, closure.weight, closure.sizes)
         offset = len(history)
         history.extend({**h, "step": h["step"] + offset} for h in res.history)
-        stage_stats.append({"stage": stage.kind, "best_value": res.value, "best_step": res.best_step + offset})
+        stage_stats.append({"stage": stage.name, "best_value": res.value, "best_step": res.best_step + offset})
         if res.value < best_value:
             best_mask, best_value = res.mask, res.value
         scores = res.scores

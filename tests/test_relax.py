@@ -12,7 +12,7 @@ from torch import nn
 
 import maskopt as mo
 from maskopt.relax import SigmoidOptions, _distill_closure
-from maskopt.solvers.relax import Segments, Stage, TopK, Workspace, masked_product
+from maskopt.solvers.relax import STAGES, Anneal, Segments, Sigmoid, Ste, TopK, Workspace, masked_product
 
 RELAX = ("sigmoid", "anneal", "ste", "hierarchy")
 QUIET = {"verbose": False}
@@ -133,11 +133,22 @@ def test_topk_tracker_gives_the_projection_along_a_trajectory():
 
 
 def test_anneal_schedule_is_geometric_from_beta0_to_beta1():
-    st = Stage("anneal", beta0=2.0, beta1=200.0)
+    st = Anneal(beta0=2.0, beta1=200.0)
     assert st.tau(0, 5) == pytest.approx(1 / 2) and st.tau(4, 5) == pytest.approx(1 / 200)
     assert st.tau(2, 5) == pytest.approx(1 / 20)
-    lin = Stage("anneal", beta0=2.0, beta1=202.0, schedule="linear")
+    lin = Anneal(beta0=2.0, beta1=202.0, schedule="linear")
     assert lin.tau(2, 5) == pytest.approx(1 / 102)
+
+
+def test_stages_are_registered_by_name_and_validate_their_settings():
+    assert STAGES == {"sigmoid": Sigmoid, "anneal": Anneal, "ste": Ste}
+    assert Sigmoid(0.5).tau(3, 10) == 0.5 and np.isnan(Ste().tau(0, 1))
+    with pytest.raises(ValueError, match="temperature must be"):
+        Sigmoid(0.0)
+    with pytest.raises(ValueError, match="beta0 <= beta1"):
+        Anneal(beta0=5.0, beta1=1.0)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        Anneal(schedule="cosine")
 
 
 # ---------------------------------------------------------------- quality

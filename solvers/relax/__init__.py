@@ -2,6 +2,19 @@
 straight-through top-k, and their schedules. Solver side only: takes a loss closure over
 a flat soft mask and the budget's scope units; never imports the rest of maskopt."""
 
-from maskopt.solvers.relax.core import STAGES, Segments, Stage, StageResult, TopK, Workspace, masked_product, run_stage
+from maskopt.solvers.relax.core import (
+    STAGES,
+    Anneal,
+    Segments,
+    Sigmoid,
+    Stage,
+    StageResult,
+    Ste,
+    TopK,
+    Workspace,
+    masked_product,
+    run_stage,
+)
 
-__all__ = ["STAGES", "Segments", "Stage", "StageResult", "TopK", "Workspace", "masked_product", "run_stage"]
+__all__ = ["STAGES", "Anneal", "Segments", "Sigmoid", "Stage", "StageResult", "Ste", "TopK", "Workspace",
+           "masked_product", "run_stage"]

@@ -30,15 +30,16 @@ The answer of a stage is P(s) at the step whose hard mask scored best under ``ev
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-STAGES = ("sigmoid", "anneal", "ste")
 SCHEDULES = ("geometric", "linear")
 
 
@@ -381,39 +382,90 @@ def _sigmoid_(z: torch.Tensor) -> torch.Tensor:
     return z.clamp_(-30.0, 30.0).sigmoid_()
 
 
-@dataclass(frozen=True)
-class Stage:
-    """One relaxation stage: ``kind`` in :data:`STAGES`; ``temperature`` τ of ``"sigmoid"``;
-    β₀ → β₁ (τ = 1/β) with ``schedule`` of ``"anneal"``."""
+class Stage(abc.ABC):
+    """One relaxation stage: how the scores become the forward mask at a step, and its
+    temperature τ over the stage (nan where none applies). Subclasses: :class:`Sigmoid`,
+    :class:`Anneal`, :class:`Ste` (:data:`STAGES` by name)."""
 
-    kind: str
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def tau(self, step: int, steps: int) -> float:
+        """Temperature at ``step`` of ``steps``."""
+
+    def forward_mask(self, scores: torch.Tensor, tau: float, state: _StepState
+                     ) -> tuple[torch.Tensor, torch.Tensor | None, float, torch.Tensor | None]:
+        """(mask m written into ``state.work.mask``, σ or None, expected kept count, the hard
+        mask when m is one). Soft stages: m = σ((s − θ_u)/τ) at the expected-budget θ."""
+        state.theta, sig, kept = state.segments.threshold(scores, tau, state.theta, out=state.work.sig)
+        return state.segments.fix(sig, out=state.work.mask), sig, kept, None
+
+
+@dataclass(frozen=True)
+class Sigmoid(Stage):
+    """Fixed temperature τ = ``temperature``."""
+
     temperature: float = 1.0
+    name: ClassVar[str] = "sigmoid"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.temperature < math.inf:
+            raise ValueError(f"temperature must be a finite number > 0; got {self.temperature}.")
+
+    def tau(self, step: int, steps: int) -> float:
+        return self.temperature
+
+
+@dataclass(frozen=True)
+class Anneal(Stage):
+    """τ = 1/β with β raised from ``beta0`` to ``beta1`` (``schedule``: geometric or linear in the step)."""
+
     beta0: float = 1.0
     beta1: float = 200.0
     schedule: str = "geometric"
+    name: ClassVar[str] = "anneal"
 
     def __post_init__(self) -> None:
-        if self.kind not in STAGES:
-            raise ValueError(f"stage kind must be one of {STAGES}; got {self.kind!r}.")
-        if not 0 < self.temperature < math.inf:
-            raise ValueError(f"temperature must be a finite number > 0; got {self.temperature}.")
         if not 0 < self.beta0 <= self.beta1 < math.inf:
             raise ValueError(f"need 0 < beta0 <= beta1 < inf; got beta0={self.beta0}, beta1={self.beta1}.")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}.")
 
     def tau(self, step: int, steps: int) -> float:
-        """Temperature at ``step`` of ``steps`` (nan for ``"ste"``)."""
-        if self.kind == "sigmoid":
-            return self.temperature
-        if self.kind == "ste":
-            return math.nan
         frac = step / max(steps - 1, 1)
         if self.schedule == "geometric":
             beta = self.beta0 * (self.beta1 / self.beta0) ** frac
         else:
             beta = self.beta0 + (self.beta1 - self.beta0) * frac
         return 1.0 / beta
+
+
+@dataclass(frozen=True)
+class Ste(Stage):
+    """The hard top-c_u mask forward, the gradient straight through to the scores."""
+
+    name: ClassVar[str] = "ste"
+
+    def tau(self, step: int, steps: int) -> float:
+        return math.nan
+
+    def forward_mask(self, scores, tau, state):
+        hard = state.topk(scores)
+        return state.work.mask.copy_(hard), None, state.budget, hard  # the hard mask meets the budget exactly
+
+
+STAGES: dict[str, type[Stage]] = {cls.name: cls for cls in (Sigmoid, Anneal, Ste)}
+
+
+@dataclass
+class _StepState:
+    """What a stage's forward mask needs across steps: the units, buffers, top-k, θ."""
+
+    segments: Segments
+    work: Workspace
+    topk: TopK
+    budget: float
+    theta: torch.Tensor | None = None
 
 
 @dataclass
@@ -460,26 +512,20 @@ def run_stage(
     """
     scores = scores.detach().clone().requires_grad_(True)
     opt = make_optimizer([scores])
-    theta = None
     work = Workspace.like(scores.detach())
     scores.grad = work.grad
     losses, densities, taus = [], [], []
     best_mask, best_value, best_step = None, math.inf, -1
     topk = TopK(segments)
-    budget = float(segments.cap.sum())
-    bar = tqdm(range(steps), desc=stage.kind, disable=not verbose, leave=False)
+    state = _StepState(segments, work, topk, float(segments.cap.sum()))
+    bar = tqdm(range(steps), desc=stage.name, disable=not verbose, leave=False)
     for step in bar:
         tau = stage.tau(step, steps)
         batch = next(batches)
-        if stage.kind == "ste":
-            hard = topk(scores)
-            m, sig, kept = work.mask.copy_(hard), None, budget  # the hard mask meets the budget exactly
-        else:
-            theta, sig, kept = segments.threshold(scores, tau, theta, out=work.sig)
-            m = segments.fix(sig, out=work.mask)
+        m, sig, kept, hard = stage.forward_mask(scores, tau, state)
         densities.append(kept / segments.size)
         loss = loss_fn(masked_product(scores, m, segments, sig, tau, weight, sizes, work), batch)
-        free = hard_value(loss.detach(), batch) if stage.kind == "ste" and hard_value is not None else None
+        free = hard_value(loss.detach(), batch) if hard is not None and hard_value is not None else None
         if free is not None and free < best_value:
             best_mask, best_value, best_step = hard, free, step
         loss.backward()  # writes the scores' gradient into work.grad
@@ -498,7 +544,7 @@ def run_stage(
     if best_mask is None:  # steps == 0
         best_mask = segments.project(scores)
         best_value = eval_fn(best_mask)
-    hist = [{"stage": stage.kind, "step": i, "loss": float(lv), "density": float(d), "temperature": t}
+    hist = [{"stage": stage.name, "step": i, "loss": float(lv), "density": float(d), "temperature": t}
             for i, (lv, d, t) in enumerate(zip(torch.stack(losses).tolist() if losses else [],
                                                densities, taus))]
     return StageResult(scores.detach(), best_mask, best_value, best_step, hist)
