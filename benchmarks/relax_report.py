@@ -184,16 +184,17 @@ def quality_side_by_side(records: list[tuple[str, dict]]) -> str:
     return table(header, rows)
 
 
-def variants_table(data: dict) -> str | None:
-    """The recorded reruns of single instances with one setting changed, beside the record's own gap."""
-    variants = data.get("variants")
+def variants_table(records: list[tuple[str, dict]]) -> str | None:
+    """The recorded reruns of single instances with one setting changed (kept with the latest
+    record), beside each record's own gap on that instance."""
+    variants = records[-1][1].get("variants")
     if not variants:
         return None
-    by_instance = {r["instance"]: r for r in data["rows"]}
+    gaps = {label: {r["instance"]: r.get("hierarchy") for r in d["rows"]} for label, d in records}
     rows = [[v["variant"], v["instance"], num(v["hierarchy gap %"], 1),
-             num(100 * by_instance[v["instance"]]["hierarchy"], 1) if v["instance"] in by_instance else "—"]
+             *[num(100 * g[v["instance"]], 1) if g.get(v["instance"]) is not None else "—" for g in gaps.values()]]
             for v in variants["rows"]]
-    return table(["variant", "instance", "hierarchy gap %", "hierarchy gap % in the record"], rows)
+    return table(["variant", "instance", "hierarchy gap %", *[f"in {label}" for label in gaps]], rows)
 
 
 def section_quality() -> str | None:
@@ -206,9 +207,10 @@ def section_quality() -> str | None:
         lines += [f"{label}: " * (len(records) > 1) + proven_text(data["rows"], None) + " " + verdict(data["rows"]),
                   ""]
     lines.append(quality_side_by_side(records))
-    variants = variants_table(records[-1][1])
+    variants = variants_table(records)
     if variants:
-        lines += ["", f"Single instances of {records[-1][0]} rerun with one setting changed:", "", variants]
+        lines += ["", "Single instances rerun with one setting changed, beside their gap in each record:", "",
+                  variants]
     return "\n".join(lines)
 
 
