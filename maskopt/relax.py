@@ -50,8 +50,8 @@ from maskopt.problems import LayerwiseProblem, Problem
 from maskopt.solvers.losses import Loss
 from maskopt.solvers.relax import Anneal, Segments, Sigmoid, Stage, Ste, run_stage
 from maskopt.solvers.relax.polish import polish
+from maskopt.train import OPTIMIZERS, make_optimizer
 
-OPTIMIZERS = ("adam", "sgd")
 INITS = ("magnitude", "constant")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -66,7 +66,8 @@ class RelaxOptions:
         epochs: if set, steps per stage = epochs × batches per pass over the data
             (overrides ``steps``).
         lr: learning rate of the scores (default 0.1; 0.5 for ``"ste"``).
-        optimizer: ``"adam"`` or ``"sgd"`` (momentum 0.9); default Adam (SGD for ``"ste"``).
+        optimizer: ``"adam"``, ``"adamw"`` or ``"sgd"`` (momentum 0.9), built by
+            :func:`maskopt.train.make_optimizer`; default Adam (SGD for ``"ste"``).
         batch_size: samples per step (None = all); mini-batches are drawn by a seeded
             permutation per pass.
         loader: an iterable of input batches (tensors, or tuples whose first item is the
@@ -406,10 +407,8 @@ def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> Me
     segments = Segments(alloc.units(), alloc.size, device)
     scores = _initial_scores(problem, opts, device, dtype)
 
-    def make_optimizer(params):
-        if opts.optimizer == "adam":  # fused: one pass over the scores per step
-            return torch.optim.Adam(params, lr=opts.lr, fused=True)
-        return torch.optim.SGD(params, lr=opts.lr, momentum=0.9)
+    def optimizer(params):  # Adam fused: one pass over the scores per step
+        return make_optimizer(opts.optimizer, params, opts.lr, fused=True if opts.optimizer != "sgd" else None)
 
     def loss_fn(pieces, batch):
         value = closure.loss(pieces, batch)
@@ -421,7 +420,7 @@ def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> Me
     best_mask, best_value = None, math.inf
     t0 = time.perf_counter()
     for stage in opts.stages():
-        res = run_stage(loss_fn, scores, segments, stage, steps, closure.batches, make_optimizer,
+        res = run_stage(loss_fn, scores, segments, stage, steps, closure.batches, optimizer,
                         closure.evaluate, eval_every, opts.verbose, closure.hard_value, closure.weight, closure.sizes)
         offset = len(history)
         history.extend({**h, "step": h["step"] + offset} for h in res.history)

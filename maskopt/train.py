@@ -86,15 +86,17 @@ def check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str
 
 
 def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float, momentum: float | None = None,
-                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+                   weight_decay: float = 0.0, fused: bool | None = None) -> torch.optim.Optimizer:
     """``"adam"``, ``"adamw"`` or ``"sgd"`` (with ``momentum``, default 0.9; Adam's have no
-    momentum option, so giving one is refused) over ``params``."""
+    momentum option, so giving one is refused) over ``params``; ``fused`` selects Adam's
+    one-pass implementation (None: torch's default). The one optimizer factory of maskopt:
+    training runs and mask-score training both build theirs here."""
     if momentum is not None and name != "sgd":
         raise ValueError(f"momentum applies to optimizer='sgd'; {name!r} has its own moment estimates (drop it).")
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9 if momentum is None else momentum,
                                weight_decay=weight_decay)

@@ -25,11 +25,17 @@ from maskopt.solvers.unrolled.problem import (
     oracle_nmse_db,
     support_least_squares,
 )
-from maskopt.solvers.unrolled.train import TrainConfig, TrainResult, evaluate_layers, train_stagewise, tune_hyperlista
+from maskopt.solvers.unrolled.train import (
+    StagewiseResult,
+    TrainConfig,
+    evaluate_layers,
+    train_stagewise,
+    tune_hyperlista,
+)
 
 __all__ = [
     "ALISTA", "LISTA", "LISTACP", "METHODS", "MODELS", "Continuation", "HyperLISTA", "ProxTrace",
-    "SparseCodingProblem", "TrainConfig", "TrainResult", "Unrolled", "alista_weight", "build_model", "debias",
+    "SparseCodingProblem", "TrainConfig", "StagewiseResult", "Unrolled", "alista_weight", "build_model", "debias",
     "evaluate_layers", "fista", "fista_schedules", "ista", "iterations_to_reach", "lasso_cvxpy", "lipschitz",
     "nmse_db", "nmse_db_per_sample", "oracle_nmse_db", "run_method", "shrink", "ss_schedule",
     "support_least_squares", "support_shrink", "train_stagewise", "tune_hyperlista",

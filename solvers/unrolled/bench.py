@@ -7,7 +7,6 @@ All NMSE values are on the test split, in dB; ``nmse_db`` uses the aggregate con
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from dataclasses import asdict, replace
@@ -105,55 +104,3 @@ def iterations_to_reach(curves: dict[str, list[float]], target_db: float) -> tup
     hits = [(next((k + 1 for k, v in enumerate(c) if v <= target_db), math.inf), run) for run, c in curves.items()]
     its, run = min(hits, default=(math.inf, None))
     return (None, None) if math.isinf(its) else (its, run)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``maskopt lista-bench``."""
-    parser.add_argument("--method", required=True, choices=METHODS, help="solver or unrolled model")
-    parser.add_argument("--layers", type=int, default=16, help="layers (or iterations for ista/fista), default 16")
-    parser.add_argument("--snr", type=float, default=math.inf, help="SNR in dB, or inf (default) for noise-free")
-    parser.add_argument("--json", help="write the result record to this file")
-    parser.add_argument("--m", type=int, default=250, help="measurements (default 250)")
-    parser.add_argument("--n", type=int, default=500, help="signal length (default 500)")
-    parser.add_argument("--seed", type=int, default=0, help="problem and training seed (default 0)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's; 1 is best on a busy machine)")
-    parser.add_argument("--test-size", type=int, default=1000, help="test samples (default 1000)")
-    parser.add_argument("--max-steps", type=int, help="training steps per stage at most (default 2000)")
-    parser.add_argument("--batch-size", type=int, help="training batch size (default 128)")
-    parser.add_argument("--lr", type=float, help="stage-1 learning rate (default: per method)")
-    parser.add_argument("--time-limit", type=float, help="seconds of training at most (default: none)")
-    parser.add_argument("--cp-init", choices=("ista", "alista"), default="ista",
-                        help="initialisation of lista-cp/lista-cpss (default ista)")
-    parser.add_argument("--checkpoint", help="checkpoint file (written per layer; resumed from when present)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def bench_main(args: argparse.Namespace) -> dict:
-    """Run ``maskopt lista-bench``: print the NMSE per layer and return the result record
-    (the command writes it to ``--json``)."""
-    if args.layers < 1 or args.m < 1 or args.n < 1 or args.test_size < 1:
-        raise ValueError("--layers, --m, --n and --test-size must be positive.")
-    if math.isnan(args.snr) or args.snr <= -math.inf:
-        raise ValueError(f"--snr must be a number of dB or inf, got {args.snr}.")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError("--threads must be positive.")
-        torch.set_num_threads(args.threads)
-    try:
-        device = torch.device(args.device)
-    except RuntimeError as e:
-        raise ValueError(f"bad --device {args.device!r}: {e}") from None
-    overrides = {k: v for k, v in (("max_steps", args.max_steps), ("batch_size", args.batch_size), ("lr", args.lr),
-                                   ("time_limit", args.time_limit)) if v is not None}
-    config = replace(default_config(args.method, args.seed), **overrides)
-    record = run_method(args.method, layers=args.layers, snr_db=args.snr, m=args.m, n=args.n, seed=args.seed,
-                        device=str(device), test_size=args.test_size, config=config, checkpoint=args.checkpoint,
-                        model_options={"init": args.cp_init} if args.method.startswith("lista-cp") else None,
-                        verbose=not args.quiet)
-    print(f"{args.method}: {args.m}x{args.n}, SNR {args.snr} dB, test NMSE in dB ({CONVENTION})")
-    print("layer  nmse_db   nmse_db_per_sample")
-    for k, (a, b) in enumerate(zip(record["nmse_db"], record["nmse_db_per_sample"]), start=1):
-        print(f"{k:<5}  {a:8.2f}  {b:8.2f}")
-    print(f"prepared in {record['prepare_time_s']:.1f} s")
-    return record

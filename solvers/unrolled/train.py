@@ -63,7 +63,7 @@ class TrainConfig:
 
 
 @dataclass
-class TrainResult:
+class StagewiseResult:
     """val_nmse_db: validation NMSE (aggregate, dB) of x_t after training layer t, for each
     trained layer; steps; time: seconds on the config's clock; completed: False when the
     time limit cut the run short;
@@ -87,7 +87,7 @@ def _output(model: Unrolled, y: torch.Tensor, t: int, only_last: bool) -> torch.
 
 
 def train_stagewise(model: Unrolled, problem: SparseCodingProblem, config: TrainConfig | None = None, *,
-                    checkpoint: str | Path | None = None, verbose: bool = True) -> TrainResult:
+                    checkpoint: str | Path | None = None, verbose: bool = True) -> StagewiseResult:
     """Train ``model`` (on ``problem``'s device and dtype) with the stage-wise schedule.
 
     ``checkpoint``: a file written after every layer (model state, result, config); when it
@@ -95,12 +95,12 @@ def train_stagewise(model: Unrolled, problem: SparseCodingProblem, config: Train
     """
     config = config or TrainConfig()
     y_val, x_val = problem.sample("validation", config.val_size)
-    result, first = TrainResult(), 1
+    result, first = StagewiseResult(), 1
     if checkpoint is not None and Path(checkpoint).exists():
         saved = torch.load(checkpoint, map_location=problem.A.device, weights_only=False)
         if saved["config"] == asdict(config):
             model.load_state_dict(saved["state"])
-            result = TrainResult(**saved["result"])
+            result = StagewiseResult(**saved["result"])
             first = len(result.val_nmse_db) + 1
     batches = problem.stream(config.batch_size, seed=config.seed + 1000 * first)
     clock = time.perf_counter if config.clock == "wall" else time.process_time
