@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from maskopt.solvers.relax.core import Segments
+from maskopt.solvers.topk import Units
 
 SCOPES = ("global", "layer", "module", "row")
 ALLOCATIONS = ("uniform", "erk")
@@ -350,7 +350,7 @@ class Allocation:
         if caps is not None:
             units = [(start, stop, int(c)) for (start, stop, _), c in zip(units, caps, strict=True)]
         flat = torch.cat([_sortable(scores[n].detach()).reshape(-1) for n in self.shapes])
-        return self.unflatten(Segments(units, self.size, flat.device).project(flat))
+        return self.unflatten(Units(units, self.size, flat.device).project(flat))
 
 
 def _sortable(scores: torch.Tensor) -> torch.Tensor:
