@@ -170,7 +170,7 @@ def section_snr40() -> str | None:
 def sections() -> dict[str, str]:
     """Block name -> markdown, for every block whose results exist."""
     blocks = {"lista_noise_free": section_noise_free(), "lista_snr40": section_snr40()}
-    return {k: v for k, v in blocks.items() if v is not None}
+    return {k: f'<a id="{k}"></a>\n\n{v}' for k, v in blocks.items() if v is not None}
 
 
 def verdict(ok: bool) -> str:
