@@ -1,63 +1,61 @@
 """maskopt: sparse subnetworks (masks) of neural networks found by optimization.
 
 See README.md for the definitions (sparsity, budget scopes, objective, certificate).
+
+Names are loaded on first use (PEP 562): ``import maskopt`` imports nothing else, so the
+engines (``maskopt.solvers``, ``maskopt.models``) load without the rest of the library.
 """
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
-from maskopt import baselines as _baselines  # noqa: E402,F401  (registers methods)
-from maskopt import data, models  # noqa: E402
-from maskopt import exact as _exact  # noqa: E402,F401  (registers methods)
-from maskopt import relax as _relax  # noqa: E402,F401  (registers methods)
-from maskopt.api import CertificateError, MethodOutput, SolveResult, evaluate, methods, register, relative_gap, solve  # noqa: E402
-from maskopt.budget import Allocation, Budget, count_for_density  # noqa: E402
-from maskopt.compare import Comparison, compare, plot_tradeoff  # noqa: E402
-from maskopt.distill import DistillProblem  # noqa: E402
-from maskopt.exact import (  # noqa: E402
-    Certificate,
-    ProblemTooLargeError,
-    SolverUnavailableError,
-    TooManyCandidatesError,
-    UnsupportedProblemError,
-    certify,
-)
-from maskopt.masks import MaskSet, apply_masks, masks_of, remove_masks  # noqa: E402
-from maskopt.problems import LayerwiseProblem, Problem  # noqa: E402
-from maskopt.train import TrainResult, load_teachers, train, train_teachers, train_ticket  # noqa: E402
+_EXPORTS = {
+    "maskopt.api": ("CertificateError", "MethodOutput", "MethodSpec", "SolveResult", "evaluate", "method_spec",
+                    "methods", "register", "relative_gap", "solve"),
+    "maskopt.budget": ("Allocation", "Budget", "count_for_density"),
+    "maskopt.compare": ("Comparison", "compare", "plot_tradeoff"),
+    "maskopt.distill": ("DistillProblem",),
+    "maskopt.exact": ("Certificate", "ProblemTooLargeError", "SolverUnavailableError", "TooManyCandidatesError",
+                      "UnsupportedProblemError", "certify"),
+    "maskopt.masks": ("MaskSet", "apply_masks", "masks_of", "remove_masks"),
+    "maskopt.problems": ("LayerwiseProblem", "Problem"),
+    "maskopt.solvers.losses": ("Loss",),
+    "maskopt.train": ("TrainResult", "load_teachers", "train", "train_teachers", "train_ticket"),
+}
+_SUBMODULES = ("data", "models")
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted([*_WHERE, *_SUBMODULES])
 
-__all__ = [
-    "Allocation",
-    "Budget",
-    "Certificate",
-    "CertificateError",
-    "Comparison",
-    "DistillProblem",
-    "LayerwiseProblem",
-    "MaskSet",
-    "MethodOutput",
-    "Problem",
-    "ProblemTooLargeError",
-    "SolveResult",
-    "SolverUnavailableError",
-    "TrainResult",
-    "TooManyCandidatesError",
-    "UnsupportedProblemError",
-    "apply_masks",
-    "certify",
-    "compare",
-    "count_for_density",
-    "data",
-    "evaluate",
-    "masks_of",
-    "methods",
-    "plot_tradeoff",
-    "models",
-    "register",
-    "relative_gap",
-    "remove_masks",
-    "solve",
-    "train",
-    "train_teachers",
-    "train_ticket",
-    "load_teachers",
-]
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        value = importlib.import_module(f"maskopt.{name}")
+    elif name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+    else:
+        raise AttributeError(f"module 'maskopt' has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+class _Package(types.ModuleType):
+    """Importing a submodule binds it as an attribute of its package; for the submodules
+    named like the function they define (``maskopt.compare``, ``maskopt.train``) the
+    function keeps the name, so ``mo.compare``/``mo.train`` stay the functions."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and name in _WHERE:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

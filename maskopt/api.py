@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import time
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -148,13 +149,24 @@ def register(name: str, *, options: type, problems: tuple[type, ...], summary: s
     return deco
 
 
+_BUILTIN = ("maskopt.baselines", "maskopt.exact", "maskopt.relax")  # modules that register maskopt's methods
+
+
+def _registry() -> dict[str, MethodSpec]:
+    """The registry, with maskopt's own methods loaded (their modules register on import)."""
+    for module in _BUILTIN:
+        importlib.import_module(module)
+    return _REGISTRY
+
+
 def methods() -> list[str]:
     """Names of the registered methods, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(_registry())
 
 
 def method_spec(name: str) -> MethodSpec:
     """The registration of ``name``; an unknown name lists the registered ones."""
+    _registry()
     try:
         return _REGISTRY[name]
     except KeyError:
