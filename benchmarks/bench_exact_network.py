@@ -332,7 +332,7 @@ def tightening_goal(datasets: dict[str, dict]) -> Goal | None:
         worst.append((max(speed.values()), name))
     hits = sum(v >= GOAL_SPEEDUP for v, _ in worst)
     verdict = "met" if hits == len(worst) else "partly met" if hits else "not met"
-    return Goal(AREA, f"Bound tightening >= {GOAL_SPEEDUP:g}x faster than one big-M on the largest instance "
+    return Goal(AREA, f"Bound tightening ≥ {GOAL_SPEEDUP:g}x faster than one big-M on the largest instance "
                       f"big-M proves within {GOAL_LIMIT:g} s", "; ".join(cells), verdict, min(worst)[1])
 
 
