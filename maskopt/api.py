@@ -111,20 +111,61 @@ def relative_gap(objective: float, bound: float | None) -> float | None:
     return diff / max(abs(objective), 1e-12)
 
 
+FAMILIES = ("exact", "relaxation", "one-shot", "training")
+
+
 @dataclass(frozen=True)
 class MethodSpec:
-    """A registered method: its function, options dataclass and accepted problem types."""
+    """A registered method and what it can take.
+
+    Attributes:
+        fn, options: the function and its options dataclass. summary: one line.
+        family: one of :data:`FAMILIES` (exact: proven bounds; relaxation: trained mask
+            scores; one-shot: scores from the weights or one gradient; training: masks found
+            by training the network).
+        problems: the problem types it takes. losses: the loss names it takes (None: any).
+        scopes: the budget scopes it takes (None: any).
+        check: further conditions, ``check(problem) -> reason or None`` (e.g. an exact
+            solver's size guard at its default options).
+        devices: ``("cpu", "cuda")`` when it takes a ``device`` option, else ``("cpu",)``.
+    """
 
     name: str
     fn: Callable[[Problem, object], MethodOutput]
     options: type
     problems: tuple[type, ...]
     summary: str
+    family: str
+    losses: tuple[str, ...] | None = None
+    scopes: tuple[str, ...] | None = None
+    check: Callable[[Problem], str | None] | None = None
 
     @property
     def option_names(self) -> set[str]:
         """The names of the options it takes (the fields of its options dataclass)."""
         return {f.name for f in dataclasses.fields(self.options)}
+
+    @property
+    def devices(self) -> tuple[str, ...]:
+        return ("cpu", "cuda") if "device" in self.option_names else ("cpu",)
+
+    def refusal(self, problem: Problem, deep: bool = True) -> str | None:
+        """Why the method cannot take ``problem`` (None when it can); ``deep=False`` checks
+        the declared problem types, losses and scopes only, not :attr:`check`."""
+        if not isinstance(problem, self.problems):
+            takes = ", ".join(t.__name__ for t in self.problems)
+            return f"Method {self.name!r} does not take a {type(problem).__name__}; it takes {takes}."
+        loss = getattr(problem, "criterion", None)
+        if self.losses is not None and loss is not None and loss.name not in self.losses:
+            return f"Method {self.name!r} takes losses {list(self.losses)}; the problem's loss is {loss.name!r}."
+        if self.scopes is not None and problem.budget.scope not in self.scopes:
+            return (f"Method {self.name!r} takes budget scopes {list(self.scopes)}; the problem's budget has "
+                    f"scope {problem.budget.scope!r}.")
+        return self.check(problem) if deep and self.check is not None else None
+
+    def accepts(self, problem: Problem) -> bool:
+        """Whether the method can take ``problem`` at its default options."""
+        return self.refusal(problem) is None
 
 
 _REGISTRY: dict[str, MethodSpec] = {}
@@ -133,17 +174,18 @@ _REGISTRY: dict[str, MethodSpec] = {}
 MethodFn = Callable[[Problem, object], MethodOutput]
 
 
-def register(name: str, *, options: type, problems: tuple[type, ...], summary: str) -> Callable[[MethodFn], MethodFn]:
-    """Decorator registering ``fn(problem, options) -> MethodOutput`` under ``name``.
-
-    ``options`` is a dataclass whose fields are the method's options (with defaults);
-    ``problems`` the problem types it accepts; ``summary`` one line for listings.
-    """
+def register(name: str, *, options: type, problems: tuple[type, ...], summary: str, family: str,
+             losses: tuple[str, ...] | None = None, scopes: tuple[str, ...] | None = None,
+             check: Callable[[Problem], str | None] | None = None) -> Callable[[MethodFn], MethodFn]:
+    """Decorator registering ``fn(problem, options) -> MethodOutput`` under ``name``; the
+    keywords are the fields of :class:`MethodSpec`."""
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}; got {family!r}.")
 
     def deco(fn: MethodFn) -> MethodFn:
         if name in _REGISTRY:
             raise ValueError(f"A method named {name!r} is already registered.")
-        _REGISTRY[name] = MethodSpec(name, fn, options, problems, summary)
+        _REGISTRY[name] = MethodSpec(name, fn, options, problems, summary, family, losses, scopes, check)
         return fn
 
     return deco
@@ -159,9 +201,13 @@ def _registry() -> dict[str, MethodSpec]:
     return _REGISTRY
 
 
-def methods() -> list[str]:
-    """Names of the registered methods, sorted."""
-    return sorted(_registry())
+def methods(family: str | None = None, problem: Problem | None = None) -> list[str]:
+    """Names of the registered methods, sorted; only those of ``family`` and only those
+    that accept ``problem`` (:meth:`MethodSpec.accepts`) when given."""
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}; got {family!r}.")
+    return sorted(name for name, spec in _registry().items()
+                  if (family is None or spec.family == family) and (problem is None or spec.accepts(problem)))
 
 
 def method_spec(name: str) -> MethodSpec:
@@ -226,13 +272,10 @@ def solve(problem: Problem, method: str = "exact", **options) -> SolveResult:
     ValueError when the method cannot take this kind of problem.
     """
     spec = method_spec(method)
-    if not isinstance(problem, spec.problems):
-        takes = ", ".join(t.__name__ for t in spec.problems)
-        others = [m for m in methods() if isinstance(problem, _REGISTRY[m].problems)]
-        raise ValueError(
-            f"Method {method!r} does not take a {type(problem).__name__}; it takes {takes}. "
-            f"Methods for this problem: {', '.join(others) or 'none'}."
-        )
+    reason = spec.refusal(problem, deep=False)
+    if reason is not None:
+        others = [m for m in methods() if _REGISTRY[m].refusal(problem, deep=False) is None]
+        raise ValueError(f"{reason} Methods for this problem: {', '.join(others) or 'none'}.")
     opts = make_options(spec, options)
     t0 = time.perf_counter()
     out = spec.fn(problem, opts)

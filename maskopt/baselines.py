@@ -204,14 +204,14 @@ class KstartsDissipatingOptions(DissipatingOptions):
 # ---------------------------------------------------------------- data-free and one-shot scores
 
 
-@register("magnitude", options=NoOptions, problems=(Problem,),
+@register("magnitude", options=NoOptions, problems=(Problem,), family="one-shot",
           summary="keep the largest |w| within each scope unit")
 def _magnitude(problem: Problem, opts: NoOptions) -> MethodOutput:
     scores = {n: w.abs() for n, w in problem.weights().items()}
     return MethodOutput(problem.allocation.project(scores), stats={"gradient_samples": 0})
 
 
-@register("random", options=RandomOptions, problems=(Problem,),
+@register("random", options=RandomOptions, problems=(Problem,), family="one-shot",
           summary="keep uniformly random weights within each scope unit (seeded)")
 def _random(problem: Problem, opts: RandomOptions) -> MethodOutput:
     return MethodOutput(problem.allocation.project(_random_scores(problem.mask_shapes(), opts.seed)),
@@ -260,21 +260,21 @@ def synflow_scores(problem: DistillProblem, masks: Mapping[str, torch.Tensor] | 
     return {n: g.detach() for n, g in zip(m, grads)}  # ∂R/∂m = |w| ⊙ ∂R/∂(|w| m)
 
 
-@register("snip", options=NoOptions, problems=(Problem,),
+@register("snip", options=NoOptions, problems=(Problem,), family="one-shot",
           summary="connection sensitivity |w·∂L/∂w| on the problem's data (Lee et al. 2019)")
 def _snip(problem: Problem, opts: NoOptions) -> MethodOutput:
     return MethodOutput(problem.allocation.project(snip_scores(problem)),
                         stats={"gradient_samples": _samples(problem)})
 
 
-@register("grasp", options=NoOptions, problems=(Problem,),
+@register("grasp", options=NoOptions, problems=(Problem,), family="one-shot",
           summary="gradient signal preservation w·Hg (Wang et al. 2020)")
 def _grasp(problem: Problem, opts: NoOptions) -> MethodOutput:
     return MethodOutput(problem.allocation.project(grasp_scores(problem)),
                         stats={"gradient_samples": 2 * _samples(problem)})
 
 
-@register("synflow", options=SynflowOptions, problems=(DistillProblem,),
+@register("synflow", options=SynflowOptions, problems=(DistillProblem,), family="one-shot",
           summary="iterative synaptic flow, data-free, exponential schedule (Tanaka et al. 2020)")
 def _synflow(problem: DistillProblem, opts: SynflowOptions) -> MethodOutput:
     alloc, masks = problem.allocation, None
@@ -430,7 +430,7 @@ def iterative_magnitude_pruning(trainer: Trainer, alloc: Allocation, rate: float
         yield ImpRound(r, masks, result)
 
 
-@register("imp", options=ImpOptions, problems=(DistillProblem,),
+@register("imp", options=ImpOptions, problems=(DistillProblem,), family="training",
           summary="iterative magnitude pruning with rewinding, 20% per round (lottery tickets)")
 def _imp(problem: DistillProblem, opts: ImpOptions) -> MethodOutput:
     trainer = problem_trainer(problem, opts)
@@ -498,7 +498,7 @@ def _kstarts_search(problem: DistillProblem, opts: KstartsOptions | KstartsDissi
     return MethodOutput(candidates[best][0], history=history, stats={"chosen": best, "gradient_samples": samples})
 
 
-@register("kstarts", options=KstartsOptions, problems=(DistillProblem,),
+@register("kstarts", options=KstartsOptions, problems=(DistillProblem,), family="training",
           summary="K random masks trained a few epochs, keep the fittest (magnitude/gradient)")
 def _kstarts(problem: DistillProblem, opts: KstartsOptions) -> MethodOutput:
     def random_mask(trainer, init, seed):
@@ -524,7 +524,7 @@ def dissipating_scores(trainer: Trainer, init: Mapping[str, torch.Tensor]) -> tu
     return {n: torch.where(m == 0, 0.0, m / w0[n].abs()).cpu().double() for n, m in moved.items()}, result.samples
 
 
-@register("dissipating", options=DissipatingOptions, problems=(DistillProblem,),
+@register("dissipating", options=DissipatingOptions, problems=(DistillProblem,), family="training",
           summary="drop weights that stay near their initial value in the first epochs")
 def _dissipating(problem: DistillProblem, opts: DissipatingOptions) -> MethodOutput:
     trainer = problem_trainer(problem, opts)
@@ -535,6 +535,7 @@ def _dissipating(problem: DistillProblem, opts: DissipatingOptions) -> MethodOut
 
 
 @register("kstarts_dissipating", options=KstartsDissipatingOptions, problems=(DistillProblem,),
+          family="training",
           summary="K-starts whose candidates are dissipating-gradient masks")
 def _kstarts_dissipating(problem: DistillProblem, opts: KstartsDissipatingOptions) -> MethodOutput:
     def dissipating_mask(trainer, init, seed):

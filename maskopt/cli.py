@@ -17,7 +17,7 @@ from maskopt.solvers.unrolled.bench import CONVENTION, METHODS, default_config, 
 DEMO_STUDENT = {"in_features": 64, "hidden": [64], "num_classes": 10}
 DEMO_TEACHERS = [("mlp", {"in_features": 64, "hidden": [128], "num_classes": 10}),
                  ("mlp", {"in_features": 64, "hidden": [64, 64], "num_classes": 10})]
-RELAXATIONS = ("hierarchy", "sigmoid", "anneal", "ste")
+DEMO_BASELINES = ("magnitude", "snip", "grasp", "synflow", "random")  # one-shot methods shown beside the relaxations
 
 
 def _say(args: argparse.Namespace):
@@ -70,18 +70,18 @@ def _demo(args: argparse.Namespace) -> int:
     layer = mo.LayerwiseProblem(hidden, last.weight.detach(), target - last.bias.detach(),
                                 mo.Budget(sparsity=0.9, scope="row"), loss="l1")
     steps = 60 if quick else 300
-    relax = {m: {"steps": steps // 3 if m == "hierarchy" else steps} for m in RELAXATIONS}
-    methods = ["exact", *RELAXATIONS, "magnitude", "snip", "random"]
+    relaxations = mo.methods(family="relaxation")
+    relax = {m: {"steps": steps // 3 if m == "hierarchy" else steps} for m in relaxations}
+    methods = ["exact", *relaxations, *(m for m in DEMO_BASELINES if mo.method_spec(m).accepts(layer))]
     say(f"\n[1/2] last layer alone, exactly: {n} samples, mask of {last.weight.numel()} weights, "
         "10 % of each row kept, L1 distance to the teachers' mean logits")
     exact = mo.compare(layer, methods, seeds=(args.seed,), verbose=not args.quiet,
                        options={m: _with_common(m, relax.get(m, {}), args) for m in methods})
     full = mo.DistillProblem(student, teachers, data.x, mo.Budget(sparsity=0.9, scope="layer"), loss="kl",
                              temperature=2.0, labels=data.y)
-    methods = [*RELAXATIONS, "magnitude", "snip", "grasp", "synflow", "random"]
+    methods = [*relaxations, *(m for m in DEMO_BASELINES if mo.method_spec(m).accepts(full))]
     say(f"\n[2/2] whole student: KL distillation (T = 2) on {data.x.shape[0]} digits, 90 % sparsity per layer, "
         "tickets trained from initialization on the labels")
-    relax = {m: {"steps": steps // 3 if m == "hierarchy" else steps} for m in RELAXATIONS}
     compared = mo.compare(full, methods, seeds=(args.seed,), certify=False, verbose=not args.quiet,
                           options={m: _with_common(m, relax.get(m, {}), args) for m in methods},
                           ticket={"data": data, "epochs": 3 if quick else 20, "lr": 3e-3, "batch_size": 64,

@@ -160,8 +160,9 @@ def compare(
     Args:
         options: per-method options, e.g. ``{"exact": {"time_limit": 60}}``.
         certify: when no run proved a bound, certify the best mask with the exact solver
-            (``certify_time_limit`` seconds) if the problem is one it takes and small
-            enough; otherwise gaps are relative to the best objective found.
+            (``certify_time_limit`` seconds) if it accepts the problem
+            (``method_spec("exact").accepts``); otherwise gaps are relative to the best
+            objective found.
         ticket: train each mask's ticket and report its max test accuracy:
             ``{"data": Dataset, "epochs": ..., other train_ticket options}``
             (DistillProblem only; the student at its initialization, float32).
@@ -170,7 +171,6 @@ def compare(
 
     Raises ValueError for an unknown method or an option a method does not take.
     """
-    from maskopt.exact import ProblemTooLargeError, TooManyCandidatesError, UnsupportedProblemError
     from maskopt.exact import certify as certify_masks
     from maskopt.train import train_ticket
 
@@ -201,15 +201,15 @@ def compare(
     bounds = [r.bound for _, _, r in runs if r.bound is not None]
     optimal = next((r for _, _, r in runs if r.status == "optimal" and r.bound is not None), None)
     best = min(runs, key=lambda t: t[2].objective)[2]
-    if not bounds and certify:
-        try:
-            cert = certify_masks(problem, best.masks, time_limit=certify_time_limit)
-            bounds.append(cert.bound)
-            if cert.status == "optimal":
-                optimal = cert.best
-            say(f"  certificate: bound {cert.bound:.6g} ({cert.status}, {cert.time:.2f} s)")
-        except (ProblemTooLargeError, TooManyCandidatesError, UnsupportedProblemError) as err:
-            say(f"  no certificate: {err}")
+    refusal = method_spec("exact").refusal(problem) if not bounds and certify else None
+    if refusal is not None:
+        say(f"  no certificate: {refusal}")
+    elif not bounds and certify:
+        cert = certify_masks(problem, best.masks, time_limit=certify_time_limit)
+        bounds.append(cert.bound)
+        if cert.status == "optimal":
+            optimal = cert.best
+        say(f"  certificate: bound {cert.bound:.6g} ({cert.status}, {cert.time:.2f} s)")
     reference_is_bound = bool(bounds)
     reference = max(bounds) if bounds else best.objective
     exact_masks = optimal.masks if optimal is not None else None

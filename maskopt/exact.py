@@ -17,7 +17,7 @@ from maskopt.distill import DistillProblem, parameter_names
 from maskopt.masks import MaskSet
 from maskopt.problems import LayerwiseProblem, Problem
 from maskopt.solvers.exact import network
-from maskopt.solvers.exact.bruteforce import TooManyCandidatesError, bruteforce
+from maskopt.solvers.exact.bruteforce import TooManyCandidatesError, bruteforce, count_candidates
 from maskopt.solvers.exact.highs import MipSettings, SolverUnavailableError
 from maskopt.solvers.exact.layerwise import Dispatch, model_size, solve_layerwise
 from maskopt.solvers.exact.qcr import STRENGTHEN
@@ -141,8 +141,37 @@ def _checked_warm_start(problem: Problem, warm: Mapping[str, torch.Tensor]) -> M
     return ms
 
 
-@register("exact", options=ExactOptions, problems=(LayerwiseProblem, DistillProblem),
-          summary="MILP built with Pyomo, solved by HiGHS; proven bound and gap")
+def _layerwise_too_large(problem: LayerwiseProblem, max_size: int, decompose: bool) -> str | None:
+    """Why the layer-wise MILP is refused as too large (None when it is not)."""
+    n, d = problem.inputs.shape
+    size = model_size(n, d, problem.weight.shape[0], problem.allocation.units(), problem.loss, decompose)
+    if size["nonzeros"] <= max_size:
+        return None
+    what = "each row's MILP" if size["milps"] > 1 else "The exact MILP"
+    return (f"{what} would have {size['binaries']:,} binaries, {size['constraints']:,} constraints and "
+            f"{size['nonzeros']:,} nonzeros, above max_size={max_size:,} nonzeros. Use a heuristic method (see "
+            "maskopt.methods()), fewer samples, or raise max_size if you accept a long solve.")
+
+
+def _exact_refusal(problem: Problem) -> str | None:
+    """Why ``method="exact"`` refuses ``problem`` at its default options (None when it takes it)."""
+    if isinstance(problem, LayerwiseProblem):
+        return _layerwise_too_large(problem, ExactOptions.max_size, False)
+    try:
+        x, layers = network_layers(problem)
+    except UnsupportedProblemError as err:
+        return str(err)
+    return _network_too_large(x, layers, problem.allocation.size, ExactOptions.max_size)
+
+
+def _bruteforce_refusal(problem: Problem) -> str | None:
+    count = count_candidates(problem.allocation.units())
+    limit = BruteforceOptions.max_candidates
+    return None if count <= limit else f"{count:,} masks within the budget, above max_candidates={limit:,}."
+
+
+@register("exact", options=ExactOptions, problems=(LayerwiseProblem, DistillProblem), family="exact",
+          check=_exact_refusal, summary="MILP built with Pyomo, solved by HiGHS; proven bound and gap")
 def _exact(problem: LayerwiseProblem | DistillProblem, opts: ExactOptions) -> MethodOutput:
     if isinstance(problem, DistillProblem):
         row_only = {"workers": 1, "executor": None, "row_time_limit": None, "strengthen": "none", "decompose": False}
@@ -153,18 +182,10 @@ def _exact(problem: LayerwiseProblem | DistillProblem, opts: ExactOptions) -> Me
         return _exact_network(problem, opts)
     if opts.bounds is not None:
         raise ValueError("bounds= applies to the network MILP of a DistillProblem; a LayerwiseProblem needs none.")
-    n, d = problem.inputs.shape
-    p = problem.weight.shape[0]
     units = problem.allocation.units()
-    size = model_size(n, d, p, units, problem.loss, opts.decompose)
-    if size["nonzeros"] > opts.max_size:
-        what = "each row's MILP" if size["milps"] > 1 else "The exact MILP"
-        raise ProblemTooLargeError(
-            f"{what} would have {size['binaries']:,} binaries, {size['constraints']:,} constraints "
-            f"and {size['nonzeros']:,} nonzeros, above max_size={opts.max_size:,} nonzeros. Use a "
-            "heuristic method (see maskopt.methods()), fewer samples, or raise max_size if you accept "
-            "a long solve."
-        )
+    too_large = _layerwise_too_large(problem, opts.max_size, opts.decompose)
+    if too_large:
+        raise ProblemTooLargeError(too_large)
     # Candidate MIP starts: the user's warm start, and the mask of the largest contributions |W_oi|·‖X_:i‖.
     contribution = problem.weight.abs() * problem.inputs.norm(dim=0)
     candidates = [problem.allocation.project({"weight": contribution})["weight"]]
@@ -195,8 +216,8 @@ def _exact(problem: LayerwiseProblem | DistillProblem, opts: ExactOptions) -> Me
                         objective=res.objective, gap=opts.gap)
 
 
-@register("bruteforce", options=BruteforceOptions, problems=(LayerwiseProblem, DistillProblem),
-          summary="enumerate every mask within the budget (oracle for tiny problems)")
+@register("bruteforce", options=BruteforceOptions, problems=(LayerwiseProblem, DistillProblem), family="exact",
+          check=_bruteforce_refusal, summary="enumerate every mask within the budget (oracle for tiny problems)")
 def _bruteforce(problem: Problem, opts: BruteforceOptions) -> MethodOutput:
     alloc = problem.allocation
 
@@ -290,17 +311,22 @@ def _check_encoding(problem: DistillProblem, x: np.ndarray, layers: list[network
             )
 
 
+def _network_too_large(x: np.ndarray, layers: list[network.Layer], n_mask: int, max_size: int) -> str | None:
+    size = network.model_size(x.shape[0], layers, n_mask)
+    if size["nonzeros"] <= max_size:
+        return None
+    return (f"The exact network MILP would have about {size['binaries']:,} binaries, {size['constraints']:,} "
+            f"constraints and {size['nonzeros']:,} nonzeros, above max_size={max_size:,} nonzeros. Use fewer "
+            "samples, a smaller student, a heuristic method (see maskopt.methods()), or raise max_size.")
+
+
 def _exact_network(problem: DistillProblem, opts: ExactOptions) -> MethodOutput:
     x, layers = network_layers(problem)
     alloc = problem.allocation
     n_mask = alloc.size
-    size = network.model_size(x.shape[0], layers, n_mask)
-    if size["nonzeros"] > opts.max_size:
-        raise ProblemTooLargeError(
-            f"The exact network MILP would have about {size['binaries']:,} binaries, {size['constraints']:,} "
-            f"constraints and {size['nonzeros']:,} nonzeros, above max_size={opts.max_size:,} nonzeros. Use fewer "
-            "samples, a smaller student, a heuristic method (see maskopt.methods()), or raise max_size."
-        )
+    too_large = _network_too_large(x, layers, n_mask, opts.max_size)
+    if too_large:
+        raise ProblemTooLargeError(too_large)
     scores = {n: w.abs() for n, w in problem.weights().items()}
     candidates = [alloc.flatten(alloc.project(scores)).numpy()]
     stats = {}

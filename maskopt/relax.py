@@ -447,11 +447,11 @@ def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> Me
 
 
 _PROBLEMS = (LayerwiseProblem, DistillProblem)
-register("sigmoid", options=SigmoidOptions, problems=_PROBLEMS,
+register("sigmoid", options=SigmoidOptions, problems=_PROBLEMS, family="relaxation",
          summary="sigmoid relaxation at a fixed temperature, exact expected budget; top-k projection")(_relax)
-register("anneal", options=AnnealOptions, problems=_PROBLEMS,
+register("anneal", options=AnnealOptions, problems=_PROBLEMS, family="relaxation",
          summary="sigmoid with temperature annealed to a binary mask (continuous sparsification)")(_relax)
-register("ste", options=SteOptions, problems=_PROBLEMS,
+register("ste", options=SteOptions, problems=_PROBLEMS, family="relaxation",
          summary="hard top-k mask forward, straight-through gradient to the scores (edge-popup)")(_relax)
-register("hierarchy", options=HierarchyOptions, problems=_PROBLEMS,
+register("hierarchy", options=HierarchyOptions, problems=_PROBLEMS, family="relaxation",
          summary="sigmoid -> anneal -> ste, each warm-started from the previous scores")(_relax)

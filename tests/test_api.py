@@ -158,3 +158,33 @@ def test_problem_inputs_are_copied_not_aliased():
     with torch.no_grad():
         w.mul_(2.0)
     assert mo.evaluate(prob, {"weight": torch.ones(2, 4)}) == before
+
+
+def test_every_method_declares_its_family_and_capabilities():
+    families = {name: mo.method_spec(name).family for name in mo.methods()}
+    assert families["exact"] == families["bruteforce"] == "exact"
+    assert {n for n, f in families.items() if f == "relaxation"} == {"sigmoid", "anneal", "ste", "hierarchy"}
+    assert {"magnitude", "random", "snip", "grasp", "synflow"} <= {n for n, f in families.items() if f == "one-shot"}
+    assert {"imp", "kstarts", "dissipating"} <= {n for n, f in families.items() if f == "training"}
+    assert mo.methods(family="relaxation") == ["anneal", "hierarchy", "sigmoid", "ste"]
+    assert mo.method_spec("sigmoid").devices == ("cpu", "cuda") and mo.method_spec("exact").devices == ("cpu",)
+    with pytest.raises(ValueError, match="family must be one of"):
+        mo.methods(family="greedy")
+
+
+def test_accepts_answers_what_solve_would_refuse():
+    small = random_layerwise(0, n=6, d=4, p=2, budget=mo.Budget(k=3), loss="l1", bias=False)
+    big = random_layerwise(0, n=400, d=200, p=60, budget=mo.Budget(sparsity=0.5), loss="l1", bias=False)
+    exact = mo.method_spec("exact")
+    assert exact.accepts(small) and "max_size" in exact.refusal(big)
+    with pytest.raises(mo.ProblemTooLargeError, match="max_size"):
+        mo.solve(big, method="exact")
+    assert "synflow" not in mo.methods(problem=small) and "exact" in mo.methods(problem=small)
+    assert "exact" not in mo.methods(problem=big) and "magnitude" in mo.methods(problem=big)
+    torch.manual_seed(0)
+    kl = mo.DistillProblem(torch.nn.Linear(3, 2), [torch.nn.Linear(3, 2)], torch.randn(4, 3), mo.Budget(k=2),
+                           loss="kl")
+    assert "got loss='kl'" in exact.refusal(kl) and not exact.accepts(kl)
+    with pytest.raises(mo.UnsupportedProblemError):
+        mo.solve(kl, method="exact")
+    assert mo.method_spec("bruteforce").accepts(kl)
