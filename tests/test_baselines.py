@@ -181,7 +181,7 @@ def test_imp_caps_follow_a_schedule_and_refuse_growth():
 ])
 @pytest.mark.parametrize("rate", [0.2, 0.1])
 def test_imp_caps_reach_small_caps(budget, shapes, rate):
-    """Counts where k·rate < 1/2 still lose a weight each round (they used to stall forever)."""
+    """Counts where k·rate < 1/2 still lose a weight each round, so the rounds always end."""
     alloc = budget.allocate(shapes)
     caps = imp_caps(alloc, rate, None)
     final = [c for _, _, c in alloc.units()]
@@ -281,8 +281,8 @@ def test_training_baselines_refuse_layerwise_problems_and_bad_options(task):
 
 
 def test_dissipating_scores_of_weights_that_never_move(task):
-    """Zero weights reading an always-zero input never move: score 0 (0/0 used to be NaN and
-    cost the mask one kept weight each); every budget is still met exactly."""
+    """Zero weights reading an always-zero input never move: their score is 0 (not NaN, which
+    would cost the mask one kept weight each); every budget is still met exactly."""
     data, teacher, _ = task
     torch.manual_seed(0)
     student = nn.Sequential(nn.Linear(8, 12), nn.ReLU(), nn.Linear(12, 3))

@@ -273,7 +273,7 @@ def test_an_optimal_claim_whose_gap_fails_becomes_numerical(monkeypatch):
 def test_l2_outer_approximation_repeating_a_mask_without_the_gap_is_numerical(monkeypatch):
     """The L2 loop: a master solved to the final gap that returns a mask it has already cut at
     values it exactly, so only tolerances can keep its bound off the gap: "numerical", with
-    the gap reached in the history (it used to say "optimal"). Simulated: the master's bound
+    the gap reached in the history, never "optimal". Simulated: the master's bound
     is reported 30 % low."""
     kn = known("layerwise-l2-global")
 

@@ -409,8 +409,8 @@ def test_lookahead_gradient_is_the_derivative_through_the_inner_steps():
 
 @pytest.mark.parametrize("method", ["sigmoid", "ste"])
 def test_lookahead_with_an_initial_weight_of_zero(method):
-    """A weight that starts at exactly 0 counts as pruned; its 0/0 used to make every score's
-    gradient NaN."""
+    """A weight that starts at exactly 0 counts as pruned, and every score's gradient stays
+    finite (m = v / w is never 0/0)."""
     student = mlp((6, 10, 8, 3), 0)
     with torch.no_grad():
         student[0].weight[0, 0] = 0.0
@@ -426,8 +426,8 @@ def test_lookahead_with_an_initial_weight_of_zero(method):
 
 
 def test_linf_with_cross_entropy_checkpoints_score_the_objective():
-    """Chunked checkpoint scoring of (1 − α)·max|s − t| + α·CE is the problem's objective (a
-    maximum over chunks used to drop the other chunks' cross-entropy)."""
+    """Chunked checkpoint scoring of (1 − α)·max|s − t| + α·CE is the problem's objective
+    (every chunk's cross-entropy counts, not only the chunk holding the maximum)."""
     prob = distill(mo.Budget(density=0.3), loss="linf", n=40, labels=torch.arange(40) % 3, alpha=0.4)
     opts = SigmoidOptions(batch_size=10, verbose=False)
     closure = _distill_closure(prob, opts, torch.device("cpu"), torch.float64, prob.allocation.offsets)

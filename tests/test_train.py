@@ -146,12 +146,12 @@ def test_training_takes_loaders_and_rejects_bad_input(data):
         train(model, data, steps=1, optimizer="lbfgs", verbose=False)
     with pytest.raises(TypeError, match="maskopt.data.Dataset or a pair"):
         train(model, data.x, steps=1, verbose=False)
-    for epochs in (0, -5):  # each used to train one step
+    for epochs in (0, -5):  # no training at all is an error, not one step
         with pytest.raises(ValueError, match="epochs must be > 0"):
             train(model, data, epochs=epochs, verbose=False)
-    with pytest.raises(ValueError, match="momentum applies to optimizer='sgd'"):  # Adam ignored it
+    with pytest.raises(ValueError, match="momentum applies to optimizer='sgd'"):  # Adam has no momentum option
         train(model, data, steps=1, optimizer="adam", momentum=0.99, verbose=False)
-    with pytest.raises(ValueError, match="eval_every must be ≥ 1"):  # 0 used to mean once per epoch
+    with pytest.raises(ValueError, match="eval_every must be ≥ 1"):
         train(model, data, steps=1, eval_every=0, verbose=False)
 
 

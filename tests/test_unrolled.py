@@ -1,4 +1,4 @@
-"""Unrolled sparse solvers (issue 7): generators, NMSE conventions, ISTA/FISTA against cvxpy,
+"""Unrolled sparse solvers: generators, NMSE conventions, ISTA/FISTA against cvxpy,
 LISTA-as-ISTA, ALISTA's analytic weight, short training runs, checkpoints and the CLI."""
 
 from __future__ import annotations
