@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,19 @@ def results_dir() -> Path:
 def docs_dir() -> Path:
     """Where the docs pages are: ``$MASKOPT_BENCH_DOCS`` or ``docs/benchmarks``."""
     return Path(os.environ.get("MASKOPT_BENCH_DOCS", ROOT / "docs" / "benchmarks"))
+
+
+def use_scratch_results() -> Path:
+    """For ``--quick``: without ``$MASKOPT_BENCH_RESULTS``, point the results (and, unless
+    set, the docs) at a fresh temporary folder, so a smoke run never replaces recorded
+    results; returns ``results_dir()``."""
+    if "MASKOPT_BENCH_RESULTS" not in os.environ:
+        scratch = Path(tempfile.mkdtemp(prefix="maskopt-bench-quick-"))
+        os.environ["MASKOPT_BENCH_RESULTS"] = str(scratch / "results")
+        os.environ.setdefault("MASKOPT_BENCH_DOCS", str(scratch / "docs"))
+    results_dir().mkdir(parents=True, exist_ok=True)
+    print(f"--quick: results in {results_dir()}, docs in {docs_dir()}", flush=True)
+    return results_dir()
 
 
 def save_results(name: str, data: dict) -> None:

@@ -57,14 +57,12 @@ targets exactly).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 import torch
-from _common import load_results, machine, results_dir, save_results, write_sections
+from _common import load_results, machine, results_dir, save_results, use_scratch_results, write_sections
 from headline_config import Headline, load_headline
 from headline_report import goals, plots, sections, tuning_choice, tuning_summary
 from headline_tasks import (
@@ -284,9 +282,7 @@ def report_main(h: Headline, args: argparse.Namespace) -> int:
 def quick_main(h: Headline, args: argparse.Namespace) -> int:
     """The pipeline on the [quick] setting: the tunings (two configs), the per-layer table with
     digits, the objective study and the validation rerun (one trial, one sparsity)."""
-    if "MASKOPT_BENCH_RESULTS" not in os.environ:  # never overwrite the recorded results
-        os.environ["MASKOPT_BENCH_RESULTS"] = tempfile.mkdtemp(prefix="bench_headline_quick_")
-    print(f"--quick: results in {results_dir()}", file=sys.stderr)
+    use_scratch_results()
     quick = argparse.Namespace(**{**vars(args), "trials": list(h.tune_trials), "jobs": 1, "methods": None,
                                   "allocation": "uniform", "no_digits": False, "tune_digits": False,
                                   "partial": None, "merge": False, "selection": list(h.tune_trials)})

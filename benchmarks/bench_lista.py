@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import tempfile
 import time
@@ -52,7 +51,7 @@ from maskopt.solvers.unrolled.bench import CONVENTION
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import docs_dir, load_results, results_dir, save_results, write_sections  # noqa: E402
+from _common import load_results, results_dir, save_results, use_scratch_results, write_sections  # noqa: E402
 from lista_report import PAGE, clean_records, goals, name, sections  # noqa: E402,F401  (the page's contract)
 
 
@@ -254,16 +253,6 @@ def report() -> None:
     """The plot and the page's generated blocks, from the JSON."""
     plot()
     write_sections(PAGE, sections())
-
-
-def use_scratch_results() -> None:
-    """``--quick`` never writes into benchmarks/results: without ``MASKOPT_BENCH_RESULTS`` it
-    points results (and docs) at a fresh temporary directory."""
-    if "MASKOPT_BENCH_RESULTS" not in os.environ:
-        scratch = Path(tempfile.mkdtemp(prefix="maskopt-bench-quick-"))
-        os.environ["MASKOPT_BENCH_RESULTS"] = str(scratch / "results")
-        os.environ.setdefault("MASKOPT_BENCH_DOCS", str(scratch / "docs"))
-    print(f"--quick: results in {results_dir()}, docs in {docs_dir()}", flush=True)
 
 
 def quick() -> None:

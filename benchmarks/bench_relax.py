@@ -41,7 +41,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -55,7 +54,7 @@ from maskopt.report import format_table
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _common import digits_teachers, docs_dir, results_dir, save_results, write_sections  # noqa: E402
+from _common import digits_teachers, save_results, use_scratch_results, write_sections  # noqa: E402
 from relax_report import (  # noqa: E402,F401  (re-exported: the page's contract and the tests' helpers)
     EXACT_GAP,
     LABELS,
@@ -398,16 +397,6 @@ def run_parts(args: argparse.Namespace) -> None:
         sizes = {"inputs": 16, "batch_size": 8} if quick else {"inputs": 256, "batch_size": 64}
         data = run_scale(args.scale_steps, args.device, **sizes)
         save_results("relax_scale" + args.suffix, {**info, **data, "settings": {**info["settings"], **sizes}})
-
-
-def use_scratch_results() -> None:
-    """``--quick`` never writes into benchmarks/results: without ``MASKOPT_BENCH_RESULTS`` it
-    points results (and docs) at a fresh temporary directory."""
-    if "MASKOPT_BENCH_RESULTS" not in os.environ:
-        scratch = Path(tempfile.mkdtemp(prefix="maskopt-bench-quick-"))
-        os.environ["MASKOPT_BENCH_RESULTS"] = str(scratch / "results")
-        os.environ.setdefault("MASKOPT_BENCH_DOCS", str(scratch / "docs"))
-    print(f"--quick: results in {results_dir()}, docs in {docs_dir()}", flush=True)
 
 
 def main() -> None:

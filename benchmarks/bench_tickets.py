@@ -45,14 +45,12 @@ the labels) and the ticket is trained with the same protocol. Compute = training
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 
 import torch
-from _common import load_results, machine, results_dir, save_results, write_sections
+from _common import load_results, machine, results_dir, save_results, use_scratch_results, write_sections
 from tickets_protocol import Mnist1dSetup, load_setup
 from tickets_report import goals, plot, sections
 from tickets_tasks import imp_erk_task, imp_trial, random_spread, run_trial
@@ -134,9 +132,7 @@ def report_main(args: argparse.Namespace, setup: Mnist1dSetup) -> int:
 def quick_main(args: argparse.Namespace, setup: Mnist1dSetup) -> int:
     """Every run of this script on the [quick] setting: short trainings, one sparsity, trial 0
     (plus trial 1 for the IMP spread), two mask seeds."""
-    if "MASKOPT_BENCH_RESULTS" not in os.environ:  # never overwrite the recorded results
-        os.environ["MASKOPT_BENCH_RESULTS"] = tempfile.mkdtemp(prefix="bench_tickets_quick_")
-    print(f"--quick: results in {results_dir()}", file=sys.stderr)
+    use_scratch_results()
     quick = argparse.Namespace(**{**vars(args), "trials": [0], "methods": ["imp", "random", "magnitude"],
                                   "random_seeds": 2, "imp_trials": [2], "imp_erk": [0], "jobs": 1})
     for step in (table_main, spread_main, imp_spread_main, imp_erk_main):

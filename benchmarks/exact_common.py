@@ -6,15 +6,13 @@ block (anchor, title, command, machine), the raw-bound check and the results fol
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
-from _common import results_dir, table, write_sections
+from _common import table, use_scratch_results, write_sections
 
 PAGE = "exact"
 
@@ -60,14 +58,6 @@ def bounds_below(pairs: Iterable[tuple[float, float]], rtol: float = 1e-6) -> bo
     return all(b <= o + rtol * max(1.0, abs(o)) for b, o in pairs)
 
 
-def quick_results_dir() -> Path:
-    """Where a ``--quick`` run writes: ``results_dir()`` when ``$MASKOPT_BENCH_RESULTS`` is
-    set, else a fresh temporary folder (so a smoke run never replaces the recorded results)."""
-    if "MASKOPT_BENCH_RESULTS" not in os.environ:
-        os.environ["MASKOPT_BENCH_RESULTS"] = tempfile.mkdtemp(prefix="maskopt-quick-")
-    return results_dir()
-
-
 def command_line() -> str:
     """This process's command line, as recorded in a results file."""
     return "python " + " ".join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
@@ -89,5 +79,5 @@ def report_or_quick(args: argparse.Namespace, sections: Callable[[], dict[str, s
         return True
     if args.quick:
         torch.set_num_threads(1)  # tiny tensors: threads only add overhead (and the test suite runs in parallel)
-        print(f"--quick: results go to {quick_results_dir()}", flush=True)
+        use_scratch_results()
     return False

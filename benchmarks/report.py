@@ -27,8 +27,8 @@ INDEX = ROOT / "BENCHMARKS.md"
 def goals_table(rows: list[tuple[str, Goal]]) -> str:
     """The goals table of BENCHMARKS.md: one row per goal, linked to its section."""
     return table(["Area", "Goal", "Measured", "Verdict", "Section"],
-                 [[g.area, g.goal, g.measured, f"**{g.verdict}**", f"[{g.section}](docs/benchmarks/{page}.md#{g.section})"]
-                  for page, g in rows])
+                 [[g.area, g.goal, g.measured, f"**{g.verdict}**",
+                   f"[{g.section}](docs/benchmarks/{page}.md#{g.section})"] for page, g in rows])
 
 
 def render() -> dict[Path, str]:

@@ -117,9 +117,10 @@ def test_recorded_goals(monkeypatch):
 
 
 def test_quick_without_results_folder_goes_to_a_temporary_one(monkeypatch):
-    monkeypatch.setenv("MASKOPT_BENCH_RESULTS", "")  # recorded, so the teardown restores the variable's state
-    monkeypatch.delenv("MASKOPT_BENCH_RESULTS")
-    path = exact_common.quick_results_dir()
+    for var in ("MASKOPT_BENCH_RESULTS", "MASKOPT_BENCH_DOCS"):
+        monkeypatch.setenv(var, "")  # recorded, so the teardown restores the variable's state
+        monkeypatch.delenv(var)
+    path = _common.use_scratch_results()
     try:
         assert path != ROOT / "benchmarks" / "results" and path.exists() and not any(path.iterdir())
     finally:
