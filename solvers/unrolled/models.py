@@ -19,12 +19,13 @@ Untrained, LISTA and LISTA-CP with ``lam`` are exactly ISTA with that λ.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from maskopt.solvers.unrolled.classical import lipschitz, shrink
-
-MODELS = ("lista", "lista-cp", "lista-cpss", "alista", "hyperlista")
 
 
 def support_shrink(z: torch.Tensor, theta: torch.Tensor | float, p: torch.Tensor | float) -> torch.Tensor:
@@ -189,14 +190,17 @@ class HyperLISTA(Unrolled):
         return support_shrink(x - self.gamma * (r @ self.W) + beta * (x - x_prev), self.c_theta * self.gamma * err, p)
 
 
+MODELS: dict[str, Callable[..., Unrolled]] = {  # name -> constructor(A, layers, **options)
+    "lista": LISTA,
+    "lista-cp": functools.partial(LISTACP, support_selection=False),
+    "lista-cpss": functools.partial(LISTACP, support_selection=True),
+    "alista": ALISTA,
+    "hyperlista": HyperLISTA,
+}
+
+
 def build_model(name: str, A: torch.Tensor, layers: int, **options) -> Unrolled:
-    """The model ``name`` (one of ``MODELS``); ``options`` go to its constructor."""
-    if name == "lista":
-        return LISTA(A, layers, **options)
-    if name in ("lista-cp", "lista-cpss"):
-        return LISTACP(A, layers, support_selection=name == "lista-cpss", **options)
-    if name == "alista":
-        return ALISTA(A, layers, **options)
-    if name == "hyperlista":
-        return HyperLISTA(A, layers, **options)
-    raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}.")
+    """The model registered as ``name`` in :data:`MODELS`; ``options`` go to its constructor."""
+    if name not in MODELS:
+        raise ValueError(f"Unknown model {name!r}; known: {', '.join(MODELS)}.")
+    return MODELS[name](A, layers, **options)
