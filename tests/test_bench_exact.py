@@ -75,13 +75,6 @@ def test_bound_widths_quick_and_report(bench_env):
     check_quick_then_report(bench_bound_widths, "bench_bound_widths.py", [], ["bound_widths"], bench_env)
 
 
-def test_rows_quick_and_report(bench_env):
-    check_quick_then_report(bench_exact_rows, "bench_exact_rows.py",
-                            ["--part", "rows", "--part", "compare", "--part", "coupled"],
-                            ["exact_rows", "exact_rows_compare", "exact_rows_coupled"], bench_env)
-
-
-@pytest.mark.slow
 def test_rows_quick_every_part(bench_env):
     check_quick_then_report(bench_exact_rows, "bench_exact_rows.py", [],
                             ["exact_rows", "exact_rows_compare", "exact_rows_coupled", "exact_rows_dask"], bench_env)

@@ -29,7 +29,6 @@ def run(args: list[str], results: Path, docs: Path) -> subprocess.CompletedProce
                           text=True, timeout=600)
 
 
-@pytest.mark.slow  # about 30 s on 2 busy cores
 def test_quick_then_report_writes_every_block(tmp_path):
     results, docs = tmp_path / "results", tmp_path / "docs"
     for args in (["--quick"], ["--report"]):
