@@ -191,7 +191,8 @@ def register(name: str, *, options: type, problems: tuple[type, ...], summary: s
     return deco
 
 
-_BUILTIN = ("maskopt.baselines", "maskopt.exact", "maskopt.relax")  # modules that register maskopt's methods
+# the modules that register maskopt's methods
+_BUILTIN = ("maskopt.baselines", "maskopt.exact", "maskopt.posttrain", "maskopt.relax")
 
 
 def _registry() -> dict[str, MethodSpec]:
@@ -256,6 +257,8 @@ def _check_kind(method: str, key: str, value: object, hint: object) -> None:
         raise TypeError(f"{where} must be True or False; got {value!r}.")
     if value is None:
         return
+    if any(k in (str, int, float) and isinstance(value, k) for k in kinds):
+        return  # a plain value of a kind the option also takes (e.g. a method name where a mask is allowed)
     if Mapping in kinds and not isinstance(value, Mapping):
         raise TypeError(f"{where} must map parameter names to tensors (e.g. a MaskSet); got {value!r}.")
     iterable = any(isinstance(k, type) and issubclass(k, Iterable) and not issubclass(k, (str, bytes, Mapping))
