@@ -73,24 +73,29 @@ def layer_data(model: torch.nn.Module, x: torch.Tensor) -> dict[int, tuple[np.nd
             for layer, inp, lin in ((1, x, model.linear1), (2, h1, model.linear2))}
 
 
-def trained_layers(quick: bool = False) -> tuple[dict, dict]:
-    """The layers of the trained MLP and what the results record about them (network,
-    calibration size, gap, rows per layer). ``quick``: a 10-8-8-10 MLP trained for 20 steps,
-    100 calibration inputs."""
+def trained_model(quick: bool = False) -> tuple[torch.nn.Module, mo.data.Dataset, int, str]:
+    """(the trained MLP, its data, the calibration size, a description). ``quick``: a
+    10-8-8-10 MLP on every 4th feature, trained for 20 steps, 100 calibration inputs."""
     data = mo.data.mnist1d()
     if quick:  # every 4th of the 40 features: rows of 10 inputs
         data = dataclasses.replace(data, x=data.x[:, ::4].contiguous(), x_test=data.x_test[:, ::4].contiguous())
         torch.manual_seed(0)
         model, n = mo.models.create("mnist1d_mlp", in_features=10, hidden=8), 100
         mo.train(model, data, steps=20, batch_size=100, lr=2e-2, verbose=False)
-        network = "mnist1d_mlp 10-8-8-10 on every 4th MNIST-1D feature, trained for 20 steps (--quick)"
-    else:
-        from tickets_protocol import load_setup, student
+        return model, data, n, "mnist1d_mlp 10-8-8-10 on every 4th MNIST-1D feature, trained for 20 steps (--quick)"
+    from tickets_protocol import load_setup, student
 
-        setup = load_setup()
-        model, n = student(setup, 0), N_CALIBRATION
-        mo.train(model, data, **setup.protocol)
-        network = "mnist1d_mlp 40-500-500-10 trained with the ticket benchmark's protocol (initialization of trial 0)"
+    setup = load_setup()
+    model = student(setup, 0)
+    mo.train(model, data, **setup.protocol)
+    return model, data, N_CALIBRATION, ("mnist1d_mlp 40-500-500-10 trained with the ticket benchmark's protocol "
+                                        "(initialization of trial 0)")
+
+
+def trained_layers(quick: bool = False) -> tuple[dict, dict]:
+    """The layers of the trained MLP (:func:`trained_model`) and what the results record about
+    them (network, calibration size, gap, rows per layer)."""
+    model, data, n, network = trained_model(quick)
     layers = layer_data(model, data.x[:n].float())
     meta = {"network": network, "n_calibration": n, "gap": GAP, "layer_rows": [len(layers[i][1]) for i in (1, 2)]}
     return layers, meta

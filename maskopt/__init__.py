@@ -23,7 +23,7 @@ _EXPORTS = {
     "maskopt.exact": ("Certificate", "ProblemTooLargeError", "SolverUnavailableError", "TooManyCandidatesError",
                       "UnsupportedProblemError", "certify"),
     "maskopt.masks": ("MaskSet", "apply_masks", "masks_of", "remove_masks"),
-    "maskopt.posttrain": ("PruneResult", "prune_layerwise"),
+    "maskopt.posttrain": ("PruneResult", "layer_problems", "prune_layerwise"),
     "maskopt.problems": ("LayerwiseProblem", "Problem"),
     "maskopt.solvers.losses": ("Loss",),
     "maskopt.train": ("TrainResult", "load_teachers", "train", "train_teachers", "train_ticket"),

@@ -128,6 +128,32 @@ def _solve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prune(args: argparse.Namespace) -> int:
+    from maskopt import config as cfg
+
+    conf = cfg.load(args.config)
+    job = cfg.build_prune(conf, seed=args.seed, device=args.device, verbose=not args.quiet)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    opts = dict(job.options)
+    method = opts.pop("method")
+    options = _with_common(method, opts.pop("options", {}), args)
+    res = mo.prune_layerwise(job.model, job.calibration, job.budget, method=method, options=options,
+                             verbose=not args.quiet, **opts)
+    data = job.data
+    with torch.no_grad():
+        dense, pruned = ((m(data.x_test).argmax(1) == data.y_test).float().mean().item() * 100
+                         for m in (job.model, res.model))
+    res.masks.save(out / "masks.safetensors")
+    res.to_csv(out / "layers.csv")
+    write_json(out / "result.json", {"config": conf, "layers": res.rows, "test_acc_dense": dense,
+                                     "test_acc_pruned": pruned})
+    print(res.table())
+    print(f"test accuracy: dense {dense:.2f} %, pruned {pruned:.2f} % (no retraining)")
+    _say(args)(f"Wrote masks.safetensors, layers.csv and result.json to {out}/")
+    return 0
+
+
 def _fields(method: str) -> set[str]:
     from maskopt.api import method_spec
 
@@ -242,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="fewer steps and samples (for tests)")
     demo.set_defaults(func=_demo)
     for name, func, what in (("solve", _solve, "find one mask with the method of [solve]"),
-                             ("compare", _compare, "compare the methods of [compare]")):
+                             ("compare", _compare, "compare the methods of [compare]"),
+                             ("prune", _prune, "prune a trained [model] layer by layer with the method of [prune]")):
         p = sub.add_parser(name, help=f"{what} on the problem a TOML config describes (see examples/)")
         p.add_argument("config", help="a TOML config file (examples/README.md documents every key)")
         _common_flags(p, f"maskopt-{name}")

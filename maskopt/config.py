@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from maskopt.report import atomic_path
+
 DATASETS = ("digits", "mnist1d", "planted", "mnist", "cifar10")
 SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
     "data": {"name": (str,), "root": (str,), "samples": (int,), "seed": (int,)},
@@ -26,8 +28,13 @@ SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
                 "certify_time_limit": (int, float)},
     "ticket": {"epochs": (int, float), "steps": (int,), "lr": (int, float), "batch_size": (int,),
                "optimizer": (str,), "weight_decay": (int, float)},
+    "model": {"model": (str,), "kwargs": (dict,), "seed": (int,), "epochs": (int, float), "steps": (int,),
+              "lr": (int, float), "batch_size": (int,), "path": (str,)},
+    "prune": {"method": (str,), "options": (dict,), "calibration": (int,), "loss": (str,), "inputs": (str,),
+              "refit": (bool,)},
 }
 REQUIRED = ("data", "student", "teachers", "budget")
+PRUNE_REQUIRED = ("data", "model", "budget", "prune")  # maskopt prune: a trained model, no student or teachers
 
 
 class ConfigError(ValueError):
@@ -71,7 +78,8 @@ def validate(config: Mapping) -> None:
             if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
                 names = " or ".join(t.__name__ for t in types)
                 raise ConfigError(f"{section}.{key} must be a {names}; got {value!r}.")
-    missing = [s for s in REQUIRED if s not in config]
+    pruning = "prune" in config
+    missing = [s for s in (PRUNE_REQUIRED if pruning else REQUIRED) if s not in config]
     if missing:
         raise ConfigError(f"missing section(s) {', '.join(f'[{s}]' for s in missing)}; see examples/README.md.")
     name = config["data"].get("name")
@@ -79,6 +87,9 @@ def validate(config: Mapping) -> None:
         raise ConfigError(f"data.name must be one of {', '.join(DATASETS)}; got {name!r}.")
     if name in ("mnist", "cifar10") and "root" not in config["data"]:
         raise ConfigError(f"data.name = {name!r} reads a local folder: set data.root to it.")
+    if pruning:
+        _validate_prune(config)
+        return
     if "model" not in config["student"]:
         raise ConfigError("student.model is required: a name from maskopt.models.names().")
     for i, spec in enumerate(config["teachers"].get("models", [])):
@@ -103,6 +114,25 @@ def validate(config: Mapping) -> None:
     if "path" in config["teachers"] and Path(config["teachers"]["path"]).is_dir():
         raise ConfigError(f"teachers.path {config['teachers']['path']} is a folder; name a file in it.")
     _validate_options(config)
+
+
+def _validate_prune(config: Mapping) -> None:
+    """The sections of ``maskopt prune``: [model] names a model to train (or a saved state
+    dict to load), [prune] the method; [student], [teachers], [solve], [compare] do not apply."""
+    extra = [s for s in config if s not in (*PRUNE_REQUIRED,)]
+    if extra:
+        raise ConfigError(f"maskopt prune takes sections {', '.join(f'[{s}]' for s in PRUNE_REQUIRED)}; "
+                          f"remove {', '.join(f'[{s}]' for s in extra)}.")
+    if "model" not in config["model"]:
+        raise ConfigError("model.model is required: a name from maskopt.models.names().")
+    if {"epochs", "steps"} <= set(config["model"]):
+        raise ConfigError("give model.epochs or model.steps, not both.")
+    if "method" not in config["prune"]:
+        raise ConfigError("[prune] needs method = NAME (e.g. \"wanda\", \"obs\", \"swap\", \"exact\").")
+    for key in NOT_IN_TOML:
+        if key in config["prune"].get("options", {}):
+            raise ConfigError(f"prune.options.{key} takes a Python object, which a TOML config cannot give; use "
+                              "maskopt.prune_layerwise for it.")
 
 
 NOT_IN_TOML = ("warm_start", "scores", "loader")  # options that take Python objects
@@ -156,16 +186,7 @@ def build(config: Mapping, seed: int = 0, device: str = "cpu", verbose: bool = T
     import maskopt as mo
     from maskopt.train import load_teachers, train_teachers
 
-    dc = config["data"]
-    name = dc["name"]
-    if name == "digits":
-        data = mo.data.digits(seed=dc.get("seed", seed))
-    elif name == "mnist1d":
-        data = mo.data.mnist1d()
-    elif name == "planted":
-        data = mo.data.planted_classification(seed=dc.get("seed", seed))[0]
-    else:
-        data = getattr(mo.data, name)(dc["root"])
+    data = _load_data(config, seed)
     sc = config["student"]
     try:
         student = mo.models.create(sc["model"], seed=sc.get("seed", seed), **sc.get("kwargs", {}))
@@ -212,6 +233,70 @@ def build(config: Mapping, seed: int = 0, device: str = "cpu", verbose: bool = T
         if "steps" in ticket:
             ticket["epochs"] = None
     return Experiment(data, student, teachers, problem, ticket)
+
+
+@dataclass
+class Pruning:
+    """What a ``maskopt prune`` config describes: the data, the trained model, the
+    calibration inputs, the budget and :func:`~maskopt.prune_layerwise`'s keyword options."""
+
+    data: object
+    model: torch.nn.Module
+    calibration: torch.Tensor
+    budget: object
+    options: dict
+
+
+def build_prune(config: Mapping, seed: int = 0, device: str = "cpu", verbose: bool = True) -> Pruning:
+    """Load the data, train (or load from ``model.path``) the model and collect the options."""
+    import maskopt as mo
+
+    data = _load_data(config, seed)
+    mc = config["model"]
+    try:
+        model = mo.models.create(mc["model"], seed=mc.get("seed", seed), **mc.get("kwargs", {}))
+        _check_fits(model, data.x, "model")
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"[model]: {err}") from None
+    path = Path(mc["path"]) if "path" in mc else None
+    if path is not None and path.is_file():
+        try:
+            model.load_state_dict(torch.load(path, weights_only=True))
+        except (RuntimeError, OSError) as err:
+            raise ConfigError(f"model.path {path}: not a state dict of this model ({err}).") from None
+    else:
+        if path is not None and not path.parent.is_dir():
+            raise ConfigError(f"model.path {path}: its folder does not exist; create it or name another.")
+        steps = {"steps": mc["steps"], "epochs": None} if "steps" in mc else {"epochs": mc.get("epochs", 20)}
+        mo.train(model, data, lr=mc.get("lr", 1e-3), batch_size=mc.get("batch_size", 128), device=device,
+                 verbose=verbose, **steps)
+        model.cpu()
+        if path is not None:
+            with atomic_path(path) as tmp:
+                torch.save(model.state_dict(), tmp)
+    try:
+        budget = mo.Budget(**config["budget"])
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"[budget]: {err}") from None
+    pc = dict(config["prune"])
+    n = pc.pop("calibration", min(1000, data.x.shape[0]))
+    if not 1 <= n <= data.x.shape[0]:
+        raise ConfigError(f"prune.calibration must lie in [1, {data.x.shape[0]}]; got {n}.")
+    return Pruning(data, model.eval(), data.x[:n], budget, pc)
+
+
+def _load_data(config: Mapping, seed: int):
+    import maskopt as mo
+
+    dc = config["data"]
+    name = dc["name"]
+    if name == "digits":
+        return mo.data.digits(seed=dc.get("seed", seed))
+    if name == "mnist1d":
+        return mo.data.mnist1d()
+    if name == "planted":
+        return mo.data.planted_classification(seed=dc.get("seed", seed))[0]
+    return getattr(mo.data, name)(dc["root"])
 
 
 def _check_fits(model: torch.nn.Module, x: torch.Tensor, where: str) -> None:

@@ -231,6 +231,26 @@ def _layer_input(model: nn.Module, name: str, x: torch.Tensor) -> torch.Tensor:
     return seen[0].reshape(-1, module.in_features)
 
 
+def layer_problems(model: nn.Module, calibration_inputs: torch.Tensor, budget: Budget, loss: str = "l2"
+                   ) -> dict[str, LayerwiseProblem]:
+    """The layer-wise problem of every Linear layer of ``model`` (forward order) with inputs
+    from the dense network: what ``prune_layerwise(..., inputs="dense")`` solves, for
+    solving layers one by one (e.g. with per-layer warm starts)."""
+    work = copy.deepcopy(model).double().eval()
+    x = torch.as_tensor(calibration_inputs).detach().to(torch.float64)
+    return {name: _problem(work.get_submodule(name), _layer_input(work, name, x), budget, loss)
+            for name in linear_layers(work, x)}
+
+
+def _problem(module: nn.Linear, X: torch.Tensor, budget: Budget, loss: str) -> LayerwiseProblem:
+    """The layer-wise problem of ``module`` on inputs X: target X Wᵀ + b, bias b."""
+    W = module.weight.detach().clone()
+    b = None if module.bias is None else module.bias.detach().clone()
+    with torch.no_grad():
+        target = X @ W.T + (0.0 if b is None else b)
+    return LayerwiseProblem(X, W, target, budget, loss=loss, bias=b)
+
+
 def prune_layerwise(model: nn.Module, calibration_inputs: torch.Tensor, budget: Budget, method: str = "wanda",
                     options: Mapping | None = None, loss: str = "l2", inputs: str = "pruned", refit: bool = False,
                     verbose: bool = True) -> PruneResult:
@@ -266,12 +286,8 @@ def prune_layerwise(model: nn.Module, calibration_inputs: torch.Tensor, budget: 
     masks, rows = {}, []
     for name in tqdm(order, desc="layers", disable=not verbose):
         module = work.get_submodule(name)
-        X = dense[name] if inputs == "dense" else _layer_input(work, name, x)
-        W = module.weight.detach().clone()
-        b = None if module.bias is None else module.bias.detach().clone()
-        with torch.no_grad():
-            target = X @ W.T + (0.0 if b is None else b)
-        problem = LayerwiseProblem(X, W, target, budget, loss=loss, bias=b)
+        problem = _problem(module, dense[name] if inputs == "dense" else _layer_input(work, name, x), budget, loss)
+        W = problem.weight
         t0 = time.perf_counter()
         res = solve(problem, method=method, **dict(options or {}))
         mask = res.masks["weight"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -202,3 +203,52 @@ def test_internal_error_exits_1_and_ctrl_c_leaves_complete_files(tmp_path, monke
     monkeypatch.setattr(mo, "compare", broken)
     assert main(["compare", config, "--quiet", "--out", str(out)]) == 1
     assert "maskopt: internal error: RuntimeError: solver crashed" in capsys.readouterr().err
+
+
+PRUNE = """
+[data]
+name = "digits"
+
+[model]
+model = "mlp"
+kwargs = {{ in_features = 64, hidden = [16], num_classes = 10 }}
+steps = 30
+lr = 0.01
+path = "{path}"
+
+[budget]
+sparsity = 0.75
+scope = "row"
+
+[prune]
+method = "{method}"
+calibration = 200
+refit = true
+"""
+
+
+def test_prune_config_prunes_every_layer_and_reuses_the_trained_model(tmp_path, capsys):
+    config = tmp_path / "prune.toml"
+    config.write_text(PRUNE.format(path=tmp_path / "model.pt", method="wanda"))
+    assert main(["prune", str(config), "--quiet", "--out", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr().out
+    saved = (tmp_path / "model.pt").stat().st_mtime_ns
+    masks = mo.MaskSet.load(tmp_path / "p" / "masks.safetensors")
+    assert len(masks) == 2 and masks.density == pytest.approx(0.25, abs=0.01)
+    assert all(name.removesuffix(".weight") in out for name in masks) and "test accuracy: dense" in out
+    config.write_text(PRUNE.format(path=tmp_path / "model.pt", method="obs"))
+    assert main(["prune", str(config), "--quiet", "--out", str(tmp_path / "q")]) == 0
+    assert (tmp_path / "model.pt").stat().st_mtime_ns == saved  # loaded, not trained again
+    assert (tmp_path / "q" / "layers.csv").read_text().startswith("layer,shape,method")
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda t: t + "\n[student]\nmodel = \"mlp\"\n", r"maskopt prune takes sections .* remove \[student\]"),
+    (lambda t: t.replace('method = "wanda"', 'loss = "l2"'), r"\[prune\] needs method"),
+    (lambda t: t.replace("steps = 30", "steps = 30\nepochs = 2"), "not both"),
+])
+def test_prune_config_errors_exit_2(tmp_path, capsys, edit, message):
+    config = tmp_path / "prune.toml"
+    config.write_text(edit(PRUNE.format(path=tmp_path / "model.pt", method="wanda")))
+    assert main(["prune", str(config), "--quiet", "--out", str(tmp_path / "o")]) == 2
+    assert re.search(message, capsys.readouterr().err)
