@@ -90,5 +90,8 @@ def test_sparsity_accuracy_mnist1d(tmp_path, monkeypatch):
     assert "sparsity 0.9\n" in text and "test_acc" in text and "dense student" in text
     assert (out / "sparsity_0.9.csv").is_file()
     assert "× the ticket's training" in text
+    for method in ("magnitude", "wanda", "obs", "swap"):  # post-training pruning, with and without refit
+        assert f"{method:<10} refit=False" in text and f"{method:<10} refit=True " in text
+    assert "refit_objective" in text
     _png(out / "tradeoff.png")
     assert images >= 1
