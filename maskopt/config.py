@@ -187,12 +187,7 @@ def build(config: Mapping, seed: int = 0, device: str = "cpu", verbose: bool = T
     from maskopt.train import load_teachers, train_teachers
 
     data = _load_data(config, seed)
-    sc = config["student"]
-    try:
-        student = mo.models.create(sc["model"], seed=sc.get("seed", seed), **sc.get("kwargs", {}))
-        _check_fits(student, data.x, "student")
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"[student]: {err}") from None
+    student = _create(config, "student", data, seed)
     tc = config["teachers"]
     if "path" in tc and Path(tc["path"]).is_file():
         try:
@@ -253,11 +248,7 @@ def build_prune(config: Mapping, seed: int = 0, device: str = "cpu", verbose: bo
 
     data = _load_data(config, seed)
     mc = config["model"]
-    try:
-        model = mo.models.create(mc["model"], seed=mc.get("seed", seed), **mc.get("kwargs", {}))
-        _check_fits(model, data.x, "model")
-    except (ValueError, TypeError) as err:
-        raise ConfigError(f"[model]: {err}") from None
+    model = _create(config, "model", data, seed)
     path = Path(mc["path"]) if "path" in mc else None
     if path is not None and path.is_file():
         try:
@@ -283,6 +274,19 @@ def build_prune(config: Mapping, seed: int = 0, device: str = "cpu", verbose: bo
     if not 1 <= n <= data.x.shape[0]:
         raise ConfigError(f"prune.calibration must lie in [1, {data.x.shape[0]}]; got {n}.")
     return Pruning(data, model.eval(), data.x[:n], budget, pc)
+
+
+def _create(config: Mapping, section: str, data, seed: int) -> torch.nn.Module:
+    """The model of ``[section]`` (model, kwargs, seed), checked to take the data's inputs."""
+    import maskopt as mo
+
+    sc = config[section]
+    try:
+        model = mo.models.create(sc["model"], seed=sc.get("seed", seed), **sc.get("kwargs", {}))
+        _check_fits(model, data.x, section)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"[{section}]: {err}") from None
+    return model
 
 
 def _load_data(config: Mapping, seed: int):
