@@ -119,7 +119,7 @@ def validate(config: Mapping) -> None:
 def _validate_prune(config: Mapping) -> None:
     """The sections of ``maskopt prune``: [model] names a model to train (or a saved state
     dict to load), [prune] the method; [student], [teachers], [solve], [compare] do not apply."""
-    extra = [s for s in config if s not in (*PRUNE_REQUIRED,)]
+    extra = [s for s in config if s not in PRUNE_REQUIRED]
     if extra:
         raise ConfigError(f"maskopt prune takes sections {', '.join(f'[{s}]' for s in PRUNE_REQUIRED)}; "
                           f"remove {', '.join(f'[{s}]' for s in extra)}.")

@@ -21,6 +21,7 @@ from maskopt.solvers.exact.bruteforce import TooManyCandidatesError, bruteforce,
 from maskopt.solvers.exact.highs import MipSettings, SolverUnavailableError
 from maskopt.solvers.exact.layerwise import Dispatch, model_size, solve_layerwise
 from maskopt.solvers.exact.qcr import STRENGTHEN
+from maskopt.solvers.posttrain import wanda_scores
 
 __all__ = ["BruteforceOptions", "Certificate", "ExactOptions", "ProblemTooLargeError", "SolverUnavailableError",
            "TooManyCandidatesError", "UnsupportedProblemError", "certify"]
@@ -187,7 +188,7 @@ def _exact(problem: LayerwiseProblem | DistillProblem, opts: ExactOptions) -> Me
     if too_large:
         raise ProblemTooLargeError(too_large)
     # Candidate MIP starts: the user's warm start, and the mask of the largest contributions |W_oi|·‖X_:i‖.
-    contribution = problem.weight.abs() * problem.inputs.norm(dim=0)
+    contribution = wanda_scores(problem.weight, problem.inputs)
     candidates = [problem.allocation.project({"weight": contribution})["weight"]]
     stats = {}
     if opts.warm_start is not None:

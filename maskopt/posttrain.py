@@ -28,7 +28,7 @@ from maskopt.masks import MaskSet
 from maskopt.problems import LayerwiseProblem
 from maskopt.report import format_table, write_csv, write_json
 from maskopt.solvers import posttrain as engine
-from maskopt.solvers.exact.layerwise import local_search
+from maskopt.solvers.exact.layerwise import active_weights, local_search
 
 INPUTS = ("pruned", "dense")
 RESIDUAL_PAIRS = 20_000_000  # kept x removed pairs the residual (non-L2) swap search prices at most
@@ -133,8 +133,8 @@ def _swap(problem: LayerwiseProblem, opts: SwapOptions) -> MethodOutput:
                              f"vectors ({pairs:,} pairs, above {RESIDUAL_PAIRS:,}); use loss='l2' (Gram updates) or "
                              "a smaller layer.")
         X, W = problem.inputs.numpy(), problem.weight.numpy()
-        active = (W != 0) & (abs(X).sum(axis=0) != 0)[None, :]
-        found = local_search(X, W, _offset(problem).numpy(), active, units, problem.loss, start.numpy())
+        found = local_search(X, W, _offset(problem).numpy(), active_weights(X, W), units, problem.loss,
+                             start.numpy())
         mask, stats = torch.from_numpy(found), {"search": "residual"}
     stats.update(start=opts.start if isinstance(opts.start, str) else "given", start_objective=start_value)
     return MethodOutput({"weight": mask}, stats=stats)
@@ -236,10 +236,15 @@ def layer_problems(model: nn.Module, calibration_inputs: torch.Tensor, budget: B
     """The layer-wise problem of every Linear layer of ``model`` (forward order) with inputs
     from the dense network: what ``prune_layerwise(..., inputs="dense")`` solves, for
     solving layers one by one (e.g. with per-layer warm starts)."""
+    work, x, order = _prepared(model, calibration_inputs)
+    return {name: _problem(work.get_submodule(name), _layer_input(work, name, x), budget, loss) for name in order}
+
+
+def _prepared(model: nn.Module, calibration_inputs) -> tuple[nn.Module, torch.Tensor, list[str]]:
+    """(a float64 eval-mode copy of ``model``, the inputs in float64, its Linear layers in forward order)."""
     work = copy.deepcopy(model).double().eval()
     x = torch.as_tensor(calibration_inputs).detach().to(torch.float64)
-    return {name: _problem(work.get_submodule(name), _layer_input(work, name, x), budget, loss)
-            for name in linear_layers(work, x)}
+    return work, x, linear_layers(work, x)
 
 
 def _problem(module: nn.Linear, X: torch.Tensor, budget: Budget, loss: str) -> LayerwiseProblem:
@@ -279,9 +284,7 @@ def prune_layerwise(model: nn.Module, calibration_inputs: torch.Tensor, budget: 
         raise TypeError(f"budget must be a maskopt.Budget; got {type(budget).__name__}.")
     if inputs not in INPUTS:
         raise ValueError(f"inputs must be one of {INPUTS}; got {inputs!r}.")
-    work = copy.deepcopy(model).double().eval()
-    x = torch.as_tensor(calibration_inputs).detach().to(torch.float64)
-    order = linear_layers(work, x)
+    work, x, order = _prepared(model, calibration_inputs)
     dense = {n: _layer_input(work, n, x) for n in order} if inputs == "dense" else {}
     masks, rows = {}, []
     for name in tqdm(order, desc="layers", disable=not verbose):

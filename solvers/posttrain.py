@@ -96,13 +96,13 @@ def obs_mask(H: torch.Tensor, W: torch.Tensor, units: Sequence[Unit], blocksize:
     keep = torch.ones((p, d), dtype=torch.bool)
     row_unit = lay.unit_of[:, 0]
     removals = (d * torch.bincount(row_unit, minlength=len(lay.caps)) - lay.caps).clamp_min(0)  # per unit
+    unit_rows = [_nonzero(row_unit == u) for u in range(len(lay.caps))]
     for lo in range(0, d, blocksize):
         hi = min(lo + blocksize, d)
         Ub = U[lo:hi, lo:hi]
         sal = w[:, lo:hi].square() / Ub.diagonal().square()
         quota = removals * hi // d - removals * lo // d  # removals of each unit in this block
-        for u in range(len(lay.caps)):
-            rows = _nonzero(row_unit == u)
+        for u, rows in enumerate(unit_rows):
             if int(quota[u]) == 0:
                 continue
             cut = sal[rows].reshape(-1).argsort(stable=True)[: int(quota[u])]
@@ -176,12 +176,12 @@ def swap_search(H: torch.Tensor, C: torch.Tensor, W: torch.Tensor, mask: torch.T
                 break
             rows = _nonzero(good)
             for o in rows.tolist():
-                _apply(o, int(best.out[o]), int(best.inn[o]), W, H, G, m, stats)
+                _apply(o, int(best.out[o]), o, int(best.inn[o]), W, H, G, m, stats)
         else:  # one move over all rows, then the rows it changed are priced again
             o1, o2, i, j, delta = _best_global(best, every, lay, m)
             if not delta < -1e-12 * scale:
                 break
-            _apply_cross(o1, i, o2, j, W, H, G, m, stats)
+            _apply(o1, i, o2, j, W, H, G, m, stats)
             rows = torch.tensor(sorted({o1, o2})) if i >= 0 and j >= 0 else every  # a count change frees room
         best.update(rows, _best_moves(H, hd, W, G, m, lay, rows, chunk))
     return m, stats
@@ -255,11 +255,7 @@ def _best_global(best: _Best, rows, lay: Layout, m) -> tuple[int, int, int, int,
     return choice
 
 
-def _apply(o: int, i: int, j: int, W, H, G, m, stats: SwapStats) -> None:
-    _apply_cross(o, i, o, j, W, H, G, m, stats)
-
-
-def _apply_cross(o1: int, i: int, o2: int, j: int, W, H, G, m, stats: SwapStats) -> None:
+def _apply(o1: int, i: int, o2: int, j: int, W, H, G, m, stats: SwapStats) -> None:
     """Remove entry i of row o1 and/or add entry j of row o2 (-1: none); G follows."""
     if i >= 0:
         m[o1, i] = False

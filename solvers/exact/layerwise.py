@@ -96,6 +96,11 @@ def gram_form(inputs: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.nd
     return R, a, s2
 
 
+def active_weights(X: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """(p, d) bool: the weights whose mask bit can change the loss (nonzero, reading a nonzero input)."""
+    return (W != 0) & (np.abs(X).sum(axis=0) != 0)[None, :]
+
+
 def layer_loss(residual: np.ndarray, loss: str) -> float:
     """The loss (:mod:`maskopt.solvers.losses`) of a residual (N, p), float64."""
     return float(Loss(loss)(residual, 0.0))
@@ -176,7 +181,7 @@ def solve_layerwise(
     T = np.asarray(target, dtype=np.float64)
     p, d = W.shape
     offset = (np.zeros(p) if bias is None else np.asarray(bias, dtype=np.float64))[None, :] - T
-    active = (W != 0) & (np.abs(X).sum(axis=0) != 0)[None, :]
+    active = active_weights(X, W)
     deadline = None if settings.time_limit is None else time.time() + settings.time_limit
     cands = [np.asarray(c, dtype=bool).reshape(p, d) for c in candidates] or [np.zeros((p, d), bool)]
     Xm, off_m, const = gram_form(X, offset) if loss == "l2" else (X, offset, np.zeros(p))
