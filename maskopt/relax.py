@@ -10,8 +10,17 @@ Teacher outputs of a fixed input tensor are the problem's cached targets.
 The training loss is the problem's objective on a mini-batch divided by the batch size
 (the maximum for ``"linf"``): the same definition as :func:`maskopt.evaluate`, rescaled.
 The answer is the exact-budget projection (top scores of each scope unit) of the scores
-at the checkpoint whose hard mask had the lowest objective on the problem's inputs
-(checked every ``eval_every`` steps and at the end of each stage).
+at the checkpoint whose hard mask had the lowest objective on the problem's inputs, by this
+rule: every ``eval_every`` steps and at the end of each stage the hard mask is scored on a
+fixed seeded screening subset of ``eval_samples`` inputs (all of them when there are no
+more; a mask equal to the previous check's is not scored again); at the end of each stage
+the ``finalists`` distinct masks with the lowest screening values are scored on all inputs,
+and the lowest of those values wins (see :func:`maskopt.solvers.relax.run_stage`). With
+``eval_samples=None`` every check scores on all inputs.
+
+``compile`` runs the training loss (the masked forward pass and the loss) under
+``torch.compile``; ``distributed`` splits every batch over ``torch.distributed`` ranks
+(:mod:`maskopt.parallel`).
 
 Lookahead (``lookahead=k > 0``, DistillProblem only): the scores are trained on the loss
 the masked student reaches after k gradient steps of its own weights from the
@@ -46,14 +55,16 @@ from maskopt.api import MethodOutput, register
 from maskopt.device import resolve_device
 from maskopt.distill import DistillProblem
 from maskopt.masks import MaskSet
+from maskopt.parallel import Ranks
 from maskopt.problems import LayerwiseProblem, Problem
 from maskopt.solvers.losses import Loss
-from maskopt.solvers.relax import Anneal, Segments, Sigmoid, Stage, Ste, run_stage
+from maskopt.solvers.relax import Anneal, Checks, Segments, Sigmoid, Stage, Ste, run_stage
 from maskopt.solvers.relax.polish import polish
 from maskopt.train import OPTIMIZERS, make_optimizer
 
 INITS = ("magnitude", "constant")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,19 @@ class RelaxOptions:
         seed: seeds the mini-batch order (results are deterministic given the seed on CPU).
         verbose: tqdm progress bars. eval_every: steps between checks of the hard mask
             (None = steps // 20, at least 10).
+        eval_samples: inputs in the screening subset the checks score hard masks on (seeded
+            by ``seed``; None or ≥ N: all inputs, no re-scoring); see the module docstring.
+        finalists: screened masks re-scored on all inputs at the end of each stage (≥ 1).
+        eval_batch_size: inputs per forward pass of the checks (None: ``batch_size``; the
+            lookahead surrogate's chunks). The checks run without gradients, so on
+            launch-bound models a larger value makes them cheaper at little memory.
+        compile: run the training loss under ``torch.compile``: True (its default mode) or a
+            mode name such as ``"reduce-overhead"`` (CUDA graphs on GPUs); the first steps
+            pay the compilation (seconds to minutes), so it pays off on long runs of
+            launch-bound models.
+        distributed: data-parallel over an initialised ``torch.distributed`` group (every
+            rank calls ``solve`` alike; see :mod:`maskopt.parallel` and
+            ``examples/distributed_relax.py``); sum losses only, no lookahead or polish.
         polish: after the relaxation, run the swap local search of
             :mod:`maskopt.solvers.relax.polish` with the problem's objective (a heuristic
             on top of the relaxation, off by default; its effect is in ``stats``).
@@ -111,10 +135,16 @@ class RelaxOptions:
     polish_candidates: int = 2048
     lookahead: int = 0
     lookahead_lr: float = 1.0
+    eval_samples: int | None = 1024
+    finalists: int = 3
+    eval_batch_size: int | None = None
+    compile: bool | str = False
+    distributed: bool = False
 
     def __post_init__(self) -> None:
         may_be_zero = ("steps", "seed", "lookahead")  # the others are ≥ 1 or None
-        for name in ("steps", "epochs", "batch_size", "eval_every", "seed", "polish_candidates", "lookahead"):
+        for name in ("steps", "epochs", "batch_size", "eval_every", "seed", "polish_candidates", "lookahead",
+                     "eval_samples", "finalists", "eval_batch_size"):
             v = getattr(self, name)
             low = 0 if name in may_be_zero else 1
             if v is None and name not in may_be_zero:
@@ -137,6 +167,8 @@ class RelaxOptions:
             raise ValueError(f"dtype must be one of {tuple(DTYPES)}; got {self.dtype!r}.")
         if self.autocast and self.dtype != "float32":
             raise ValueError("autocast needs dtype='float32' (it lowers float32 operations).")
+        if not isinstance(self.compile, bool) and self.compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be True, False or one of {COMPILE_MODES}; got {self.compile!r}.")
         resolve_device(self.device)
 
     def stages(self) -> list[Stage]:
@@ -199,13 +231,16 @@ class HierarchyOptions(RelaxOptions):
 class _Closure:
     """The training loss and the hard-mask evaluation of a problem on a device: ``loss``
     takes the masked weights as pieces of the flat ``weight`` ⊙ mask split by ``sizes``
-    (see :func:`maskopt.solvers.relax.run_stage`)."""
+    (see :func:`maskopt.solvers.relax.run_stage`) and a batch (this rank's share of it);
+    ``evaluate(hard, chunks)`` is the objective of a hard mask over the samples of
+    ``chunks`` (index tensors, or ``[None]`` for all), combined over the ranks; ``free`` is
+    :class:`~maskopt.solvers.relax.Checks`' ``free``."""
 
     loss: Callable[[tuple[torch.Tensor, ...], object], torch.Tensor]
-    evaluate: Callable[[torch.Tensor], float]
+    evaluate: Callable[[torch.Tensor, list], float]
     batches: Iterator
     steps_per_pass: int
-    hard_value: Callable[[torch.Tensor, object], float | None]  # see run_stage
+    free: Callable[[torch.Tensor, object], float | None]
     weight: torch.Tensor
     sizes: list[int]
 
@@ -232,13 +267,25 @@ def _samples_drawn(steps: int, n: int, batch_size: int | None) -> int:
     return passes * n + rest * batch_size
 
 
-def _chunks(n: int, batch_size: int | None, device: torch.device) -> list[torch.Tensor | None]:
-    if batch_size is None or batch_size >= n:
-        return [None]
-    return list(torch.arange(n, device=device).split(batch_size))
+def _chunks(idx: torch.Tensor | None, n: int, size: int | None) -> list[torch.Tensor | None]:
+    """The samples ``idx`` (None = all ``n``) in chunks of at most ``size`` (None = one chunk)."""
+    if size is None or size >= (n if idx is None else idx.numel()):
+        return [idx]
+    return list((torch.arange(n) if idx is None else idx).split(size))
 
 
-def _layerwise_closure(problem: LayerwiseProblem, opts: RelaxOptions, device, dtype) -> _Closure:
+def _sharded_loss(obj, outputs, par: Ranks, n: int, device):
+    """The training loss of a batch of sample indices (None = all) on this rank's share."""
+    def loss(pieces, idx):
+        mine = par.shard(idx, n, device)
+        x, targets = obj.at(mine)
+        value = obj.batch_value(outputs(pieces, x), targets)
+        return par.scaled(value, x.shape[0], n if idx is None else idx.numel())
+
+    return loss
+
+
+def _layerwise_closure(problem: LayerwiseProblem, opts: RelaxOptions, device, dtype, par: Ranks) -> _Closure:
     if opts.loader is not None:
         raise ValueError("loader= applies to a DistillProblem; a LayerwiseProblem trains on its inputs.")
     if opts.autocast:
@@ -249,27 +296,30 @@ def _layerwise_closure(problem: LayerwiseProblem, opts: RelaxOptions, device, dt
     b = None if problem.bias is None else problem.bias.to(device=device, dtype=dtype)
     n = obj.n
 
-    def outputs(masked: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        pred = x @ masked.view_as(W).T
+    def outputs(pieces, x: torch.Tensor) -> torch.Tensor:
+        pred = x @ pieces[0].view_as(W).T
         return pred if b is None else pred + b
 
-    def loss(pieces, idx):
-        x, targets = obj.at(idx)
-        return obj.batch_value(outputs(pieces[0], x), targets)
-
-    chunks = _chunks(n, opts.batch_size, device)
     flat = W.reshape(-1)
 
-    def evaluate(hard: torch.Tensor) -> float:
+    def evaluate(hard: torch.Tensor, chunks: list) -> float:
         with torch.no_grad():
-            masked = torch.where(hard, flat, 0.0)
-            return float(sum(obj.value(outputs(masked, x), targets) for x, targets in map(obj.at, chunks)))
+            masked = (torch.where(hard, flat, 0.0),)
+            local = float(sum(obj.value(outputs(masked, x), t) for x, t in map(obj.at, _on(par.mine(chunks), device))))
+        return par.combine(local, "sum", device)
 
-    return _Closure(loss, evaluate, *_index_batches(n, opts.batch_size, opts.seed, device),
-                    lambda value, idx: float(value) * n if idx is None else None, flat, [flat.numel()])
+    def free(value: torch.Tensor, idx) -> float | None:
+        return None if idx is not None else float(par.sum_(value.clone())) * n
+
+    return _Closure(_sharded_loss(obj, outputs, par, n, device), evaluate,
+                    *_index_batches(n, opts.batch_size, opts.seed, device), free, flat, [flat.numel()])
 
 
-def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype, offsets) -> _Closure:
+def _on(chunks: list, device) -> list:
+    return [None if c is None else c.to(device) for c in chunks]
+
+
+def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype, offsets, par: Ranks) -> _Closure:
     student = copy.deepcopy(problem.student).to(device=device, dtype=dtype).requires_grad_(False)  # grads: scores only
     shapes = problem.mask_shapes()
     names = list(offsets)  # the flat mask's order
@@ -289,10 +339,7 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
 
     n = obj.n
     if opts.loader is None:
-        def loss(pieces, idx):
-            x, targets = obj.at(idx)
-            return obj.batch_value(logits(pieces, x), targets)
-
+        loss = _sharded_loss(obj, logits, par, n, device)
         batches, per_pass = _index_batches(n, opts.batch_size, opts.seed, device)
     else:
         try:
@@ -304,37 +351,38 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
             while True:
                 yield from opts.loader
 
-        def loss(pieces, batch):
+        def loss(pieces, batch):  # with distributed=True each rank's loader yields its own share
             x, targets = obj.of_loader(batch)
-            return obj.batch_value(logits(pieces, x), targets)
+            value = obj.batch_value(logits(pieces, x), targets)
+            return par.scaled(value, x.shape[0], par.total(x.shape[0], device))
 
         batches = loader_batches()
-    chunks = _chunks(n, opts.batch_size, device)
 
-    def evaluate(hard: torch.Tensor) -> float:
+    def evaluate(hard: torch.Tensor, chunks: list) -> float:
         with torch.no_grad():
             pieces = torch.where(hard, flat_weight, 0.0).split(sizes)
             if not crit.combines_by_batch:  # a maximum plus alpha · a sum: the logits of every chunk at once
-                return float(obj.value(torch.cat([logits(pieces, obj.at(idx)[0]) for idx in chunks]), obj.targets))
-            return float(crit.full_value([obj.value(logits(pieces, x), targets) for x, targets in map(obj.at, chunks)]))
+                idx = None if chunks[0] is None else torch.cat(chunks).to(device)
+                return float(obj.value(torch.cat([logits(pieces, obj.at(c)[0]) for c in _on(chunks, device)]),
+                                       obj.at(idx)[1]))
+            values = [obj.value(logits(pieces, x), t) for x, t in map(obj.at, _on(par.mine(chunks), device))]
+            local = float(crit.full_value(values)) if values else (0.0 if crit.reduce == "sum" else -math.inf)
+        return par.combine(local, crit.reduce, device)
 
-    def hard_value(value: torch.Tensor, idx) -> float | None:
+    def free(value: torch.Tensor, idx) -> float | None:
         if opts.loader is not None or opts.autocast or idx is not None:
             return None
-        return float(value) * n if crit.reduce == "sum" else float(value)
+        total = float(par.sum_(value.clone()))
+        return total * n if crit.reduce == "sum" else total
 
-    closure = _Closure(loss, evaluate, batches, per_pass, hard_value, flat_weight, sizes)
-    if opts.lookahead and not crit.combines_by_batch and len(chunks) > 1:
-        raise ValueError("the lookahead surrogate scores checkpoints chunk by chunk, and with loss='linf' and "
-                         "alpha > 0 a maximum and a sum do not combine over chunks; use batch_size=None (or ≥ the "
-                         "number of samples), alpha=0, or another loss.")
-    return _lookahead_closure(closure, opts, chunks, n, crit) if opts.lookahead else closure
+    closure = _Closure(loss, evaluate, batches, per_pass, free, flat_weight, sizes)
+    return _lookahead_closure(closure, opts, n, crit, device) if opts.lookahead else closure
 
 
-def _lookahead_closure(c: _Closure, opts: RelaxOptions, chunks: list, n: int, crit: Loss) -> _Closure:
+def _lookahead_closure(c: _Closure, opts: RelaxOptions, n: int, crit: Loss, device) -> _Closure:
     """``c`` with its loss and hard-mask evaluation replaced by the lookahead surrogate of
-    ``opts.lookahead`` inner steps (module docstring); checkpoints are scored over ``chunks``
-    of the ``n`` samples, combined as the loss ``crit`` combines batches (sum or maximum)."""
+    ``opts.lookahead`` inner steps (module docstring); checkpoints are scored over chunks of
+    the samples, combined as the loss ``crit`` combines batches (sum or maximum)."""
     k, eta = opts.lookahead, opts.lookahead_lr
     base, initial = c.loss, c.weight.split(c.sizes)
 
@@ -352,11 +400,15 @@ def _lookahead_closure(c: _Closure, opts: RelaxOptions, chunks: list, n: int, cr
         m2 = [torch.where(w != 0, p / torch.where(w != 0, w, 1.0), 0.0).square() for p, w in zip(pieces, initial)]
         return base(unroll(pieces, m2, idx, create_graph=True), idx)
 
-    def evaluate(hard: torch.Tensor) -> float:
+    def evaluate(hard: torch.Tensor, chunks: list) -> float:
+        if not crit.combines_by_batch and len(chunks) > 1:
+            raise ValueError("the lookahead surrogate scores checkpoints chunk by chunk, and with loss='linf' and "
+                             "alpha > 0 a maximum and a sum do not combine over chunks; use batch_size=None (or ≥ "
+                             "the number of samples) with eval_samples=None, alpha=0, or another loss.")
         pieces = torch.where(hard, c.weight, 0.0).split(c.sizes)
         m2 = (hard & (c.weight != 0)).to(c.weight.dtype).split(c.sizes)
         values = []
-        for idx in chunks:
+        for idx in _on(chunks, device):
             with torch.enable_grad():
                 v = tuple(t.detach() for t in unroll(pieces, m2, idx, create_graph=False))
             with torch.no_grad():
@@ -364,7 +416,7 @@ def _lookahead_closure(c: _Closure, opts: RelaxOptions, chunks: list, n: int, cr
             values.append(value * (n if idx is None else idx.numel()) if crit.reduce == "sum" else value)
         return crit.full_value(values)
 
-    return _Closure(loss, evaluate, c.batches, c.steps_per_pass, c.hard_value, c.weight, c.sizes)
+    return _Closure(loss, evaluate, c.batches, c.steps_per_pass, c.free, c.weight, c.sizes)
 
 
 def _initial_scores(problem: Problem, opts: RelaxOptions, device, dtype) -> torch.Tensor:
@@ -392,26 +444,62 @@ def _initial_scores(problem: Problem, opts: RelaxOptions, device, dtype) -> torc
     return flat.to(device=device, dtype=dtype)
 
 
+def _checks(problem: Problem, opts: RelaxOptions, closure: _Closure, steps: int) -> Checks:
+    """The hard-mask checks of ``opts`` (see :class:`RelaxOptions`): all samples in chunks of
+    ``eval_batch_size``, and the seeded screening subset of ``eval_samples`` of them."""
+    n = int(problem.inputs.shape[0])
+    size = opts.eval_batch_size or opts.batch_size
+    full = _chunks(None, n, size)
+    screen = None
+    if opts.eval_samples is not None and opts.eval_samples < n:
+        subset = torch.randperm(n, generator=torch.Generator().manual_seed(opts.seed))[: opts.eval_samples].sort()[0]
+        screen = _chunks(subset, n, size)
+    if opts.lookahead and not problem.criterion.combines_by_batch and (len(full) > 1 or screen is not None):
+        raise ValueError("the lookahead surrogate scores checkpoints chunk by chunk, and with loss='linf' and "
+                         "alpha > 0 a maximum and a sum do not combine over chunks; use batch_size=None (or ≥ the "
+                         "number of samples) and eval_samples=None, alpha=0, or another loss.")
+    return Checks(full=lambda hard: closure.evaluate(hard, full),
+                  screen=None if screen is None else (lambda hard: closure.evaluate(hard, screen)),
+                  every=opts.eval_every or max(10, steps // 20), finalists=opts.finalists, free=closure.free)
+
+
+def _distributed_refusal(problem: Problem, opts: RelaxOptions) -> str | None:
+    if problem.criterion.reduce != "sum":
+        return (f"loss={problem.loss!r} is a maximum over samples, whose gradient does not split over ranks; use a "
+                "sum loss (l1, l2, kl) or one process.")
+    if opts.lookahead:
+        return "the lookahead surrogate runs on one process; set lookahead=0."
+    if opts.polish:
+        return "polish runs on one process; polish the returned mask afterwards on rank 0."
+    return None
+
+
 def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> MethodOutput:
-    device, dtype = resolve_device(opts.device), DTYPES[opts.dtype]
+    par = Ranks(opts.distributed)
+    if opts.distributed and (reason := _distributed_refusal(problem, opts)):
+        raise ValueError(f"distributed=True: {reason}")
+    device, dtype = par.device(resolve_device(opts.device)), DTYPES[opts.dtype]
     alloc = problem.allocation
     if isinstance(problem, DistillProblem):
-        closure = _distill_closure(problem, opts, device, dtype, alloc.offsets)
+        closure = _distill_closure(problem, opts, device, dtype, alloc.offsets, par)
     elif opts.lookahead:
         raise ValueError("lookahead trains a student network, so it needs a DistillProblem; set lookahead=0 for a "
                          "LayerwiseProblem.")
     else:
-        closure = _layerwise_closure(problem, opts, device, dtype)
+        closure = _layerwise_closure(problem, opts, device, dtype, par)
     steps = opts.steps if opts.epochs is None else opts.epochs * closure.steps_per_pass
-    eval_every = opts.eval_every or max(10, steps // 20)
+    checks = _checks(problem, opts, closure, steps)
     segments = Segments(alloc.units(), alloc.size, device)
     scores = _initial_scores(problem, opts, device, dtype)
 
     def optimizer(params):  # Adam fused: one pass over the scores per step
         return make_optimizer(opts.optimizer, params, opts.lr, fused=True if opts.optimizer != "sgd" else None)
 
+    train_loss = closure.loss if not opts.compile else torch.compile(
+        closure.loss, mode=None if opts.compile is True else opts.compile)
+
     def loss_fn(pieces, batch):
-        value = closure.loss(pieces, batch)
+        value = train_loss(pieces, batch)
         if not bool(torch.isfinite(value)):
             raise FloatingPointError("the training loss became NaN/inf; lower lr or use dtype='float64'.")
         return value
@@ -420,21 +508,23 @@ def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> Me
     best_mask, best_value = None, math.inf
     t0 = time.perf_counter()
     for stage in opts.stages():
-        res = run_stage(loss_fn, scores, segments, stage, steps, closure.batches, optimizer,
-                        closure.evaluate, eval_every, opts.verbose, closure.hard_value, closure.weight, closure.sizes)
+        res = run_stage(loss_fn, scores, segments, stage, steps, closure.batches, optimizer, checks, opts.verbose,
+                        closure.weight, closure.sizes, par.sum_ if par.world > 1 else None)
         offset = len(history)
         history.extend({**h, "step": h["step"] + offset} for h in res.history)
-        stage_stats.append({"stage": stage.name, "best_value": res.value, "best_step": res.best_step + offset})
+        stage_stats.append({"stage": stage.name, "best_value": res.value, "best_step": res.best_step + offset,
+                            "checks": res.checks})
         if res.value < best_value:
             best_mask, best_value = res.mask, res.value
         scores = res.scores
     elapsed = time.perf_counter() - t0
+    par.agree(best_mask, device)
     total = len(history)
     drawn = None if opts.loader is not None else _samples_drawn(total, problem.inputs.shape[0], opts.batch_size)
     stats = {"device": str(device), "dtype": opts.dtype, "steps": total, "stages": stage_stats,
-             "seconds_per_step": elapsed / max(total, 1), "training_objective": best_value,
-             # training samples through forward+backward (hard-mask evaluations not counted); a
-             # lookahead step counts 2k + 1: k + 1 passes forward through the unrolled steps, k back
+             "seconds_per_step": elapsed / max(total, 1), "training_objective": best_value, "world_size": par.world,
+             # training samples through forward+backward over all ranks (hard-mask evaluations not counted);
+             # a lookahead step counts 2k + 1: k + 1 passes forward through the unrolled steps, k back
              "gradient_samples": None if drawn is None else drawn * (2 * opts.lookahead + 1)}
     best_mask = best_mask.cpu()
     if opts.polish:

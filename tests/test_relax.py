@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import maskopt as mo
+from maskopt.parallel import Ranks
 from maskopt.relax import SigmoidOptions, _distill_closure
 from maskopt.solvers.relax import STAGES, Anneal, Segments, Sigmoid, Ste, TopK, Workspace, masked_product
 
@@ -395,7 +396,7 @@ def test_lookahead_gradient_is_the_derivative_through_the_inner_steps():
 
     def closure_of(**options):
         opts = SigmoidOptions(dtype="float64", verbose=False, **options)
-        return _distill_closure(prob, opts, torch.device("cpu"), torch.float64, alloc.offsets)
+        return _distill_closure(prob, opts, torch.device("cpu"), torch.float64, alloc.offsets, Ranks(False))
 
     base, closure = closure_of(), closure_of(lookahead=2, lookahead_lr=0.05)
     m = torch.rand(alloc.size, dtype=torch.float64, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
@@ -417,7 +418,7 @@ def test_lookahead_with_an_initial_weight_of_zero(method):
     x = torch.randn(32, 6, generator=torch.Generator().manual_seed(0))
     prob = mo.DistillProblem(student, [mlp((6, 12, 3), 1)], x, mo.Budget(density=0.3), loss="l2")
     opts = SigmoidOptions(dtype="float64", verbose=False, lookahead=2, lookahead_lr=0.05)
-    closure = _distill_closure(prob, opts, torch.device("cpu"), torch.float64, prob.allocation.offsets)
+    closure = _distill_closure(prob, opts, torch.device("cpu"), torch.float64, prob.allocation.offsets, Ranks(False))
     m = torch.full((prob.allocation.size,), 0.5, dtype=torch.float64, requires_grad=True)
     closure.loss((closure.weight * m).split(closure.sizes), None).backward()
     assert bool(torch.isfinite(m.grad).all())
@@ -430,11 +431,14 @@ def test_linf_with_cross_entropy_checkpoints_score_the_objective():
     (every chunk's cross-entropy counts, not only the chunk holding the maximum)."""
     prob = distill(mo.Budget(density=0.3), loss="linf", n=40, labels=torch.arange(40) % 3, alpha=0.4)
     opts = SigmoidOptions(batch_size=10, verbose=False)
-    closure = _distill_closure(prob, opts, torch.device("cpu"), torch.float64, prob.allocation.offsets)
+    closure = _distill_closure(prob, opts, torch.device("cpu"), torch.float64, prob.allocation.offsets, Ranks(False))
     gen = torch.Generator().manual_seed(3)
     for _ in range(3):
         masks = prob.allocation.project({n: torch.rand(s, generator=gen) for n, s in prob.mask_shapes().items()})
-        assert closure.evaluate(prob.allocation.flatten(masks)) == pytest.approx(mo.evaluate(prob, masks), rel=1e-9)
+        flat = prob.allocation.flatten(masks)
+        assert closure.evaluate(flat, [None]) == pytest.approx(mo.evaluate(prob, masks), rel=1e-9)
+        chunks = list(torch.arange(40).split(10))
+        assert closure.evaluate(flat, chunks) == pytest.approx(mo.evaluate(prob, masks), rel=1e-9)
     with pytest.raises(ValueError, match="maximum and a sum do not combine"):
         mo.solve(prob, method="sigmoid", batch_size=10, lookahead=2, **QUIET)
 

@@ -5,6 +5,7 @@ a flat soft mask and the budget's scope units; never imports the rest of maskopt
 from maskopt.solvers.relax.core import (
     STAGES,
     Anneal,
+    Checks,
     Segments,
     Sigmoid,
     Stage,
@@ -16,5 +17,5 @@ from maskopt.solvers.relax.core import (
     run_stage,
 )
 
-__all__ = ["STAGES", "Anneal", "Segments", "Sigmoid", "Stage", "StageResult", "Ste", "TopK", "Workspace",
+__all__ = ["STAGES", "Anneal", "Checks", "Segments", "Sigmoid", "Stage", "StageResult", "Ste", "TopK", "Workspace",
            "masked_product", "run_stage"]

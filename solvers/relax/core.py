@@ -25,7 +25,8 @@ one with c_u = 0 all zeros.
   ties to the lower index: exactly the budget at every step); the backward pass passes
   ∂L/∂m straight through to s (as in edge-popup): m = P(s) + s − stop_grad(s).
 
-The answer of a stage is P(s) at the step whose hard mask scored best under ``eval_fn``.
+The answer of a stage is P(s) at the check whose hard mask scored best (:func:`run_stage`
+states the rule: screening on a subset, finalists re-scored on all samples).
 """
 
 from __future__ import annotations
@@ -334,15 +335,88 @@ class _StepState:
 
 
 @dataclass
+class Checks:
+    """How a stage keeps its best hard mask (the rule of :func:`run_stage`).
+
+    Attributes:
+        full: the objective (lower is better) of a hard bool mask (size,) on all samples.
+        screen: its value on a fixed screening subset of the samples (None: ``full``, and
+            then no mask is scored twice).
+        every: steps between checks (every check also follows the last step).
+        finalists: screened masks kept for the final re-scoring on all samples (≥ 1).
+        free: ``free(loss, batch)`` → ``full``'s value of the mask whose training loss on
+            ``batch`` is ``loss``, or None when the batch is not all the data (in ``"ste"``
+            the forward mask is hard, so with full batches every step's mask is scored free).
+    """
+
+    full: Callable[[torch.Tensor], float]
+    screen: Callable[[torch.Tensor], float] | None = None
+    every: int = 10
+    finalists: int = 3
+    free: Callable[[torch.Tensor, object], float | None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.finalists < 1:
+            raise ValueError(f"need every ≥ 1 and finalists ≥ 1; got {self.every}, {self.finalists}.")
+
+
+@dataclass
+class _KeepBest:
+    """The candidates of :class:`Checks`' rule: the best mask scored on all samples, and the
+    ``finalists`` distinct masks with the lowest screening values (value, step, mask)."""
+
+    checks: Checks
+    best: tuple[float, int, torch.Tensor | None] = (math.inf, -1, None)
+    shortlist: list[tuple[float, int, torch.Tensor]] = field(default_factory=list)
+    last: torch.Tensor | None = None  # the mask of the previous check
+    counts: dict = field(default_factory=lambda: {"screened": 0, "unchanged": 0, "rescored": 0, "free": 0})
+
+    def offer_full(self, value: float, step: int, mask: torch.Tensor) -> None:
+        if value < self.best[0]:
+            self.best = (value, step, mask)
+
+    def check(self, step: int, mask: torch.Tensor) -> float | None:
+        """Score ``mask`` at a check (None when it equals the previous check's mask)."""
+        if self.last is not None and torch.equal(mask, self.last):
+            self.counts["unchanged"] += 1
+            return None
+        self.last = mask
+        self.counts["screened"] += 1
+        if self.checks.screen is None:
+            value = self.checks.full(mask)
+            self.offer_full(value, step, mask)
+            return value
+        value = self.checks.screen(mask)
+        if any(torch.equal(mask, m) for _, _, m in self.shortlist):
+            return value
+        self.shortlist.append((value, step, mask))
+        self.shortlist.sort(key=lambda c: (c[0], c[1]))
+        del self.shortlist[self.checks.finalists:]
+        return value
+
+    def result(self) -> tuple[float, int, torch.Tensor | None]:
+        """Re-score the shortlist on all samples; the best (value, step, mask) overall."""
+        for _, step, mask in sorted(self.shortlist, key=lambda c: c[1]):
+            self.counts["rescored"] += 1
+            self.offer_full(self.checks.full(mask), step, mask)
+        self.shortlist.clear()
+        return self.best
+
+
+@dataclass
 class StageResult:
-    """Scores after the stage, the best hard mask seen (bool, size) and its ``eval_fn``
-    value, the step it was seen at, and per-step history."""
+    """Scores after the stage, the best hard mask (bool, size) by :class:`Checks`' rule and
+    its ``full`` value, the step it was seen at, per-step history and the check counts
+    (``screened``: masks scored at checks; ``unchanged``: checks skipped because the mask
+    equalled the previous check's; ``rescored``: finalists scored on all samples; ``free``:
+    masks scored free from full-batch training losses)."""
 
     scores: torch.Tensor
     mask: torch.Tensor
     value: float
     best_step: int
     history: list[dict] = field(default_factory=list)
+    checks: dict = field(default_factory=dict)
 
 
 def run_stage(
@@ -353,14 +427,21 @@ def run_stage(
     steps: int,
     batches: Iterator,
     make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
-    eval_fn: Callable[[torch.Tensor], float],
-    eval_every: int,
+    checks: Checks,
     verbose: bool = True,
-    hard_value: Callable[[torch.Tensor, object], float | None] | None = None,
     weight: torch.Tensor | None = None,
     sizes: Sequence[int] | None = None,
+    reduce_grad: Callable[[torch.Tensor], None] | None = None,
 ) -> StageResult:
     """Train ``scores`` (size,) for ``steps`` steps of ``stage``.
+
+    The answer is the best hard mask by this rule: every ``checks.every`` steps and after
+    the last step the hard mask P(s) is scored on the screening set (a mask equal to the
+    previous check's is not scored again); the ``checks.finalists`` distinct masks with the
+    lowest screening values are scored on all samples at the end, together with every mask
+    scored free on all samples; the lowest full value wins (the earliest among equals). With
+    no screening set (``checks.screen`` None) every check scores on all samples, and the
+    answer is the best hard mask of all checks.
 
     Args:
         loss_fn: ``loss_fn(pieces, batch)`` → scalar loss on ``batch``, where ``pieces`` is
@@ -368,19 +449,17 @@ def run_stage(
             weight); see :func:`masked_product`.
         batches: yields one batch key per step (passed to ``loss_fn``).
         make_optimizer: builds the optimizer over ``[scores]``.
-        eval_fn: value (lower is better) of a hard bool mask; evaluated every
-            ``eval_every`` steps and after the last one.
-        hard_value: ``hard_value(loss, batch)`` → ``eval_fn``'s value of the mask whose
-            training loss on ``batch`` is ``loss``, or None when the batch is not all the
-            data. In ``"ste"`` the forward mask is hard, so every step's mask is scored free.
+        checks: the hard-mask checks (:class:`Checks`).
         weight: (size,) the weights the mask multiplies (same dtype and device as scores).
+        reduce_grad: called on the scores' gradient (size,) after each backward pass, before
+            the optimizer step (e.g. an all-reduce over data-parallel ranks, in place).
     """
     scores = scores.detach().clone().requires_grad_(True)
     opt = make_optimizer([scores])
     work = Workspace.like(scores.detach())
     scores.grad = work.grad
     losses, densities, taus = [], [], []
-    best_mask, best_value, best_step = None, math.inf, -1
+    keep = _KeepBest(checks)
     topk = TopK(segments)
     state = _StepState(segments, work, topk, float(segments.cap.sum()))
     bar = tqdm(range(steps), desc=stage.name, disable=not verbose, leave=False)
@@ -390,26 +469,27 @@ def run_stage(
         m, sig, kept, hard = stage.forward_mask(scores, tau, state)
         densities.append(kept / segments.size)
         loss = loss_fn(masked_product(scores, m, segments, sig, tau, weight, sizes, work), batch)
-        free = hard_value(loss.detach(), batch) if hard is not None and hard_value is not None else None
-        if free is not None and free < best_value:
-            best_mask, best_value, best_step = hard, free, step
+        free = checks.free(loss.detach(), batch) if hard is not None and checks.free is not None else None
+        if free is not None:
+            keep.counts["free"] += 1
+            keep.offer_full(free, step, hard)
         loss.backward()  # writes the scores' gradient into work.grad
+        if reduce_grad is not None:
+            reduce_grad(work.grad)
         opt.step()
         losses.append(loss.detach())
         taus.append(tau)
-        # with free scores the next step scores this mask anyway: evaluate only after the last step
-        if step == steps - 1 or (free is None and (step + 1) % eval_every == 0):
-            hard = topk(scores)
-            value = eval_fn(hard)
-            if value < best_value:
-                best_mask, best_value, best_step = hard, value, step
-            if verbose:
+        # with free scores the next step scores this mask anyway: check only after the last step
+        if step == steps - 1 or (free is None and (step + 1) % checks.every == 0):
+            value = keep.check(step, topk(scores))
+            if verbose and value is not None:
                 bar.set_postfix(loss=f"{float(loss.detach()):.4g}", hard=f"{value:.4g}")
     bar.close()
+    best_value, best_step, best_mask = keep.result()
     if best_mask is None:  # steps == 0
         best_mask = segments.project(scores)
-        best_value = eval_fn(best_mask)
+        best_value = checks.full(best_mask)
     hist = [{"stage": stage.name, "step": i, "loss": float(lv), "density": float(d), "temperature": t}
             for i, (lv, d, t) in enumerate(zip(torch.stack(losses).tolist() if losses else [],
                                                densities, taus))]
-    return StageResult(scores.detach(), best_mask, best_value, best_step, hist)
+    return StageResult(scores.detach(), best_mask, best_value, best_step, hist, dict(keep.counts))
