@@ -26,7 +26,9 @@ _EXPORTS = {
     "maskopt.posttrain": ("PruneResult", "layer_problems", "prune_layerwise"),
     "maskopt.problems": ("LayerwiseProblem", "Problem"),
     "maskopt.solvers.losses": ("Loss",),
+    "maskopt.sparse_training": ("SparseTrainResult", "sparse_train"),
     "maskopt.train": ("TrainResult", "load_teachers", "train", "train_teachers", "train_ticket"),
+    "maskopt.transfer": ("class_subset", "transfer"),
 }
 _SUBMODULES = ("data", "models")
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -192,7 +192,7 @@ def register(name: str, *, options: type, problems: tuple[type, ...], summary: s
 
 
 # the modules that register maskopt's methods
-_BUILTIN = ("maskopt.baselines", "maskopt.exact", "maskopt.posttrain", "maskopt.relax")
+_BUILTIN = ("maskopt.baselines", "maskopt.exact", "maskopt.posttrain", "maskopt.relax", "maskopt.sparse_training")
 
 
 def _registry() -> dict[str, MethodSpec]:
