@@ -13,7 +13,9 @@ from torch import nn
 import maskopt as mo
 from maskopt.parallel import Ranks
 from maskopt.relax import SigmoidOptions, _distill_closure
-from maskopt.solvers.relax import STAGES, Anneal, Segments, Sigmoid, Ste, TopK, Workspace, masked_product
+from maskopt.solvers.relax import (
+    STAGES, Anneal, Checks, Segments, Sigmoid, Ste, TopK, Workspace, masked_product, run_stage,
+)
 
 RELAX = ("sigmoid", "anneal", "ste", "hierarchy")
 QUIET = {"verbose": False}
@@ -480,6 +482,9 @@ def test_progress_bar_can_be_silenced(capsys):
 
 @pytest.mark.parametrize("options,match", [
     ({"device": "tpu"}, "device"),
+    ({"compile": "fast"}, "compile"),
+    ({"eval_samples": 0}, "eval_samples"),
+    ({"finalists": 0}, "finalists"),
     ({"lr": 0.0}, "lr"),
     ({"steps": -1}, "steps"),
     ({"optimizer": "lbfgs"}, "optimizer"),
@@ -519,3 +524,71 @@ def test_bad_combinations_are_refused():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             mo.solve(prob, method="sigmoid", device="cuda")
+
+
+# ---------------------------------------------------------------- the keep-best checks
+
+
+@pytest.mark.parametrize("finalists", [1, 3])
+def test_keep_best_screens_the_checks_and_rescores_the_finalists(finalists):
+    """Oracle: the rule of ``run_stage`` replayed by hand from the masks it screened (lowest
+    screening values among distinct masks → their full values → the lowest)."""
+    seg = Segments([(0, 12, 4)], 12)
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(12, generator=gen, dtype=torch.float64), torch.randn(12, generator=gen, dtype=torch.float64)
+    screened, rescored = [], []
+
+    def screen(mask):
+        screened.append(mask.clone())
+        return float(mask.double() @ a)
+
+    def full(mask):
+        rescored.append(mask.clone())
+        return float(mask.double() @ b)
+
+    def batches():  # random directions move the scores, so the hard mask changes now and then
+        g = torch.Generator().manual_seed(1)
+        while True:
+            yield torch.randn(12, generator=g, dtype=torch.float64)
+
+    checks = Checks(full=full, screen=screen, every=3, finalists=finalists)
+    res = run_stage(lambda pieces, d: -(pieces[0] * d).sum(), torch.zeros(12, dtype=torch.float64), seg,
+                    Sigmoid(0.5), 60, batches(), lambda p: torch.optim.SGD(p, lr=0.3), checks, verbose=False)
+    assert res.checks["screened"] == len(screened) and res.checks["screened"] + res.checks["unchanged"] == 20
+    assert all(not torch.equal(x, y) for x, y in zip(screened, screened[1:]))  # unchanged masks are not rescored
+    distinct = []
+    for i, m in enumerate(screened):
+        if not any(torch.equal(m, d) for _, _, d in distinct):
+            distinct.append((float(m.double() @ a), i, m))
+    assert len(distinct) > finalists  # the instance exercises the shortlist
+    chosen = sorted(distinct, key=lambda c: (c[0], c[1]))[:finalists]
+    assert res.checks["rescored"] == len(rescored) == finalists
+    best = min(chosen, key=lambda c: (float(c[2].double() @ b), c[1]))
+    assert torch.equal(res.mask, best[2]) and res.value == float(best[2].double() @ b)
+
+
+def test_screening_on_all_samples_is_the_plain_rule():
+    """eval_samples ≥ N scores every check on all samples: the same answer as eval_samples=None."""
+    prob = distill(mo.Budget(density=0.3), n=40)
+    kw = {"steps": 40, "batch_size": 10, "dtype": "float64", "eval_every": 4, **QUIET}
+    a, b = mo.solve(prob, method="sigmoid", eval_samples=None, **kw), mo.solve(prob, method="sigmoid", eval_samples=40, **kw)
+    assert all(torch.equal(a.masks[n], b.masks[n]) for n in a.masks) and a.stats["stages"] == b.stats["stages"]
+    assert a.stats["stages"][0]["checks"]["rescored"] == 0
+
+
+def test_screened_answer_is_valued_on_all_samples():
+    """With a screening subset the answer's recorded value is its objective on all inputs."""
+    prob = distill(mo.Budget(density=0.3), n=60)
+    res = mo.solve(prob, method="hierarchy", steps=30, batch_size=10, eval_samples=15, eval_every=3, dtype="float64",
+                   **QUIET)
+    assert res.stats["training_objective"] == pytest.approx(res.objective, rel=1e-12)
+    for stage in res.stats["stages"]:
+        assert 1 <= stage["checks"]["rescored"] <= 3 and stage["checks"]["screened"] >= stage["checks"]["rescored"]
+
+
+def test_compiled_loss_finds_the_same_mask():
+    prob = distill(mo.Budget(density=0.3), n=16)
+    kw = {"steps": 15, "dtype": "float64", **QUIET}
+    eager, compiled = mo.solve(prob, method="sigmoid", **kw), mo.solve(prob, method="sigmoid", compile=True, **kw)
+    assert all(torch.equal(eager.masks[n], compiled.masks[n]) for n in eager.masks)
+    assert [h["loss"] for h in compiled.history] == pytest.approx([h["loss"] for h in eager.history], rel=1e-9)

@@ -431,7 +431,7 @@ def run_stage(
     verbose: bool = True,
     weight: torch.Tensor | None = None,
     sizes: Sequence[int] | None = None,
-    reduce_grad: Callable[[torch.Tensor], None] | None = None,
+    all_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> StageResult:
     """Train ``scores`` (size,) for ``steps`` steps of ``stage``.
 
@@ -451,8 +451,10 @@ def run_stage(
         make_optimizer: builds the optimizer over ``[scores]``.
         checks: the hard-mask checks (:class:`Checks`).
         weight: (size,) the weights the mask multiplies (same dtype and device as scores).
-        reduce_grad: called on the scores' gradient (size,) after each backward pass, before
-            the optimizer step (e.g. an all-reduce over data-parallel ranks, in place).
+        all_sum: sums a tensor over data-parallel ranks in place (an all-reduce), applied
+            to the scores' gradient (size,) after each backward pass, before the optimizer
+            step, and to the stage's training losses at its end (each rank's loss is its
+            share of the global batch's).
     """
     scores = scores.detach().clone().requires_grad_(True)
     opt = make_optimizer([scores])
@@ -474,8 +476,8 @@ def run_stage(
             keep.counts["free"] += 1
             keep.offer_full(free, step, hard)
         loss.backward()  # writes the scores' gradient into work.grad
-        if reduce_grad is not None:
-            reduce_grad(work.grad)
+        if all_sum is not None:
+            all_sum(work.grad)
         opt.step()
         losses.append(loss.detach())
         taus.append(tau)
@@ -489,7 +491,9 @@ def run_stage(
     if best_mask is None:  # steps == 0
         best_mask = segments.project(scores)
         best_value = checks.full(best_mask)
+    if losses and all_sum is not None:
+        losses = all_sum(torch.stack(losses))
     hist = [{"stage": stage.name, "step": i, "loss": float(lv), "density": float(d), "temperature": t}
-            for i, (lv, d, t) in enumerate(zip(torch.stack(losses).tolist() if losses else [],
+            for i, (lv, d, t) in enumerate(zip(torch.stack(list(losses)).tolist() if len(losses) else [],
                                                densities, taus))]
     return StageResult(scores.detach(), best_mask, best_value, best_step, hist, dict(keep.counts))
