@@ -1,9 +1,11 @@
 """The solver registry, ``solve()``, ``evaluate()`` and the result type.
 
 A method is a function ``fn(problem, options) -> MethodOutput`` registered under a name
-with an options dataclass (defaults are no-ops) and the problem types it accepts.
-``solve`` validates the options, runs the method, checks the mask against the budget and
-scores it with :func:`evaluate`, the one definition of the objective.
+with an options dataclass (defaults are no-ops; a subclass of :class:`CommonOptions`, so every
+method takes ``device``, ``seed`` and ``verbose``), the problem types and the devices it
+accepts. ``solve`` validates the options, refuses a device the method does not run on, runs
+the method, checks the mask against the budget and scores it with :func:`evaluate`, the one
+definition of the objective.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from maskopt.device import DEVICE_TYPES, device_type, resolve_device
 from maskopt.masks import MaskSet
 from maskopt.problems import Problem
 from maskopt.solvers.exact.highs import bound_tolerance, gap_met
@@ -114,6 +117,40 @@ def relative_gap(objective: float, bound: float | None) -> float | None:
 FAMILIES = ("exact", "relaxation", "one-shot", "training")
 
 
+@dataclass(frozen=True, kw_only=True)
+class CommonOptions:
+    """The options every registered method takes (its options dataclass subclasses this one;
+    the three are keyword-only, so they never shift a subclass's positional fields).
+
+    Attributes:
+        device: where the method computes: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``
+            (CUDA when it is available and the method runs there, else the CPU). A method runs
+            on the devices its registration lists (:attr:`MethodSpec.devices`); :func:`solve`
+            refuses any other before running. Masks come back as CPU bool tensors whatever
+            the device.
+        seed: seeds every random choice the method makes (an integer ≥ 0). A deterministic
+            method accepts it and ignores it (its registration says ``uses_seed=False``).
+        verbose: progress bars (tqdm) or the solver's log; a method that finishes at once
+            shows nothing.
+
+    :func:`solve` records the device the method ran on and the seed in ``res.stats``
+    (``"device"``, ``"seed"``). A method may give ``device`` or ``verbose`` another default
+    by redeclaring the field (the relaxations default to ``device="auto"``).
+    """
+
+    device: str = "cpu"
+    seed: int = 0
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        device_type(self.device)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer ≥ 0; got {self.seed!r}.")
+
+
+COMMON_OPTIONS = tuple(f.name for f in dataclasses.fields(CommonOptions))
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """A registered method and what it can take.
@@ -127,7 +164,10 @@ class MethodSpec:
         scopes: the budget scopes it takes (None: any).
         check: further conditions, ``check(problem) -> reason or None`` (e.g. an exact
             solver's size guard at its default options).
-        devices: ``("cpu", "cuda")`` when it takes a ``device`` option, else ``("cpu",)``.
+        devices: the device types it runs on, ``("cpu",)`` or ``("cpu", "cuda")``.
+        device_reason: why it runs on no other device (shown when one is refused).
+        uses_seed: whether its result depends on the ``seed`` option (:func:`compare` runs
+            it once per seed only then).
     """
 
     name: str
@@ -139,15 +179,37 @@ class MethodSpec:
     losses: tuple[str, ...] | None = None
     scopes: tuple[str, ...] | None = None
     check: Callable[[Problem], str | None] | None = None
+    devices: tuple[str, ...] = ("cpu",)
+    device_reason: str = ""
+    uses_seed: bool = True
 
     @property
     def option_names(self) -> set[str]:
         """The names of the options it takes (the fields of its options dataclass)."""
         return {f.name for f in dataclasses.fields(self.options)}
 
-    @property
-    def devices(self) -> tuple[str, ...]:
-        return ("cpu", "cuda") if "device" in self.option_names else ("cpu",)
+    def runs_on(self, device: str) -> bool:
+        """Whether the method takes the ``device`` option value (``"auto"`` always: it picks
+        a device the method runs on)."""
+        kind = device_type(device)
+        return kind == "auto" or kind in self.devices
+
+    def resolve_device(self, device: str) -> torch.device:
+        """The torch device the method runs on for the ``device`` option: ``"auto"`` is
+        CUDA when available and listed in :attr:`devices`, else the CPU. A device of a type
+        the method does not list raises ValueError (why, and what to use) whether or not
+        that device exists here; ``"cuda"`` without CUDA raises ValueError too."""
+        if not self.runs_on(device):
+            why = f" ({self.device_reason})" if self.device_reason else ""
+            kind = device_type(device)
+            others = [m for m in methods() if kind in _REGISTRY[m].devices]
+            raise ValueError(
+                f"Method {self.name!r} runs on {' and '.join(self.devices)} only{why}; got device={device!r}. "
+                f"Use device='cpu' with it, or a method that runs on {kind}: {', '.join(others) or 'none'}. "
+                f"(compare(..., device={device!r}) runs such methods on the CPU and says so in its rows.)")
+        if device_type(device) == "auto" and "cuda" not in self.devices:
+            return torch.device("cpu")
+        return resolve_device(device)
 
     def refusal(self, problem: Problem, deep: bool = True) -> str | None:
         """Why the method cannot take ``problem`` (None when it can); ``deep=False`` checks
@@ -176,16 +238,27 @@ MethodFn = Callable[[Problem, object], MethodOutput]
 
 def register(name: str, *, options: type, problems: tuple[type, ...], summary: str, family: str,
              losses: tuple[str, ...] | None = None, scopes: tuple[str, ...] | None = None,
-             check: Callable[[Problem], str | None] | None = None) -> Callable[[MethodFn], MethodFn]:
+             check: Callable[[Problem], str | None] | None = None, devices: tuple[str, ...] = ("cpu",),
+             device_reason: str = "", uses_seed: bool = True) -> Callable[[MethodFn], MethodFn]:
     """Decorator registering ``fn(problem, options) -> MethodOutput`` under ``name``; the
-    keywords are the fields of :class:`MethodSpec`."""
+    keywords are the fields of :class:`MethodSpec`. ``options`` must have the fields of
+    :class:`CommonOptions` (subclass it); ``devices`` must include ``"cpu"``."""
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}; got {family!r}.")
+    missing = [f for f in COMMON_OPTIONS if f not in {g.name for g in dataclasses.fields(options)}]
+    if missing:
+        raise TypeError(f"The options of method {name!r} lack {missing}: subclass maskopt.api.CommonOptions "
+                        "(device, seed, verbose), which every method takes.")
+    devices = tuple(devices)
+    if "cpu" not in devices or not set(devices) <= set(DEVICE_TYPES):
+        raise ValueError(f"devices must include 'cpu' and list only {DEVICE_TYPES}; got {devices!r}.")
 
     def deco(fn: MethodFn) -> MethodFn:
         if name in _REGISTRY:
             raise ValueError(f"A method named {name!r} is already registered.")
-        _REGISTRY[name] = MethodSpec(name, fn, options, problems, summary, family, losses, scopes, check)
+        _REGISTRY[name] = MethodSpec(name=name, fn=fn, options=options, problems=problems, summary=summary,
+                                     family=family, losses=losses, scopes=scopes, check=check, devices=devices,
+                                     device_reason=device_reason, uses_seed=uses_seed)
         return fn
 
     return deco
@@ -236,9 +309,9 @@ def make_options(spec: MethodSpec, options: Mapping[str, object]) -> object:
     valid = [f.name for f in dataclasses.fields(spec.options)]
     unknown = [k for k in options if k not in valid]
     if unknown:
-        raise TypeError(
-            f"Unknown option(s) {unknown} for method {spec.name!r}; valid options: {valid or 'none'}."
-        )
+        own = [k for k in valid if k not in COMMON_OPTIONS]
+        raise TypeError(f"Unknown option(s) {unknown} for method {spec.name!r}; valid options: {own or 'none'} "
+                        f"and the common options {list(COMMON_OPTIONS)}.")
     hints = _type_hints(spec.options)
     for key, value in options.items():
         _check_kind(spec.name, key, value, hints[key])
@@ -271,8 +344,12 @@ def _check_kind(method: str, key: str, value: object, hint: object) -> None:
 def solve(problem: Problem, method: str = "exact", **options) -> SolveResult:
     """Find a mask for ``problem`` with the registered ``method``.
 
+    Every method takes the :class:`CommonOptions` ``device``, ``seed`` and ``verbose``;
+    ``res.stats["device"]`` is the device it ran on, ``res.stats["seed"]`` the seed.
+
     Raises ValueError for an unknown method, TypeError for an unknown option, and
-    ValueError when the method cannot take this kind of problem.
+    ValueError when the method cannot take this kind of problem or does not run on
+    ``device`` (before running).
     """
     spec = method_spec(method)
     reason = spec.refusal(problem, deep=False)
@@ -280,6 +357,7 @@ def solve(problem: Problem, method: str = "exact", **options) -> SolveResult:
         others = [m for m in methods() if _REGISTRY[m].refusal(problem, deep=False) is None]
         raise ValueError(f"{reason} Methods for this problem: {', '.join(others) or 'none'}.")
     opts = make_options(spec, options)
+    device = spec.resolve_device(opts.device)
     t0 = time.perf_counter()
     out = spec.fn(problem, opts)
     elapsed = time.perf_counter() - t0
@@ -291,7 +369,7 @@ def solve(problem: Problem, method: str = "exact", **options) -> SolveResult:
     if bad:
         raise RuntimeError(f"Method {method!r} returned a mask over budget ({bad[0]}); this is a bug.")
     objective = evaluate(problem, masks)
-    stats = dict(out.stats)
+    stats = {"device": str(device), "seed": opts.seed, **out.stats}
     if out.objective is not None and not abs(out.objective - objective) <= bound_tolerance(objective):
         raise CertificateError(
             f"Method {method!r} values its mask at {out.objective!r} but evaluate() gives {objective!r} (tolerance "

@@ -21,12 +21,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
 
-from maskopt.api import MethodOutput, register
+from maskopt.api import CommonOptions, MethodOutput, register
 from maskopt.budget import Allocation, count_for_density
-from maskopt.device import resolve_device
+from maskopt.device import DEVICE_TYPES, resolve_device
 from maskopt.distill import DistillProblem
 from maskopt.problems import Problem
 from maskopt.train import Trainer, TrainResult
@@ -59,37 +61,38 @@ def _pruned_to_minus_inf(scores: dict[str, torch.Tensor], masks: Mapping[str, to
 
 
 @dataclass(frozen=True)
-class NoOptions:
-    """This method has no options."""
+class ScoreOptions(CommonOptions):
+    """Options of the one-shot scores ``magnitude``, ``random``, ``snip`` and ``grasp``: the
+    common ones only (each method's docstring says what it does with them)."""
 
 
 @dataclass(frozen=True)
-class RandomOptions:
-    """Options of ``method="random"``: the seed of the random scores."""
-
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class SynflowOptions:
-    """``iterations`` pruning rounds on the exponential schedule (Tanaka et al. 2020: 100)."""
+class SynflowOptions(CommonOptions):
+    """``iterations`` pruning rounds on the exponential schedule (Tanaka et al. 2020: 100);
+    ``device``: where the student's flow is computed (float64); ``seed``: unused (data-free
+    and deterministic); ``verbose``: a progress bar over the rounds."""
 
     iterations: int = 100
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.iterations < 1:
             raise ValueError(f"iterations must be ≥ 1; got {self.iterations}.")
 
 
 @dataclass(frozen=True)
-class TrainOptions:
+class TrainOptions(CommonOptions):
     """How training-based baselines train the student's weights.
 
     ``train_on``: ``"problem"`` = the problem's own objective (distillation from its
     teachers, label mix included) on mini-batches of its inputs; ``"labels"`` =
     cross-entropy on the problem's labels. ``loader``: a DataLoader of ``(x, y)`` batches to
     train on instead of the problem's inputs (targets of ``x`` from the teachers; ``y`` only
-    for ``"labels"``). ``epochs`` per training run; Adam/AdamW/SGD with ``lr``.
+    for ``"labels"``). ``epochs`` per training run; Adam/AdamW/SGD with ``lr``. Common
+    options: ``device`` = where the student trains (float32; its copy, the targets, the
+    batch indices and every per-step buffer live there); ``seed`` = the batch order (a CPU
+    generator, so it is the same on every device) and any random masks; ``verbose`` = a
+    progress bar per training run.
     """
 
     epochs: float = 10.0
@@ -99,11 +102,9 @@ class TrainOptions:
     weight_decay: float = 0.0
     train_on: str = "problem"
     loader: DataLoader | None = None
-    device: str = "cpu"
-    seed: int = 0
-    verbose: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.train_on not in ("problem", "labels"):
             raise ValueError(f"train_on must be 'problem' or 'labels'; got {self.train_on!r}.")
         if not self.epochs > 0 or self.batch_size < 1 or not self.lr > 0:
@@ -204,18 +205,24 @@ class KstartsDissipatingOptions(DissipatingOptions):
 # ---------------------------------------------------------------- data-free and one-shot scores
 
 
-@register("magnitude", options=NoOptions, problems=(Problem,), family="one-shot",
-          summary="keep the largest |w| within each scope unit")
-def _magnitude(problem: Problem, opts: NoOptions) -> MethodOutput:
-    scores = {n: w.abs() for n, w in problem.weights().items()}
+@register("magnitude", options=ScoreOptions, problems=(Problem,), family="one-shot", devices=DEVICE_TYPES,
+          uses_seed=False, summary="keep the largest |w| within each scope unit")
+def _magnitude(problem: Problem, opts: ScoreOptions) -> MethodOutput:
+    """|w| ranked on ``device`` (the same mask on every device); ``seed``: unused
+    (deterministic); ``verbose``: nothing to show."""
+    dev = resolve_device(opts.device)
+    scores = {n: w.to(dev).abs() for n, w in problem.weights().items()}
     return MethodOutput(problem.allocation.project(scores), stats={"gradient_samples": 0})
 
 
-@register("random", options=RandomOptions, problems=(Problem,), family="one-shot",
+@register("random", options=ScoreOptions, problems=(Problem,), family="one-shot", devices=DEVICE_TYPES,
           summary="keep uniformly random weights within each scope unit (seeded)")
-def _random(problem: Problem, opts: RandomOptions) -> MethodOutput:
-    return MethodOutput(problem.allocation.project(_random_scores(problem.mask_shapes(), opts.seed)),
-                        stats={"gradient_samples": 0})
+def _random(problem: Problem, opts: ScoreOptions) -> MethodOutput:
+    """Uniform scores from a CPU generator seeded by ``seed`` (so the mask is the same on
+    every device), ranked on ``device``; ``verbose``: nothing to show."""
+    dev = resolve_device(opts.device)
+    scores = {n: s.to(dev) for n, s in _random_scores(problem.mask_shapes(), opts.seed).items()}
+    return MethodOutput(problem.allocation.project(scores), stats={"gradient_samples": 0})
 
 
 def _random_scores(shapes: Mapping[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
@@ -223,71 +230,90 @@ def _random_scores(shapes: Mapping[str, tuple[int, ...]], seed: int) -> dict[str
     return {n: torch.rand(tuple(s), generator=gen) for n, s in shapes.items()}
 
 
-def snip_scores(problem: Problem) -> dict[str, torch.Tensor]:
+def snip_scores(problem: Problem, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """Connection sensitivity (Lee et al. 2019): |∂L/∂m| at m = 1 = |w ⊙ ∂L/∂w|, L the
-    problem's objective on its data."""
-    ones = {n: torch.ones(s, dtype=torch.float64, requires_grad=True) for n, s in problem.mask_shapes().items()}
-    grads = torch.autograd.grad(problem.objective_tensor(ones), list(ones.values()))
+    problem's objective on its data, computed in float64 on ``device`` (None: the CPU),
+    where the scores stay."""
+    objective = problem.objective_fn(device)
+    ones = {n: torch.ones(s, dtype=torch.float64, device=device, requires_grad=True)
+            for n, s in problem.mask_shapes().items()}
+    grads = torch.autograd.grad(objective(ones), list(ones.values()))
     return {n: g.abs() for n, g in zip(ones, grads)}
 
 
-def grasp_scores(problem: Problem) -> dict[str, torch.Tensor]:
+def grasp_scores(problem: Problem, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """Gradient signal preservation (Wang et al. 2020): keep the largest w ⊙ (H g), g and H
     the gradient and Hessian of the objective in the weights (Alg. 1 removes the largest
-    −w ⊙ Hg). Hg by double back-propagation of gᵀ·stop_gradient(g)."""
-    weights = {n: w.detach().clone().requires_grad_(True) for n, w in problem.weights().items()}
-    ones = {n: torch.ones(s, dtype=torch.float64) for n, s in problem.mask_shapes().items()}
-    g = torch.autograd.grad(problem.objective_tensor(ones, weights), list(weights.values()), create_graph=True)
+    −w ⊙ Hg). Hg by double back-propagation of gᵀ·stop_gradient(g); float64 on ``device``
+    (None: the CPU), where the scores stay."""
+    objective = problem.objective_fn(device)
+    weights = {n: w.detach().to(device=device, dtype=torch.float64, copy=True).requires_grad_(True)
+               for n, w in problem.weights().items()}
+    ones = {n: torch.ones(s, dtype=torch.float64, device=device) for n, s in problem.mask_shapes().items()}
+    g = torch.autograd.grad(objective(ones, weights), list(weights.values()), create_graph=True)
     z = sum((gi * gi.detach()).sum() for gi in g)
     hg = torch.autograd.grad(z, list(weights.values()))
     return {n: (w * h).detach() for (n, w), h in zip(weights.items(), hg)}
 
 
-def synflow_scores(problem: DistillProblem, masks: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def synflow_scores(problem: DistillProblem, masks: Mapping[str, torch.Tensor] | None = None,
+                   student: nn.Module | None = None) -> dict[str, torch.Tensor]:
     """Synaptic flow (Tanaka et al. 2020) of the masked student: with every parameter
     replaced by its absolute value, BatchNorm in eval mode and an all-ones input of one
-    sample, R = Σ outputs; score = |w| ⊙ ∂R/∂|w| (data-free)."""
-    student = problem.student  # float64, eval mode
+    sample, R = Σ outputs; score = |w| ⊙ ∂R/∂|w| (data-free). ``student``: a float64
+    eval-mode copy of the problem's on the device to compute on (default the problem's own,
+    on the CPU); the scores lie on its device."""
+    student = problem.student if student is None else student
     params = {n: p.detach().abs() for n, p in student.named_parameters()}
     shapes = problem.mask_shapes()
-    m = {n: (torch.ones(s, dtype=torch.float64) if masks is None else masks[n].to(torch.float64)).requires_grad_(True)
+    m = {n: (torch.ones(s, dtype=torch.float64, device=params[n].device) if masks is None
+             else masks[n].to(device=params[n].device, dtype=torch.float64)).requires_grad_(True)
          for n, s in shapes.items()}
     for n in shapes:
         params[n] = params[n] * m[n]
-    x = torch.ones((1, *problem.inputs.shape[1:]), dtype=torch.float64)
+    x = torch.ones((1, *problem.inputs.shape[1:]), dtype=torch.float64, device=next(iter(m.values())).device)
     r = functional_call(student, params, (x,)).sum()
     grads = torch.autograd.grad(r, list(m.values()))
     return {n: g.detach() for n, g in zip(m, grads)}  # ∂R/∂m = |w| ⊙ ∂R/∂(|w| m)
 
 
-@register("snip", options=NoOptions, problems=(Problem,), family="one-shot",
-          summary="connection sensitivity |w·∂L/∂w| on the problem's data (Lee et al. 2019)")
-def _snip(problem: Problem, opts: NoOptions) -> MethodOutput:
-    return MethodOutput(problem.allocation.project(snip_scores(problem)),
-                        stats={"gradient_samples": _samples(problem)})
+@register("snip", options=ScoreOptions, problems=(Problem,), family="one-shot", devices=DEVICE_TYPES,
+          uses_seed=False, summary="connection sensitivity |w·∂L/∂w| on the problem's data (Lee et al. 2019)")
+def _snip(problem: Problem, opts: ScoreOptions) -> MethodOutput:
+    """One full-data gradient in float64 on ``device``; ``seed``: unused (deterministic);
+    ``verbose``: nothing to show."""
+    scores = snip_scores(problem, resolve_device(opts.device))
+    return MethodOutput(problem.allocation.project(scores), stats={"gradient_samples": _samples(problem)})
 
 
-@register("grasp", options=NoOptions, problems=(Problem,), family="one-shot",
-          summary="gradient signal preservation w·Hg (Wang et al. 2020)")
-def _grasp(problem: Problem, opts: NoOptions) -> MethodOutput:
-    return MethodOutput(problem.allocation.project(grasp_scores(problem)),
-                        stats={"gradient_samples": 2 * _samples(problem)})
+@register("grasp", options=ScoreOptions, problems=(Problem,), family="one-shot", devices=DEVICE_TYPES,
+          uses_seed=False, summary="gradient signal preservation w·Hg (Wang et al. 2020)")
+def _grasp(problem: Problem, opts: ScoreOptions) -> MethodOutput:
+    """A gradient and a Hessian-gradient product in float64 on ``device``; ``seed``: unused
+    (deterministic); ``verbose``: nothing to show."""
+    scores, n = grasp_scores(problem, resolve_device(opts.device)), _samples(problem)
+    return MethodOutput(problem.allocation.project(scores), stats={"gradient_samples": None if n is None else 2 * n})
 
 
 @register("synflow", options=SynflowOptions, problems=(DistillProblem,), family="one-shot",
+          devices=DEVICE_TYPES, uses_seed=False,
           summary="iterative synaptic flow, data-free, exponential schedule (Tanaka et al. 2020)")
 def _synflow(problem: DistillProblem, opts: SynflowOptions) -> MethodOutput:
+    dev = resolve_device(opts.device)
+    student = problem.student if dev.type == "cpu" else copy.deepcopy(problem.student).to(dev)
     alloc, masks = problem.allocation, None
-    for it in range(1, opts.iterations + 1):
-        scores = _pruned_to_minus_inf(synflow_scores(problem, masks), masks)
+    for it in tqdm(range(1, opts.iterations + 1), desc="synflow", disable=not opts.verbose, leave=False):
+        scores = _pruned_to_minus_inf(synflow_scores(problem, masks, student), masks)
         masks = alloc.project(scores, geometric_caps(alloc, it / opts.iterations))
     return MethodOutput(masks, stats={"iterations": opts.iterations,
                                       "gradient_samples": opts.iterations})
 
 
-def _samples(problem: Problem) -> int:
-    """N, the samples of a full-data gradient of the problem's objective."""
-    return int(problem.inputs.shape[0])
+def _samples(problem: Problem) -> int | None:
+    """N, the samples of a full-data gradient of the problem's objective (None for a problem
+    of one's own without ``inputs``: unknown)."""
+    inputs = getattr(problem, "inputs", None)
+    return None if inputs is None else int(inputs.shape[0])
 
 
 # ---------------------------------------------------------------- training-based baselines
@@ -430,7 +456,7 @@ def iterative_magnitude_pruning(trainer: Trainer, alloc: Allocation, rate: float
         yield ImpRound(r, masks, result)
 
 
-@register("imp", options=ImpOptions, problems=(DistillProblem,), family="training",
+@register("imp", options=ImpOptions, problems=(DistillProblem,), family="training", devices=DEVICE_TYPES,
           summary="iterative magnitude pruning with rewinding, 20% per round (lottery tickets)")
 def _imp(problem: DistillProblem, opts: ImpOptions) -> MethodOutput:
     trainer = problem_trainer(problem, opts)
@@ -498,7 +524,7 @@ def _kstarts_search(problem: DistillProblem, opts: KstartsOptions | KstartsDissi
     return MethodOutput(candidates[best][0], history=history, stats={"chosen": best, "gradient_samples": samples})
 
 
-@register("kstarts", options=KstartsOptions, problems=(DistillProblem,), family="training",
+@register("kstarts", options=KstartsOptions, problems=(DistillProblem,), family="training", devices=DEVICE_TYPES,
           summary="K random masks trained a few epochs, keep the fittest (magnitude/gradient)")
 def _kstarts(problem: DistillProblem, opts: KstartsOptions) -> MethodOutput:
     def random_mask(trainer, init, seed):
@@ -525,6 +551,7 @@ def dissipating_scores(trainer: Trainer, init: Mapping[str, torch.Tensor]) -> tu
 
 
 @register("dissipating", options=DissipatingOptions, problems=(DistillProblem,), family="training",
+          devices=DEVICE_TYPES,
           summary="drop weights that stay near their initial value in the first epochs")
 def _dissipating(problem: DistillProblem, opts: DissipatingOptions) -> MethodOutput:
     trainer = problem_trainer(problem, opts)
@@ -535,7 +562,7 @@ def _dissipating(problem: DistillProblem, opts: DissipatingOptions) -> MethodOut
 
 
 @register("kstarts_dissipating", options=KstartsDissipatingOptions, problems=(DistillProblem,),
-          family="training",
+          family="training", devices=DEVICE_TYPES,
           summary="K-starts whose candidates are dissipating-gradient masks")
 def _kstarts_dissipating(problem: DistillProblem, opts: KstartsDissipatingOptions) -> MethodOutput:
     def dissipating_mask(trainer, init, seed):

@@ -24,16 +24,16 @@ def _say(args: argparse.Namespace):
     return (lambda *a, **k: None) if args.quiet else print
 
 
-def _with_common(method: str, opts: dict, args: argparse.Namespace) -> dict:
-    """``opts`` plus the command's --device / --time-limit / quiet for methods that take them."""
-    fields = _fields(method)
+def _with_common(method: str, opts: dict, args: argparse.Namespace, device: bool = True) -> dict:
+    """``opts`` plus the command's --time-limit for methods that take it, ``verbose=False``,
+    and its --device unless ``device=False`` (compare applies it, running CPU-only methods on
+    the CPU)."""
     out = dict(opts)
-    if "device" in fields and getattr(args, "device", None):
+    if device and getattr(args, "device", None):
         out.setdefault("device", args.device)
-    if "time_limit" in fields and getattr(args, "time_limit", None) is not None:
+    if "time_limit" in _fields(method) and getattr(args, "time_limit", None) is not None:
         out.setdefault("time_limit", args.time_limit)
-    if "verbose" in fields:
-        out.setdefault("verbose", False)
+    out.setdefault("verbose", False)
     return out
 
 
@@ -75,17 +75,17 @@ def _demo(args: argparse.Namespace) -> int:
     methods = ["exact", *relaxations, *(m for m in DEMO_BASELINES if mo.method_spec(m).accepts(layer))]
     say(f"\n[1/2] last layer alone, exactly: {n} samples, mask of {last.weight.numel()} weights, "
         "10 % of each row kept, L1 distance to the teachers' mean logits")
-    exact = mo.compare(layer, methods, seeds=(args.seed,), verbose=not args.quiet,
-                       options={m: _with_common(m, relax.get(m, {}), args) for m in methods})
+    exact = mo.compare(layer, methods, seeds=(args.seed,), verbose=not args.quiet, device=args.device,
+                       options={m: _with_common(m, relax.get(m, {}), args, device=False) for m in methods})
     full = mo.DistillProblem(student, teachers, data.x, mo.Budget(sparsity=0.9, scope="layer"), loss="kl",
                              temperature=2.0, labels=data.y)
     methods = [*relaxations, *(m for m in DEMO_BASELINES if mo.method_spec(m).accepts(full))]
     say(f"\n[2/2] whole student: KL distillation (T = 2) on {data.x.shape[0]} digits, 90 % sparsity per layer, "
         "tickets trained from initialization on the labels")
     compared = mo.compare(full, methods, seeds=(args.seed,), certify=False, verbose=not args.quiet,
-                          options={m: _with_common(m, relax.get(m, {}), args) for m in methods},
-                          ticket={"data": data, "epochs": 3 if quick else 20, "lr": 3e-3, "batch_size": 64,
-                                  "device": args.device})
+                          device=args.device,
+                          options={m: _with_common(m, relax.get(m, {}), args, device=False) for m in methods},
+                          ticket={"data": data, "epochs": 3 if quick else 20, "lr": 3e-3, "batch_size": 64})
     files = (_write_comparison(exact, out, "exact_layer", "exact_layer_masks.safetensors")
              + _write_comparison(compared, out, "student", "masks.safetensors"))
     print("\nLast layer (gap = (objective - bound) / objective, bound proven by the exact solver):")
@@ -112,8 +112,7 @@ def _solve(args: argparse.Namespace) -> int:
     conf, exp, out = _experiment(args, "solve")
     method = conf["solve"]["method"]
     opts = _with_common(method, conf["solve"].get("options", {}), args)
-    if "seed" in _fields(method):
-        opts.setdefault("seed", args.seed)
+    opts.setdefault("seed", args.seed)
     res = mo.solve(exp.problem, method=method, **opts)
     summary = res.summary()
     if exp.ticket is not None:
@@ -164,10 +163,10 @@ def _compare(args: argparse.Namespace) -> int:
     conf, exp, out = _experiment(args, "compare")
     cc = conf["compare"]
     methods = cc["methods"]
-    options = {m: _with_common(m, cc.get("options", {}).get(m, {}), args) for m in methods}
+    options = {m: _with_common(m, cc.get("options", {}).get(m, {}), args, device=False) for m in methods}
     comparison = mo.compare(exp.problem, methods, seeds=cc.get("seeds", [args.seed]), options=options,
                             certify=cc.get("certify", True), certify_time_limit=cc.get("certify_time_limit", 30.0),
-                            ticket=exp.ticket, verbose=not args.quiet)
+                            ticket=exp.ticket, verbose=not args.quiet, device=args.device)
     files = _write_comparison(comparison, out, "results", "masks.safetensors")
     print(comparison.table())
     _say(args)(f"Wrote {', '.join(files)} to {out}/")

@@ -11,13 +11,14 @@ from pathlib import Path
 import torch
 
 from maskopt.api import SolveResult, method_spec, relative_gap, solve
+from maskopt.device import device_type
 from maskopt.distill import DistillProblem
 from maskopt.masks import MaskSet
 from maskopt.problems import Problem
 from maskopt.report import atomic_path, format_markdown, format_table, write_csv, write_json
 
-COLUMNS = ("method", "seed", "objective", "gap", "gap_to", "hamming_to_exact", "density", "status", "time",
-           "test_acc")
+COLUMNS = ("method", "seed", "objective", "gap", "gap_to", "hamming_to_exact", "density", "status", "device",
+           "time", "test_acc")
 
 
 @dataclass
@@ -29,8 +30,9 @@ class Comparison:
             to ``reference``), ``gap_to`` (``"bound"`` when the reference is a proven lower
             bound, ``"best found"`` otherwise), ``hamming_to_exact`` (weights where the mask
             differs from the proven-optimal mask, when one exists), ``density``, ``status``,
-            ``time`` (s), ``test_acc`` (max test accuracy of the trained ticket, %, when
-            ticket training was asked for) and ``layers`` (name → density).
+            ``device`` (where the method ran, e.g. ``"cuda"``), ``time`` (s), ``test_acc`` (max
+            test accuracy of the trained ticket, %, when ticket training was asked for) and
+            ``layers`` (name → density).
         reference: the best proven lower bound over all runs and the certificate, else the
             best objective found. results: the :class:`SolveResult` of each row.
         exact_masks: a proven-optimal mask, when one was found.
@@ -153,12 +155,22 @@ def compare(
     certify_time_limit: float = 30.0,
     ticket: Mapping | None = None,
     verbose: bool = True,
+    device: str | None = None,
 ) -> Comparison:
-    """Run each method on ``problem`` (once per seed when the method takes a ``seed``
-    option, once otherwise) and compare them.
+    """Run each method on ``problem`` (once per seed when its result depends on the seed,
+    ``method_spec(m).uses_seed``; once otherwise) and compare them.
 
     Args:
         options: per-method options, e.g. ``{"exact": {"time_limit": 60}}``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``: every method runs there
+            unless its ``options`` name a device, and the tickets train there. A method that
+            does not run on that kind of device (``method_spec(m).devices``, e.g. the exact
+            solver, whose HiGHS solves run on the CPU) runs on the CPU instead: a comparison
+            is mostly of GPU methods against the CPU-only exact yardstick, so refusing would
+            leave no comparison, and each row's ``device`` column says where its method ran.
+            A device named in a method's own ``options`` is never replaced: one it does not
+            run on is refused. None: each method's default (``"cpu"``; ``"auto"`` for the
+            relaxations).
         certify: when no run proved a bound, certify the best mask with the exact solver
             (``certify_time_limit`` seconds) if it accepts the problem
             (``method_spec("exact").accepts``); otherwise gaps are relative to the best
@@ -184,20 +196,24 @@ def compare(
         raise ValueError("compare needs at least one seed.")
     if ticket is not None and not isinstance(problem, DistillProblem):
         raise ValueError("ticket= trains the student's ticket, which needs a DistillProblem.")
+    if device is not None:
+        device_type(device)  # a malformed name is an error before anything runs
     say = print if verbose else (lambda *a, **k: None)
     runs: list[tuple[str, int | None, SolveResult]] = []
     for method in methods:
+        spec = method_spec(method)
         opts = dict(options.get(method, {}))
-        takes = method_spec(method).option_names
-        if not verbose and "verbose" in takes:
+        if not verbose:
             opts.setdefault("verbose", False)
-        method_seeds = list(seeds) if "seed" in takes and "seed" not in opts else [opts.get("seed")]
+        if device is not None and "device" not in opts:
+            opts["device"] = device if spec.runs_on(device) else "cpu"
+        method_seeds = list(seeds) if spec.uses_seed and "seed" not in opts else [opts.get("seed")]
         for seed in method_seeds:
             run_opts = {**opts, "seed": seed} if seed is not None else opts
             res = solve(problem, method=method, **run_opts)
             runs.append((method, seed, res))
             say(f"  {method:<20} seed {seed if seed is not None else '-':<3} objective {res.objective:.6g} "
-                f"({res.status}, {res.time:.2f} s)")
+                f"({res.status}, {res.stats['device']}, {res.time:.2f} s)")
     bounds = [r.bound for _, _, r in runs if r.bound is not None]
     optimal = next((r for _, _, r in runs if r.status == "optimal" and r.bound is not None), None)
     best = min(runs, key=lambda t: t[2].objective)[2]
@@ -220,12 +236,14 @@ def compare(
                "gap_to": "bound" if reference_is_bound else "best found",
                "hamming_to_exact": None if exact_masks is None else
                sum(int((res.masks[n] != exact_masks[n]).sum()) for n in res.masks),
-               "density": res.masks.density, "status": res.status, "time": res.time,
+               "density": res.masks.density, "status": res.status, "device": res.stats["device"], "time": res.time,
                "layers": {r["name"]: r["density"] for r in res.masks.report()}}
         if ticket is not None:
             ticket_opts = dict(ticket)
             data = ticket_opts.pop("data")
             ticket_opts.setdefault("verbose", False)
+            if device is not None:
+                ticket_opts.setdefault("device", device)
             student = copy.deepcopy(problem.student).float()
             for p in student.parameters():
                 p.requires_grad_(True)

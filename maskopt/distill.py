@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -145,16 +145,38 @@ class DistillProblem(Problem):
         with torch.no_grad():
             return self._forward(masks)
 
-    def _forward(self, masks: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor] | None = None
-                 ) -> torch.Tensor:
+    def _forward(self, masks: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor] | None = None,
+                 student: nn.Module | None = None, inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of ``student`` (default the problem's float64 copy) on ``inputs`` (default the
+        problem's) with each maskable weight replaced by ``mask ⊙ weight``."""
         weights = self._weights if weights is None else weights
         masked = {p: weights[p] * masks[p].to(device=weights[p].device, dtype=weights[p].dtype)
                   for p in self._weights}
-        return functional_call(self.student, masked, (self.inputs,))
+        return functional_call(self.student if student is None else student, masked,
+                               (self.inputs if inputs is None else inputs,))
 
     def objective_tensor(self, masks: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor] | None = None
              ) -> torch.Tensor:
-        return self.loss_of_logits(self._forward(masks, weights))
+        return self.objective_fn()(masks, weights)
+
+    def objective_fn(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64
+                     ) -> Callable[..., torch.Tensor]:
+        """The objective ``f(masks, weights=None)`` on ``device``/``dtype`` (see
+        :meth:`Problem.objective_fn`): :meth:`loss_of_logits` of the masked student's logits;
+        elsewhere than the CPU in float64 a copy of the student and the data are moved there."""
+        dev = torch.device("cpu") if device is None else torch.device(device)
+        if dev.type == "cpu" and dtype == torch.float64:  # the problem's own tensors, no copy
+            return lambda masks, weights=None: self.loss_of_logits(self._forward(masks, weights))
+        student = copy.deepcopy(self.student).to(device=dev, dtype=dtype)
+        fixed = {p: w.to(device=dev, dtype=dtype) for p, w in self._weights.items()}
+        obj = self.batch_objective(dev, dtype)
+
+        def objective(masks: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor] | None = None
+                      ) -> torch.Tensor:
+            logits = self._forward(masks, fixed if weights is None else weights, student, obj.inputs)
+            return obj.value(logits, obj.targets)
+
+        return objective
 
     def loss_of_logits(self, s: torch.Tensor) -> torch.Tensor:
         """The objective of student logits ``s`` (N, K) (or a batch (B, N, K) → (B,))."""

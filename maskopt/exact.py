@@ -12,7 +12,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from maskopt.api import MethodOutput, SolveResult, checked_bound, evaluate, register, relative_gap, solve
+from maskopt.api import (
+    CommonOptions,
+    MethodOutput,
+    SolveResult,
+    checked_bound,
+    evaluate,
+    register,
+    relative_gap,
+    solve,
+)
 from maskopt.distill import DistillProblem, parameter_names
 from maskopt.masks import MaskSet
 from maskopt.problems import LayerwiseProblem, Problem
@@ -36,7 +45,7 @@ class ProblemTooLargeError(ValueError):
 
 
 @dataclass(frozen=True)
-class ExactOptions:
+class ExactOptions(CommonOptions):
     """Options of ``method="exact"``.
 
     Attributes:
@@ -55,7 +64,9 @@ class ExactOptions:
             no limit; an L2 outer-approximation round or a row is one MILP solve). On the
             limit: incumbent, proven bound and gap with status ``"node_limit"``.
             Deterministic, unlike a time limit.
-        verbose: stream the HiGHS log to stdout.
+        verbose: stream the HiGHS log to stdout (common option).
+        device: ``"cpu"`` (or ``"auto"``) only: HiGHS and the Pyomo model run on the CPU.
+        seed: unused (HiGHS keeps its own default random seed).
         max_size: refuse models with more than this many constraint-matrix nonzeros.
         workers: how many rows of a row budget are solved at the same time (a local process
             pool of this many processes, one HiGHS thread each; 1 = one after the other in
@@ -87,7 +98,6 @@ class ExactOptions:
     threads: int | None = None
     node_limit: int | None = None
     warm_start: Mapping[str, torch.Tensor] | None = None
-    verbose: bool = False
     max_size: int = 2_000_000
     workers: int = 1
     executor: Executor | None = None
@@ -98,6 +108,7 @@ class ExactOptions:
     bounds: str | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.bounds is not None and self.bounds not in network.BOUNDS:
             raise ValueError(f"bounds must be one of {network.BOUNDS}; got {self.bounds!r}.")
         if self.time_limit is not None and not self.time_limit > 0:
@@ -122,8 +133,10 @@ class ExactOptions:
 
 
 @dataclass(frozen=True)
-class BruteforceOptions:
-    """Options of ``method="bruteforce"``: refuse above ``max_candidates`` masks (default 2²⁰)."""
+class BruteforceOptions(CommonOptions):
+    """Options of ``method="bruteforce"``: refuse above ``max_candidates`` masks (default 2²⁰).
+    ``device``: ``"cpu"`` (or ``"auto"``) only, the enumeration runs in numpy; ``seed``: unused
+    (deterministic); ``verbose``: nothing to show."""
 
     max_candidates: int = 2**20
 
@@ -172,7 +185,8 @@ def _bruteforce_refusal(problem: Problem) -> str | None:
 
 
 @register("exact", options=ExactOptions, problems=(LayerwiseProblem, DistillProblem), family="exact",
-          check=_exact_refusal, summary="MILP built with Pyomo, solved by HiGHS; proven bound and gap")
+          check=_exact_refusal, uses_seed=False, device_reason="HiGHS and the Pyomo model run on the CPU",
+          summary="MILP built with Pyomo, solved by HiGHS; proven bound and gap")
 def _exact(problem: LayerwiseProblem | DistillProblem, opts: ExactOptions) -> MethodOutput:
     if isinstance(problem, DistillProblem):
         row_only = {"workers": 1, "executor": None, "row_time_limit": None, "strengthen": "none", "decompose": False}
@@ -218,7 +232,8 @@ def _exact(problem: LayerwiseProblem | DistillProblem, opts: ExactOptions) -> Me
 
 
 @register("bruteforce", options=BruteforceOptions, problems=(LayerwiseProblem, DistillProblem), family="exact",
-          check=_bruteforce_refusal, summary="enumerate every mask within the budget (oracle for tiny problems)")
+          check=_bruteforce_refusal, uses_seed=False, device_reason="it enumerates the masks in numpy on the CPU",
+          summary="enumerate every mask within the budget (oracle for tiny problems)")
 def _bruteforce(problem: Problem, opts: BruteforceOptions) -> MethodOutput:
     alloc = problem.allocation
 

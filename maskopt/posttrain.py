@@ -22,8 +22,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from maskopt.api import MethodOutput, register, solve
+from maskopt.api import CommonOptions, MethodOutput, register, solve
 from maskopt.budget import Budget
+from maskopt.device import DEVICE_TYPES, resolve_device
 from maskopt.masks import MaskSet
 from maskopt.problems import LayerwiseProblem
 from maskopt.report import format_table, write_csv, write_json
@@ -32,6 +33,7 @@ from maskopt.solvers.exact.layerwise import active_weights, local_search
 
 INPUTS = ("pruned", "dense")
 RESIDUAL_PAIRS = 20_000_000  # kept x removed pairs the residual (non-L2) swap search prices at most
+_CPU_ENGINE = "its engine, maskopt.solvers.posttrain, computes on float64 CPU tensors and numpy"
 
 
 def _offset(problem: LayerwiseProblem) -> torch.Tensor:
@@ -50,30 +52,36 @@ def refit_weights(problem: LayerwiseProblem, mask: torch.Tensor) -> tuple[torch.
 
 
 @dataclass(frozen=True)
-class WandaOptions:
-    """Wanda has no options: its score is |W_ij| · ‖X_:j‖₂, projected onto the budget."""
+class WandaOptions(CommonOptions):
+    """Wanda has no options of its own: its score is |W_ij| · ‖X_:j‖₂ (float64), computed and
+    projected onto the budget on ``device``; ``seed``: unused (deterministic); ``verbose``:
+    nothing to show."""
 
 
-@register("wanda", options=WandaOptions, problems=(LayerwiseProblem,), family="one-shot",
-          summary="|w|·‖x‖ of each weight and its input, per budget unit (Wanda, Sun et al. 2024)")
+@register("wanda", options=WandaOptions, problems=(LayerwiseProblem,), family="one-shot", devices=DEVICE_TYPES,
+          uses_seed=False, summary="|w|·‖x‖ of each weight and its input, per budget unit (Wanda, Sun et al. 2024)")
 def _wanda(problem: LayerwiseProblem, opts: WandaOptions) -> MethodOutput:
-    scores = engine.wanda_scores(problem.weight, problem.inputs)
+    dev = resolve_device(opts.device)
+    scores = engine.wanda_scores(problem.weight.to(dev), problem.inputs.to(dev))
     return MethodOutput(problem.allocation.project({"weight": scores}), stats={"score": "|w|·‖x‖₂"})
 
 
 @dataclass(frozen=True)
-class ObsOptions:
+class ObsOptions(CommonOptions):
     """``damp``: H = XᵀX + damp · mean(diag H) · I (> 0, keeps H⁻¹ finite); ``blocksize``:
     columns whose mask is chosen together (:func:`maskopt.solvers.posttrain.obs_mask`); ``refit``: also
     refit the kept weights by least squares and report that objective in
     ``stats["refit_objective"]`` (weights in ``stats["refit_weights"]``); ``res.objective``
-    stays the mask's objective with the problem's fixed weights."""
+    stays the mask's objective with the problem's fixed weights. ``device``: ``"cpu"`` (or
+    ``"auto"``) only (the engine's float64 CPU tensors and numpy); ``seed``: unused
+    (deterministic); ``verbose``: nothing to show."""
 
     damp: float = 0.01
     blocksize: int = 128
     refit: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 < self.damp < float("inf"):
             raise ValueError(f"damp must be a finite number > 0; got {self.damp}.")
         if not (isinstance(self.blocksize, int) and self.blocksize >= 1):
@@ -81,7 +89,7 @@ class ObsOptions:
 
 
 @register("obs", options=ObsOptions, problems=(LayerwiseProblem,), family="one-shot",
-          scopes=("row", "layer", "global"),
+          scopes=("row", "layer", "global"), uses_seed=False, device_reason=_CPU_ENGINE,
           summary="OBS saliency from the Gram matrix, column blocks with sequential updates (SparseGPT)")
 def _obs(problem: LayerwiseProblem, opts: ObsOptions) -> MethodOutput:
     H = engine.gram(problem.inputs, opts.damp)
@@ -94,9 +102,12 @@ def _obs(problem: LayerwiseProblem, opts: ObsOptions) -> MethodOutput:
 
 
 @dataclass(frozen=True)
-class SwapOptions:
-    """``start``: the mask to improve, a method name (run with ``start_options``) or a mask;
-    ``max_passes``: passes over the rows at most."""
+class SwapOptions(CommonOptions):
+    """``start``: the mask to improve, a method name (run with ``start_options``, which may
+    give it its own ``device``/``seed``) or a mask; ``max_passes``: passes over the rows at
+    most. ``device``: ``"cpu"`` (or ``"auto"``) only (the engine's float64 CPU tensors and
+    numpy); ``seed``: unused (the search is deterministic; seed a random start through
+    ``start_options``); ``verbose``: nothing to show."""
 
     start: str | Mapping = "magnitude"
     start_options: Mapping = field(default_factory=dict)
@@ -104,7 +115,7 @@ class SwapOptions:
 
 
 @register("swap", options=SwapOptions, problems=(LayerwiseProblem,), family="one-shot",
-          scopes=("row", "layer", "global"),
+          scopes=("row", "layer", "global"), uses_seed=False, device_reason=_CPU_ENGINE,
           summary="best-improvement remove/add/swap local search from any start mask (Gram updates for L2)")
 def _swap(problem: LayerwiseProblem, opts: SwapOptions) -> MethodOutput:
     if isinstance(opts.start, str):

@@ -76,7 +76,21 @@ class Problem(abc.ABC):
         """The objective as a differentiable float64 scalar tensor: the network with each
         maskable weight replaced by ``mask ⊙ weight``; ``masks`` may be real-valued (e.g. all
         ones with ``requires_grad`` for connection sensitivity) and ``weights`` replaces the
-        problem's fixed weights (default :meth:`weights`)."""
+        problem's fixed weights (default :meth:`weights`). The problems of maskopt define it
+        as ``objective_fn()`` (CPU, float64)."""
+
+    def objective_fn(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64
+                     ) -> Callable[..., torch.Tensor]:
+        """:meth:`objective_tensor` as a closure ``f(masks, weights=None)`` computing on
+        ``device`` (None: the CPU) in ``dtype``, with the problem's data copied there once:
+        ``masks`` (any device, any real dtype) are moved to the weights; given ``weights``
+        must already lie on ``device`` in ``dtype``. This base version computes on the CPU
+        in float64 only (a problem that can compute elsewhere overrides it)."""
+        dev = torch.device("cpu") if device is None else torch.device(device)
+        if dev.type != "cpu" or dtype != torch.float64:
+            raise ValueError(f"{type(self).__name__} computes its objective on the CPU in float64 only; got "
+                             f"device={str(dev)!r}, dtype={dtype}. Run the method with device='cpu'.")
+        return self.objective_tensor
 
     def objective(self, masks: Mapping[str, torch.Tensor]) -> float:
         """The objective (to minimise) of ``masks``; names and shapes already validated."""
@@ -176,14 +190,25 @@ class LayerwiseProblem(Problem):
     def predict(self, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
         """Predictions ``(..., N, out)`` for a mask ``(..., out, in)`` (optionally batched)
         of ``weight`` (default the problem's)."""
-        weight = self.weight if weight is None else weight
-        out = torch.einsum("ni,...oi->...no", self.inputs, mask.to(torch.float64) * weight)
-        return out if self.bias is None else out + self.bias
+        return _predict(self.inputs, self.weight if weight is None else weight, self.bias, mask)
 
     def objective_tensor(self, masks: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor] | None = None
              ) -> torch.Tensor:
-        weight = None if weights is None else weights["weight"]
-        return self.criterion(self.predict(masks["weight"], weight), self.target)
+        return self.objective_fn()(masks, weights)
+
+    def objective_fn(self, device: torch.device | str | None = None, dtype: torch.dtype = torch.float64
+                     ) -> Callable[..., torch.Tensor]:
+        """The objective ``f(masks, weights=None)`` on ``device``/``dtype`` (see
+        :meth:`Problem.objective_fn`): the criterion of :meth:`predict`'s predictions and the
+        target, both computed there."""
+        x, w, y = (t.to(device=device, dtype=dtype) for t in (self.inputs, self.weight, self.target))
+        b = None if self.bias is None else self.bias.to(device=device, dtype=dtype)
+
+        def objective(masks: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor] | None = None
+                      ) -> torch.Tensor:
+            return self.criterion(_predict(x, w if weights is None else weights["weight"], b, masks["weight"]), y)
+
+        return objective
 
     def objective_batch(self, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Objectives ``(B,)`` of masks ``{"weight": (B, out, in)}``."""
@@ -192,3 +217,10 @@ class LayerwiseProblem(Problem):
     def batch_objective(self, device=None, dtype=torch.float64) -> BatchObjective:
         """The objective on minibatches on ``device``/``dtype``; outputs are :meth:`predict`'s."""
         return BatchObjective(self.criterion, self.inputs, (self.target, None, None), device, dtype)
+
+
+def _predict(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor:
+    """``x @ (mask ⊙ weight)ᵀ + bias``: x (N, in), weight (out, in), mask (..., out, in) → (..., N, out),
+    in the weight's dtype on its device."""
+    out = torch.einsum("ni,...oi->...no", x, mask.to(device=weight.device, dtype=weight.dtype) * weight)
+    return out if bias is None else out + bias

@@ -199,6 +199,12 @@ def train(
             evaluated with the test split (``val_loss`` / ``val_acc`` in the history; it
             never affects training): to choose a step without the test set
             (:meth:`TrainResult.chosen`).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``: the model and the masks
+            move there, and so does every batch (inputs and targets, or tuples of them) and
+            every evaluated split, chunk by chunk.
+        seed: the batch order of a Dataset (a CPU generator: the same order on every
+            device); a loader keeps its own.
+        verbose: a progress bar over the steps.
     """
     if (steps is None) == (epochs is None):
         raise ValueError("give exactly one of steps= or epochs=.")

@@ -26,9 +26,10 @@ def test_unknown_method_lists_methods():
 
 def test_unknown_option_lists_valid_options():
     prob, _ = mo.data.planted_layerwise()
-    with pytest.raises(TypeError, match=r"\['colour'\].*'magnitude'.*valid options: none"):
+    common = r"and the common options \['device', 'seed', 'verbose'\]"
+    with pytest.raises(TypeError, match=r"\['colour'\].*'magnitude'.*valid options: none " + common):
         mo.solve(prob, method="magnitude", colour="red")
-    with pytest.raises(TypeError, match=r"valid options: \['max_candidates'\]"):
+    with pytest.raises(TypeError, match=r"valid options: \['max_candidates'\] " + common):
         mo.solve(prob, method="bruteforce", chunk=3)
 
 
@@ -167,7 +168,10 @@ def test_every_method_declares_its_family_and_capabilities():
     assert {"magnitude", "random", "snip", "grasp", "synflow"} <= {n for n, f in families.items() if f == "one-shot"}
     assert {"imp", "kstarts", "dissipating"} <= {n for n, f in families.items() if f == "training"}
     assert mo.methods(family="relaxation") == ["anneal", "hierarchy", "sigmoid", "ste"]
-    assert mo.method_spec("sigmoid").devices == ("cpu", "cuda") and mo.method_spec("exact").devices == ("cpu",)
+    assert all(mo.method_spec(n).devices == ("cpu",) for n in ("exact", "bruteforce", "obs", "swap"))
+    assert all(mo.method_spec(n).devices == ("cpu", "cuda") for n in (
+        "sigmoid", "anneal", "ste", "hierarchy", "magnitude", "random", "snip", "grasp", "synflow", "wanda", "imp",
+        "kstarts", "dissipating", "kstarts_dissipating"))
     with pytest.raises(ValueError, match="family must be one of"):
         mo.methods(family="greedy")
 

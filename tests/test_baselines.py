@@ -300,14 +300,21 @@ def test_dissipating_scores_of_weights_that_never_move(task):
         assert kept_per_unit(prob.allocation, res.masks) == [c for _, _, c in prob.allocation.units()]
 
 
+TRAINING = ["imp", "kstarts", "dissipating", "kstarts_dissipating"]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("method", ["imp", "kstarts", "dissipating", "kstarts_dissipating", "snip", "grasp"])
-def test_training_baselines_run_on_cuda(task, method):
-    """Their step hooks keep buffers beside the parameters (they once sat on the CPU)."""
+@pytest.mark.parametrize("method,extra", [(m, {}) for m in BASELINES] + [(m, {"train_on": "labels"}) for m in TRAINING],
+                         ids=[*BASELINES, *(f"{m}-labels" for m in TRAINING)])
+def test_baselines_run_on_cuda(task, method, extra):
+    """Every baseline on CUDA (the training ones on the problem's objective and on its labels:
+    their step hooks keep buffers beside the parameters, their batch indices move with the
+    batches): exactly the cap of every unit, CPU masks, the run recorded on CUDA."""
     data, teacher, student = task
     prob = mo.DistillProblem(student, [teacher], data.x, mo.Budget(sparsity=0.5, scope="layer"), labels=data.y)
-    res = mo.solve(prob, method=method, device="cuda", **FAST.get(method, {}))
+    res = mo.solve(prob, method=method, device="cuda", **FAST.get(method, {}), **extra)
     assert kept_per_unit(prob.allocation, res.masks) == [c for _, _, c in prob.allocation.units()]
+    assert res.stats["device"] == "cuda" and all(m.device.type == "cpu" for m in res.masks.values())
 
 
 def test_training_baselines_take_a_dataloader(task):
