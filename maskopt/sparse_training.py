@@ -180,11 +180,12 @@ def _allocation(budget: Budget | Allocation, params: Mapping[str, torch.Tensor],
 
 
 class SparseMethod:
-    """A sparse training method: hooks of :func:`sparse_train`'s loop, each a no-op here.
-    ``start(run)`` before the first step (initial masks), ``before_step(run, t)`` before step
-    t (0-based; mask changes), ``backward(run, x, y)`` computes the step's gradients and
-    returns the loss, ``after_backward(run, t)`` sees the dense gradients before the pruned
-    ones are zeroed."""
+    """A sparse training method: the hooks of :func:`sparse_train`'s loop (defaults: plain
+    training). ``start(run)`` before the first step (initial masks), ``before_step(run, t)``
+    before step t (0-based; mask changes), ``backward(run, x, y)`` computes the step's
+    gradients and returns the loss, ``after_backward(run, t)`` sees the dense gradients
+    before the pruned ones are zeroed, ``evaluated(run)`` names what an evaluation measures,
+    ``finish(run)`` makes the answer after the last step."""
 
     def start(self, run: _Run) -> None:
         pass
@@ -199,6 +200,17 @@ class SparseMethod:
 
     def after_backward(self, run: _Run, t: int) -> None:
         pass
+
+    def evaluated(self, run: _Run) -> tuple[nn.Module, dict[str, torch.Tensor] | None, nn.Module | None]:
+        """(the sparse model the run would return now, its masks (None: dense), a dense
+        model to evaluate beside it or None)."""
+        return run.model, run.masks, None
+
+    def finish(self, run: _Run) -> None:
+        """After the last step: ``run.masks`` (within the budget) and ``run.model`` (pruned
+        weights zero) are the answer, ``run.dense`` the dense model returned beside it."""
+        if run.masks is None:
+            raise RuntimeError(f"{type(self).__name__} ended dense; this is a bug (every method ends sparse).")
 
 
 @dataclass(frozen=True)
@@ -290,6 +302,7 @@ class CrAM(SparseMethod):
             raise ValueError("CrAM needs rho ≥ 0 and calibration_samples ≥ 1.")
 
     def start(self, run: _Run) -> None:
+        run.state["calibration"] = _calibration(run.train_split, self.calibration_samples, run.device)
         budget = run.alloc.budget
         if self.sparsities is None:
             run.state["allocs"] = [run.alloc]
@@ -326,6 +339,16 @@ class CrAM(SparseMethod):
                     p.grad = g if p.grad is None else p.grad.add_(g)
         run.gradient_samples += x.shape[0]  # the second pass
         return loss
+
+    def evaluated(self, run: _Run) -> tuple[nn.Module, dict[str, torch.Tensor] | None, nn.Module | None]:
+        pruned, masks = one_shot(run.model, run.alloc, calibration=run.state["calibration"])
+        return pruned, masks, run.model
+
+    def finish(self, run: _Run) -> None:
+        run.dense = copy.deepcopy(run.model).eval()
+        pruned, masks = one_shot(run.model, run.alloc, calibration=run.state["calibration"])
+        run.model.load_state_dict(pruned.state_dict())
+        run.masks = check_masks(run.model, masks)
 
 
 @dataclass(frozen=True)
@@ -395,8 +418,9 @@ class _Run:
     """The state of one sparse training run that the methods' hooks read and change."""
 
     def __init__(self, model: nn.Module, alloc: Allocation, opt: torch.optim.Optimizer, loss_fn: Callable,
-                 total: int, seed: int) -> None:
+                 total: int, seed: int, train_split, device: torch.device) -> None:
         self.model, self.alloc, self.opt, self.loss_fn, self.total = model, alloc, opt, loss_fn, total
+        self.train_split, self.device = train_split, device  # the training split in order: (x, y) or a loader
         self.params = dict(model.named_parameters())
         self.gen = torch.Generator().manual_seed(seed)
         self.masks: dict[str, torch.Tensor] | None = None
@@ -468,8 +492,7 @@ def sparse_train(model: nn.Module, data, budget: Budget | Allocation, method: Sp
         raise ValueError(f"need at least one step and eval_every ≥ 1; got {total} steps, eval_every={every}.")
     labels = loss_fn is None
     run = _Run(model, alloc, make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay),
-               loss_fn or nn.functional.cross_entropy, total, seed)
-    calibration = _calibration(train_split, method.calibration_samples if isinstance(method, CrAM) else 0, dev)
+               loss_fn or nn.functional.cross_entropy, total, seed, train_split, dev)
     method.start(run)
     history, running, since, samples, t0 = [], 0.0, 0, 0, time.perf_counter()
     bar = tqdm(range(total), desc=type(method).__name__, disable=not verbose, leave=False)
@@ -491,13 +514,10 @@ def sparse_train(model: nn.Module, data, budget: Budget | Allocation, method: Sp
         if (t + 1) % every == 0 or t == total - 1:
             record = {"step": t + 1, "epoch": (t + 1) / per_epoch, "train_loss": running / since}
             splits = {"train": train_split if labels else None, "test": test_split, "val": validation}
-            if isinstance(method, CrAM):
-                pruned, masks = one_shot(model, alloc, calibration=calibration)
-                record.update(_metrics(pruned, splits, run.loss_fn, labels, dev))
-                record.update({f"dense_{k}": v for k, v in _metrics(model, splits, run.loss_fn, labels, dev).items()})
-            else:
-                masks = run.masks
-                record.update(_metrics(model, splits, run.loss_fn, labels, dev))
+            sparse, masks, dense = method.evaluated(run)
+            record.update(_metrics(sparse, splits, run.loss_fn, labels, dev))
+            if dense is not None:
+                record.update({f"dense_{k}": v for k, v in _metrics(dense, splits, run.loss_fn, labels, dev).items()})
             record["density"] = 1.0 if masks is None else \
                 sum(int(m.sum()) for m in masks.values()) / alloc.size
             record["within_budget"] = masks is not None and not alloc.violations(masks)
@@ -505,20 +525,13 @@ def sparse_train(model: nn.Module, data, budget: Budget | Allocation, method: Sp
             running, since = 0.0, 0
             bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k in ("train_loss", "test_acc")})
     bar.close()
-    dense = run.dense
-    if isinstance(method, CrAM):
-        dense = copy.deepcopy(model).eval()
-        pruned, masks = one_shot(model, alloc, calibration=calibration)
-        model.load_state_dict(pruned.state_dict())
-        run.masks = check_masks(model, masks)
-    elif run.masks is None:
-        raise RuntimeError("the run ended dense; this is a bug (every method ends with a sparse phase).")
+    method.finish(run)
     bad = alloc.violations(run.masks)
     if bad:
         raise RuntimeError(f"the final mask is over budget ({bad[0]}); this is a bug.")
     model.eval()
     return SparseTrainResult(model, history, total, samples, time.perf_counter() - t0,
-                             masks={n: m.cpu() for n, m in run.masks.items()}, dense=dense,
+                             masks={n: m.cpu() for n, m in run.masks.items()}, dense=run.dense,
                              gradient_samples=run.gradient_samples)
 
 
