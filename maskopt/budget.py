@@ -7,7 +7,10 @@ Definitions used everywhere in maskopt:
   (``scope="global"``), one parameter tensor (``"layer"``), all maskable parameters of one
   module together, i.e. the names that agree up to their last dot, such as a Linear's
   ``weight`` and ``bias`` (``"module"``), or one output neuron, i.e. one slice ``param[j]``
-  along the first dimension (``"row"``).
+  along the first dimension (``"row"``), or one group of M consecutive weights along a
+  row (``"nm"``, N:M sparsity: at most N kept in every group; for a Linear weight (out, in)
+  the groups run along ``in``, for a Conv weight (out, in, kh, kw) along the row-major
+  flattened in × kh × kw; every row's size must be a multiple of M).
 * **Rounding rule** (the only one): a density ``d`` over ``n`` weights allows
   ``k = floor(d·n + 1/2)`` kept weights (round half up, after rounding ``d·n`` to 9
   decimals so that ``sparsity=0.9`` and ``density=0.1`` give the same count).
@@ -25,7 +28,7 @@ import torch
 
 from maskopt.solvers.topk import Units
 
-SCOPES = ("global", "layer", "module", "row")
+SCOPES = ("global", "layer", "module", "row", "nm")
 ALLOCATIONS = ("uniform", "erk")
 
 
@@ -36,13 +39,17 @@ def count_for_density(density: float, n: int) -> int:
 
 @dataclass(frozen=True)
 class Budget:
-    """A sparsity budget: exactly one of ``k``, ``density`` or ``sparsity``.
+    """A sparsity budget: exactly one of ``k``, ``density``, ``sparsity`` or ``nm``.
 
     Args:
         k: kept weights per scope unit (an integer ≥ 0).
         density: fraction of weights kept, in [0, 1].
         sparsity: fraction of weights removed, in [0, 1].
-        scope: ``"global"``, ``"layer"``, ``"module"`` or ``"row"`` (see module docstring).
+        nm: ``(N, M)``, N:M sparsity: at most N of every M consecutive weights of a row kept
+            (scope ``"nm"``, set by giving ``nm``; density N/M), e.g. ``Budget(nm=(2, 4))``,
+            the pattern of sparse tensor cores.
+        scope: ``"global"``, ``"layer"``, ``"module"``, ``"row"`` or ``"nm"`` (see module
+            docstring).
         allocation: how a density is spread over layers for ``"layer"``/``"row"`` scope
             (``"module"`` scope takes ``"uniform"`` only):
             ``"uniform"`` (same density everywhere) or ``"erk"`` (Erdős–Rényi-kernel,
@@ -58,14 +65,18 @@ class Budget:
     sparsity: float | None = None
     scope: str = "global"
     allocation: str = "uniform"
+    nm: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
-        given = [n for n in ("k", "density", "sparsity") if getattr(self, n) is not None]
+        given = [n for n in ("k", "density", "sparsity", "nm") if getattr(self, n) is not None]
         if len(given) != 1:
             raise ValueError(
-                "Budget needs exactly one of k=, density= or sparsity=; "
-                f"got {given or 'none'}. Example: Budget(sparsity=0.9)."
+                "Budget needs exactly one of k=, density=, sparsity= or nm=; "
+                f"got {given or 'none'}. Example: Budget(sparsity=0.9) or Budget(nm=(2, 4))."
             )
+        if self.nm is not None or self.scope == "nm":
+            self._check_nm()
+            return
         if self.k is not None:
             if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)):
                 raise TypeError(f"Budget k must be an integer count of kept weights; got {self.k!r}.")
@@ -96,9 +107,28 @@ class Budget:
                 "scope='layer' or 'row' and density= or sparsity= (not k=)."
             )
 
+    def _check_nm(self) -> None:
+        nm = self.nm
+        if nm is None:
+            raise ValueError("scope='nm' needs nm=(N, M), e.g. Budget(nm=(2, 4)) (at most 2 of every 4 kept).")
+        if (not isinstance(nm, (tuple, list)) or len(nm) != 2
+                or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in nm)):
+            raise TypeError(f"Budget nm must be a pair of integers (N, M); got {nm!r}.")
+        n, m = int(nm[0]), int(nm[1])
+        if not 0 <= n <= m or m < 1:
+            raise ValueError(f"Budget nm=(N, M) needs 0 ≤ N ≤ M and M ≥ 1; got {nm!r}.")
+        if self.scope not in ("global", "nm"):
+            raise ValueError(f"nm={nm!r} is its own scope (groups of M weights); drop scope={self.scope!r}.")
+        if self.allocation != "uniform":
+            raise ValueError(f"nm={nm!r} keeps N of M everywhere; allocation={self.allocation!r} does not apply.")
+        object.__setattr__(self, "nm", (n, m))
+        object.__setattr__(self, "scope", "nm")
+
     @property
     def target_density(self) -> float | None:
-        """The requested density, or None for a count budget."""
+        """The requested density (N/M for an N:M budget), or None for a count budget."""
+        if self.nm is not None:
+            return self.nm[0] / self.nm[1]
         if self.density is not None:
             return self.density
         if self.sparsity is not None:
@@ -113,12 +143,16 @@ class Budget:
             "sparsity": self.sparsity,
             "scope": self.scope,
             "allocation": self.allocation,
+            "nm": None if self.nm is None else list(self.nm),
         }
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Budget:
-        """Rebuild a budget written by :meth:`to_dict`."""
-        return cls(**dict(d))
+        """Rebuild a budget written by :meth:`to_dict` (one without ``nm`` too)."""
+        d = dict(d)
+        if d.get("nm") is not None:
+            d["nm"] = tuple(d["nm"])
+        return cls(**d)
 
     def allocate(self, shapes: Mapping[str, Sequence[int]]) -> Allocation:
         """Resolve the budget into integer caps per scope unit for parameters of ``shapes``.
@@ -130,6 +164,9 @@ class Budget:
             raise ValueError("Cannot allocate a budget over no maskable parameters.")
         sizes = {name: math.prod(shape) for name, shape in shapes.items()}
         total = sum(sizes.values())
+        if self.scope == "nm":
+            return Allocation(self, shapes, {name: np.full(_n_groups(name, shape, self.nm[1]), self.nm[0])
+                                             for name, shape in shapes.items()})
         if self.scope == "global":
             cap = self.k if self.k is not None else count_for_density(self.target_density, total)
             if cap > total:
@@ -192,6 +229,16 @@ def _modules(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, list[str]]:
     return out
 
 
+def _n_groups(name: str, shape: tuple[int, ...], m: int) -> int:
+    """The number of N:M groups of a parameter (its rows split into groups of ``m``)."""
+    row = _row_size(shape)
+    if row % m:
+        raise ValueError(f"Parameter {name!r} of shape {shape} has rows of {row} weights, not a multiple of M={m}: "
+                         f"N:M groups run along each row (a Linear's inputs; a Conv's in × kh × kw). Leave it out "
+                         f"of the maskable parameters (DistillProblem(params=...)) or use another scope.")
+    return _n_rows(shape) * row // m
+
+
 def _n_rows(shape: tuple[int, ...]) -> int:
     return shape[0] if shape else 1
 
@@ -251,7 +298,7 @@ class Allocation:
     """A budget resolved against parameter shapes: integer caps per scope unit.
 
     ``caps`` maps a parameter name to an int array: one cap per row for ``"row"`` scope,
-    a single cap for ``"layer"``; for ``"module"`` it maps module names (see
+    one per group of M for ``"nm"``, a single cap for ``"layer"``; for ``"module"`` it maps module names (see
     :func:`module_of`) to a single cap; for ``"global"`` it holds the single key ``"*"``.
     Flattened order (used by :meth:`units`): parameters in ``shapes`` order, each
     flattened row-major, so every scope unit is a contiguous range.
@@ -298,6 +345,9 @@ class Allocation:
         """Scope units as ``(start, stop, cap)`` ranges of the flattened mask vector."""
         if self.scope == "global":
             return [(0, self.size, int(self.caps["*"][0]))]
+        if self.scope == "nm":
+            n, m = self.budget.nm
+            return [(start, start + m, n) for start in range(0, self.size, m)]
         if self.scope == "module":
             offsets = self.offsets
             return [(offsets[names[0]], offsets[names[-1]] + math.prod(self.shapes[names[-1]]), int(self.caps[m][0]))

@@ -66,7 +66,7 @@ def _erk_reference(density: float, shapes: dict[str, tuple[int, ...]], allocatio
 
 class TestBudgetValidation:
     def test_none_of_k_density_sparsity(self):
-        with pytest.raises(ValueError, match="exactly one of k=, density= or sparsity="):
+        with pytest.raises(ValueError, match="exactly one of k=, density=, sparsity= or nm="):
             Budget()
 
     @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ class TestBudgetValidation:
         ],
     )
     def test_more_than_one_given(self, kwargs):
-        with pytest.raises(ValueError, match="exactly one of k=, density= or sparsity="):
+        with pytest.raises(ValueError, match="exactly one of k=, density=, sparsity= or nm="):
             Budget(**kwargs)
 
     @pytest.mark.parametrize("name", ["density", "sparsity"])
@@ -640,11 +640,12 @@ class TestViolations:
         Budget(sparsity=0.9, scope="layer"),
         Budget(sparsity=0.75, scope="row", allocation="erk"),
         Budget(density=1, scope="layer", allocation="erk"),
+        Budget(nm=(2, 5)),
     ],
 )
 def test_to_dict_from_dict_round_trip(budget):
     d = budget.to_dict()
-    assert set(d) == {"k", "density", "sparsity", "scope", "allocation"}
+    assert set(d) == {"k", "density", "sparsity", "scope", "allocation", "nm"}
     back = Budget.from_dict(d)
     assert back == budget
     assert Budget.from_dict(json.loads(json.dumps(d))) == budget
@@ -662,7 +663,12 @@ def test_to_dict_values():
         "sparsity": 0.9,
         "scope": "row",
         "allocation": "uniform",
+        "nm": None,
     }
+    assert Budget(nm=(2, 4)).to_dict()["nm"] == [2, 4]
+    # a budget written before N:M existed (no "nm" key) reads back the same
+    assert Budget.from_dict({"k": None, "density": 0.1, "sparsity": None, "scope": "layer",
+                             "allocation": "uniform"}) == Budget(density=0.1, scope="layer")
 
 
 def test_from_dict_validates():
@@ -741,3 +747,55 @@ class TestModuleScope:
         assert bare.units() == nested.units() == [(0, 15, 2)]
         assert Budget(density=0.5, scope="module").allocate({"weight": (3, 4), "bias": (3,)}).units() == [(0, 15, 8)]
 
+
+
+# ---------------------------------------------------------------- N:M
+
+
+def test_nm_units_are_the_groups_of_m_along_every_row():
+    alloc = Budget(nm=(2, 4)).allocate({"a": (2, 8), "conv": (3, 2, 2, 1)})  # conv rows: 2·2·1 = 4
+    assert alloc.scope == "nm" and alloc.budget.target_density == 0.5
+    assert alloc.units() == [(s, s + 4, 2) for s in range(0, 16 + 12, 4)]
+    assert alloc.total == 2 * 7 and [len(c) for c in alloc.caps.values()] == [4, 3]
+
+
+@pytest.mark.parametrize("nm", [(2, 4), (1, 4), (0, 3), (3, 3), (1, 2)])
+def test_nm_projection_equals_a_hand_written_top_n_per_group(nm):
+    """Oracle: per group of M (row-major), the N largest scores, ties to the lower index."""
+    n, m = nm
+    gen = torch.Generator().manual_seed(sum(nm))
+    scores = {"w": torch.randint(0, 4, (3, 4 * m), generator=gen).float()}  # many ties
+    got = Budget(nm=nm).allocate({"w": (3, 4 * m)}).project(scores)["w"]
+    want = torch.zeros(3, 4 * m, dtype=torch.bool)
+    for r in range(3):
+        for g in range(4):
+            group = [(-float(scores["w"][r, g * m + j]), j) for j in range(m)]
+            for _, j in sorted(group)[:n]:
+                want[r, g * m + j] = True
+    assert torch.equal(got, want)
+
+
+def test_nm_hand_case_and_violations():
+    alloc = Budget(nm=(2, 4)).allocate({"w": (1, 8)})
+    mask = alloc.project({"w": torch.tensor([[0.1, 0.9, 0.5, 0.5, 3.0, 3.0, 3.0, -1.0]])})["w"]
+    assert mask.tolist() == [[False, True, True, False, True, True, False, False]]
+    bad = torch.tensor([[True, True, True, False, False, False, False, False]])
+    assert alloc.violations({"w": bad}) == ["3 kept > cap 2 in weights [0, 4)"]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"nm": (5, 4)}, "0 ≤ N ≤ M"),
+    ({"nm": (2, 0)}, "0 ≤ N ≤ M"),
+    ({"nm": (2.0, 4)}, "pair of integers"),
+    ({"nm": (2, 4), "sparsity": 0.5}, "exactly one of"),
+    ({"nm": (2, 4), "scope": "row"}, "its own scope"),
+    ({"scope": "nm", "sparsity": 0.5}, "needs nm="),
+])
+def test_nm_bad_input(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        Budget(**kwargs)
+
+
+def test_nm_refuses_rows_that_are_not_a_multiple_of_m():
+    with pytest.raises(ValueError, match="rows of 6 weights, not a multiple of M=4"):
+        Budget(nm=(2, 4)).allocate({"w": (3, 6)})
