@@ -102,14 +102,19 @@ def interval_bounds(x: np.ndarray, layers: Sequence[Layer],
 
 def row_caps(layer: Layer, units: Sequence[Unit] | None) -> np.ndarray | None:
     """(out,) the most weights of each row of ``layer`` a mask within ``units`` keeps, or
-    None (no budget, or the layer is not maskable)."""
+    None (no budget, or the layer is not maskable): Σ over the units u meeting row r of
+    min(c_u, |u ∩ r|) (a unit holding whole rows, a row, or groups inside a row, as N:M)."""
     if units is None or layer.weight_offset is None:
         return None
     out_dim, in_dim = layer.weight.shape
     starts = np.array([u[0] for u in units])
-    caps = np.array([u[2] for u in units])
-    rows = layer.weight_offset + in_dim * np.arange(out_dim)
-    return np.minimum(caps[np.searchsorted(starts, rows, side="right") - 1], in_dim)
+    out = np.zeros(out_dim, dtype=np.int64)
+    for r in range(out_dim):
+        lo = layer.weight_offset + r * in_dim
+        hi = lo + in_dim
+        for start, stop, cap in units[np.searchsorted(starts, lo, side="right") - 1: np.searchsorted(starts, hi)]:
+            out[r] += min(cap, min(stop, hi) - max(start, lo))
+    return out
 
 
 def _propagate(lo_h, hi_h, layers: Sequence[Layer],
