@@ -356,8 +356,9 @@ def solve(problem: Problem, method: str = "exact", **options) -> SolveResult:
     if reason is not None:
         others = [m for m in methods() if _REGISTRY[m].refusal(problem, deep=False) is None]
         raise ValueError(f"{reason} Methods for this problem: {', '.join(others) or 'none'}.")
+    default = next(f.default for f in dataclasses.fields(spec.options) if f.name == "device")
+    device = spec.resolve_device(options.get("device", default))  # before the options class sees it
     opts = make_options(spec, options)
-    device = spec.resolve_device(opts.device)
     t0 = time.perf_counter()
     out = spec.fn(problem, opts)
     elapsed = time.perf_counter() - t0
