@@ -20,6 +20,7 @@ _EXPORTS = {
     "maskopt.budget": ("Allocation", "Budget", "count_for_density"),
     "maskopt.compare": ("Comparison", "compare", "plot_tradeoff"),
     "maskopt.distill": ("DistillProblem",),
+    "maskopt.export": ("CompressedState", "export"),
     "maskopt.exact": ("Certificate", "ProblemTooLargeError", "SolverUnavailableError", "TooManyCandidatesError",
                       "UnsupportedProblemError", "certify"),
     "maskopt.masks": ("MaskSet", "apply_masks", "masks_of", "remove_masks"),
