@@ -135,7 +135,7 @@ class CommonOptions:
 
     :func:`solve` records the device the method ran on and the seed in ``res.stats``
     (``"device"``, ``"seed"``). A method may give ``device`` or ``verbose`` another default
-    by redeclaring the field (the relaxations default to ``device="auto"``).
+    by redeclaring the field (the relaxations show progress bars by default).
     """
 
     device: str = "cpu"

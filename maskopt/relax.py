@@ -46,13 +46,13 @@ import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.func import functional_call
 
-from maskopt.api import MethodOutput, register
-from maskopt.device import resolve_device
+from maskopt.api import CommonOptions, MethodOutput, register
+from maskopt.device import DEVICE_TYPES, resolve_device
 from maskopt.distill import DistillProblem
 from maskopt.masks import MaskSet
 from maskopt.parallel import Ranks
@@ -68,7 +68,7 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 
 @dataclass(frozen=True)
-class RelaxOptions:
+class RelaxOptions(CommonOptions):
     """Options shared by the relaxation methods.
 
     Attributes:
@@ -87,12 +87,14 @@ class RelaxOptions:
         init: initial scores, ``"magnitude"`` (|w| / mean |w|) or ``"constant"`` (zeros).
         scores: given initial scores {name: tensor of the parameter's shape} (overrides init).
         warm_start: a mask within the budget; scores start at +1 (kept) / −1 (pruned).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``.
+        device: ``"cpu"`` (default, as for every method), ``"cuda"``, ``"cuda:N"`` or
+            ``"auto"`` (CUDA when available).
         dtype: ``"float32"`` or ``"float64"`` training precision.
         autocast: run the forward pass under ``torch.autocast`` (bfloat16 on CPU, float16
             on CUDA); needs dtype float32.
-        seed: seeds the mini-batch order (results are deterministic given the seed on CPU).
-        verbose: tqdm progress bars. eval_every: steps between checks of the hard mask
+        seed: seeds the mini-batch order and the screening subset (results are deterministic
+            given the seed on CPU).
+        verbose: tqdm progress bars (on by default). eval_every: steps between checks of the hard mask
             (None = steps // 20, at least 10).
         eval_samples: inputs in the screening subset the checks score hard masks on (seeded
             by ``seed``; None or ≥ N: all inputs, no re-scoring); see the module docstring.
@@ -125,11 +127,9 @@ class RelaxOptions:
     init: str = "magnitude"
     scores: Mapping[str, torch.Tensor] | None = None
     warm_start: Mapping[str, torch.Tensor] | None = None
-    device: str = "auto"
     dtype: str = "float32"
     autocast: bool = False
-    seed: int = 0
-    verbose: bool = True
+    verbose: bool = field(default=True, kw_only=True)
     eval_every: int | None = None
     polish: bool = False
     polish_candidates: int = 2048
@@ -142,8 +142,9 @@ class RelaxOptions:
     distributed: bool = False
 
     def __post_init__(self) -> None:
-        may_be_zero = ("steps", "seed", "lookahead")  # the others are ≥ 1 or None
-        for name in ("steps", "epochs", "batch_size", "eval_every", "seed", "polish_candidates", "lookahead",
+        super().__post_init__()
+        may_be_zero = ("steps", "lookahead")  # the others are ≥ 1 or None
+        for name in ("steps", "epochs", "batch_size", "eval_every", "polish_candidates", "lookahead",
                      "eval_samples", "finalists", "eval_batch_size"):
             v = getattr(self, name)
             low = 0 if name in may_be_zero else 1
@@ -169,7 +170,6 @@ class RelaxOptions:
             raise ValueError("autocast needs dtype='float32' (it lowers float32 operations).")
         if not isinstance(self.compile, bool) and self.compile not in COMPILE_MODES:
             raise ValueError(f"compile must be True, False or one of {COMPILE_MODES}; got {self.compile!r}.")
-        resolve_device(self.device)
 
     def stages(self) -> list[Stage]:
         """The relaxation stages this method runs (defined by each method's options)."""
@@ -537,11 +537,11 @@ def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> Me
 
 
 _PROBLEMS = (LayerwiseProblem, DistillProblem)
-register("sigmoid", options=SigmoidOptions, problems=_PROBLEMS, family="relaxation",
+register("sigmoid", options=SigmoidOptions, problems=_PROBLEMS, family="relaxation", devices=DEVICE_TYPES,
          summary="sigmoid relaxation at a fixed temperature, exact expected budget; top-k projection")(_relax)
-register("anneal", options=AnnealOptions, problems=_PROBLEMS, family="relaxation",
+register("anneal", options=AnnealOptions, problems=_PROBLEMS, family="relaxation", devices=DEVICE_TYPES,
          summary="sigmoid with temperature annealed to a binary mask (continuous sparsification)")(_relax)
-register("ste", options=SteOptions, problems=_PROBLEMS, family="relaxation",
+register("ste", options=SteOptions, problems=_PROBLEMS, family="relaxation", devices=DEVICE_TYPES,
          summary="hard top-k mask forward, straight-through gradient to the scores (edge-popup)")(_relax)
-register("hierarchy", options=HierarchyOptions, problems=_PROBLEMS, family="relaxation",
+register("hierarchy", options=HierarchyOptions, problems=_PROBLEMS, family="relaxation", devices=DEVICE_TYPES,
          summary="sigmoid -> anneal -> ste, each warm-started from the previous scores")(_relax)
