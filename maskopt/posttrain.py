@@ -89,7 +89,7 @@ class ObsOptions(CommonOptions):
 
 
 @register("obs", options=ObsOptions, problems=(LayerwiseProblem,), family="one-shot",
-          scopes=("row", "layer", "global"), uses_seed=False, device_reason=_CPU_ENGINE,
+          scopes=("row", "layer", "global", "nm"), uses_seed=False, device_reason=_CPU_ENGINE,
           summary="OBS saliency from the Gram matrix, column blocks with sequential updates (SparseGPT)")
 def _obs(problem: LayerwiseProblem, opts: ObsOptions) -> MethodOutput:
     H = engine.gram(problem.inputs, opts.damp)
@@ -115,7 +115,7 @@ class SwapOptions(CommonOptions):
 
 
 @register("swap", options=SwapOptions, problems=(LayerwiseProblem,), family="one-shot",
-          scopes=("row", "layer", "global"), uses_seed=False, device_reason=_CPU_ENGINE,
+          scopes=("row", "layer", "global", "nm"), uses_seed=False, device_reason=_CPU_ENGINE,
           summary="best-improvement remove/add/swap local search from any start mask (Gram updates for L2)")
 def _swap(problem: LayerwiseProblem, opts: SwapOptions) -> MethodOutput:
     if isinstance(opts.start, str):

@@ -65,8 +65,18 @@ def layout(units: Sequence[Unit], p: int, d: int) -> Layout:
     whole = [start % d == 0 and stop % d == 0 for start, stop, _ in units]
     if not (all(inside) or all(whole)):
         raise ValueError("these budget units neither lie within rows nor consist of whole rows; the "
-                         "post-training heuristics take row, layer and global scopes.")
+                         "post-training heuristics take row, layer, global and N:M scopes.")
     return Layout(unit_of.view(p, d), torch.tensor([c for _, _, c in units], dtype=torch.int64), all(inside))
+
+
+def group_width(units: Sequence[Unit], d: int) -> int | None:
+    """M when ``units`` are the N:M groups of rows of ``d`` weights (all of one width M that
+    divides d, aligned to multiples of M), else None."""
+    widths = {stop - start for start, stop, _ in units}
+    if len(widths) != 1:
+        return None
+    m = widths.pop()
+    return m if d % m == 0 and all(start % m == 0 for start, _, _ in units) else None
 
 
 # ---------------------------------------------------------------- OBS-style mask
@@ -83,14 +93,20 @@ def obs_mask(H: torch.Tensor, W: torch.Tensor, units: Sequence[Unit], blocksize:
     e = w_ij / U_jj is spread over the row's later columns, w_i,j: ← w_i,j: − e · U_j,j:
     (the OBS update of the remaining weights). Quotas make the budget exact: a row's removals
     (row units) or a unit's removals (units of whole rows, selected over all their rows) are
-    split over the blocks in proportion to their columns (floor of the running share).
+    split over the blocks in proportion to their columns (floor of the running share). N:M
+    groups (units of M aligned weights inside rows) are chosen as SparseGPT does: at each
+    group's first column, the M − N least salient weights of each row's group are removed.
     Returns the bool keep-mask; the updated weights only steer later choices.
     """
     p, d = W.shape
     lay = layout(units, p, d)
+    m = None
     if lay.row_units and any((stop - start) != d for start, stop, _ in units):
-        raise ValueError("obs takes a row budget (one unit per row) or units of whole rows; got units "
-                         "inside rows that are not whole rows.")
+        m = group_width(units, d)
+        if m is None:
+            raise ValueError("obs takes a row budget (one unit per row), units of whole rows, or N:M groups "
+                             "(equal aligned groups inside rows); got other units inside rows.")
+        blocksize = m * -(-blocksize // m)  # whole groups per block
     U = torch.linalg.cholesky(torch.linalg.inv(H), upper=True)
     w = W.clone()
     keep = torch.ones((p, d), dtype=torch.bool)
@@ -102,7 +118,7 @@ def obs_mask(H: torch.Tensor, W: torch.Tensor, units: Sequence[Unit], blocksize:
         Ub = U[lo:hi, lo:hi]
         sal = w[:, lo:hi].square() / Ub.diagonal().square()
         quota = removals * hi // d - removals * lo // d  # removals of each unit in this block
-        for u, rows in enumerate(unit_rows):
+        for u, rows in enumerate(unit_rows if m is None else ()):
             if int(quota[u]) == 0:
                 continue
             cut = sal[rows].reshape(-1).argsort(stable=True)[: int(quota[u])]
@@ -110,6 +126,10 @@ def obs_mask(H: torch.Tensor, W: torch.Tensor, units: Sequence[Unit], blocksize:
         err = torch.zeros((p, hi - lo), dtype=w.dtype)
         for j in range(hi - lo):
             col = lo + j
+            if m is not None and col % m == 0:  # N:M: each group's choice on the weights as updated so far
+                group = w[:, col : col + m].square() / Ub.diagonal()[j : j + m].square()
+                rank = group.argsort(dim=1, stable=True).argsort(dim=1)
+                keep[:, col : col + m] = rank >= (m - lay.caps[lay.unit_of[:, col]])[:, None]
             e = torch.where(keep[:, col], 0.0, w[:, col] / Ub[j, j])
             w[:, col:hi] -= e[:, None] * Ub[j, j:][None, :]
             err[:, j] = e

@@ -87,3 +87,15 @@ def test_exact_network_equals_enumeration():
     best, _ = enumerate_nm(prob, 1, 2)
     assert res.status == "optimal" and res.objective == pytest.approx(best, rel=1e-6, abs=1e-8)
     assert pattern_holds(res.masks, 1, 2)
+
+
+def test_obs_with_an_identity_hessian_is_the_magnitude_pattern():
+    """Oracle: with H = I the OBS saliency is w² and no error spreads, so its N:M mask is the
+    largest |w| of every group (the budget's own projection)."""
+    from maskopt.solvers.posttrain import obs_mask
+
+    gen = torch.Generator().manual_seed(5)
+    w = torch.randn(3, 16, generator=gen, dtype=torch.float64)
+    alloc = mo.Budget(nm=(2, 4)).allocate({"w": (3, 16)})
+    got = obs_mask(torch.eye(16, dtype=torch.float64), w, alloc.units(), blocksize=6)  # 6 rounds up to 8
+    assert torch.equal(got, alloc.project({"w": w.abs()})["w"])
