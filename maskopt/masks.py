@@ -96,25 +96,29 @@ class MaskSet(Mapping[str, torch.Tensor]):
         return 1.0 - self.density
 
     def report(self) -> list[dict]:
-        """Per-tensor rows: name, shape, kept, size, density."""
-        return [
-            {
-                "name": n,
-                "shape": tuple(m.shape),
-                "kept": int(m.sum()),
-                "size": m.numel(),
-                "density": int(m.sum()) / m.numel() if m.numel() else 1.0,
-            }
-            for n, m in self._masks.items()
-        ]
+        """Per-tensor rows: name, shape, kept, size, density; under an N:M budget also
+        ``max per group``, the most weights kept in any group of M (≤ N within the budget)."""
+        nm = self.budget.nm if self.budget is not None else None
+        rows = []
+        for n, m in self._masks.items():
+            row = {"name": n, "shape": tuple(m.shape), "kept": int(m.sum()), "size": m.numel(),
+                   "density": int(m.sum()) / m.numel() if m.numel() else 1.0}
+            if nm is not None:
+                row["max per group"] = int(m.reshape(-1, nm[1]).sum(1).max()) if m.numel() else 0
+            rows.append(row)
+        return rows
 
     def report_table(self) -> str:
         """:meth:`report` plus a total row, as an aligned text table."""
         from maskopt.report import format_table
 
-        rows = [*self.report(), {"name": "total", "shape": "", "kept": self.kept, "size": self.size,
-                                 "density": self.density}]
-        return format_table(rows, ("name", "shape", "kept", "size", "density"))
+        total = {"name": "total", "shape": "", "kept": self.kept, "size": self.size, "density": self.density}
+        rows = self.report()
+        columns = ["name", "shape", "kept", "size", "density"]
+        if rows and "max per group" in rows[0]:
+            total["max per group"] = max(r["max per group"] for r in rows)
+            columns.append("max per group")
+        return format_table([*rows, total], columns)
 
     def check_shapes(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
         """Raise ValueError unless the masks have exactly these names and shapes."""

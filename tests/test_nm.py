@@ -99,3 +99,12 @@ def test_obs_with_an_identity_hessian_is_the_magnitude_pattern():
     alloc = mo.Budget(nm=(2, 4)).allocate({"w": (3, 16)})
     got = obs_mask(torch.eye(16, dtype=torch.float64), w, alloc.units(), blocksize=6)  # 6 rounds up to 8
     assert torch.equal(got, alloc.project({"w": w.abs()})["w"])
+
+
+def test_mask_file_and_report_know_the_pattern(tmp_path, problems):
+    res = mo.solve(problems[0], method="magnitude")
+    res.masks.save(tmp_path / "m.safetensors")
+    back = mo.MaskSet.load(tmp_path / "m.safetensors")
+    assert back.budget == mo.Budget(nm=(2, 4)) and back == res.masks
+    rows = back.report()
+    assert rows[0]["max per group"] == 2 and "max per group" in back.report_table()
