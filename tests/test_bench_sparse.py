@@ -44,12 +44,12 @@ def test_goals_from_hand_made_rows(monkeypatch):
                        (b, "cram dense", 0.0): 75.0, (b, "one-shot magnitude", 0.9): 60.0})
     values[("mnist1d", "cram", 0.9)], values[("digits", "cram", 0.9)] = 73.5, 64.0
     monkeypatch.setattr(bench_sparse, "load_results", lambda name: {"rows": _rows(values), "sparsities": [0.9, 0.95]})
-    acdc, rigl, static, within, above = bench_sparse.goals()
-    assert acdc.verdict == "partly met" and "mnist1d 95 %: -1.0" in acdc.measured
-    assert rigl.verdict == "met" and "digits 90 %: +0.0" in rigl.measured
-    assert static.verdict == "met" and static.measured == "mnist1d 95 %: +9.0; digits 95 %: +9.0"
-    assert within.verdict == "partly met" and within.measured == "mnist1d: 1.5 points below; digits: 11.0 points below"
-    assert above.verdict == "partly met" and above.measured == "mnist1d 90 %: +13.5; digits 90 %: +4.0"
+    both, static, cram = bench_sparse.goals()
+    assert both.verdict == "partly met"
+    assert both.measured == "AC/DC +1.0 -1.0 / +1.0 -1.0; RigL +0.0 +1.0 / +0.0 +1.0 (mnist1d / digits; 90, 95 %)"
+    assert static.verdict == "met" and static.measured == "+9.0 / +9.0 (mnist1d / digits; 95 %)"
+    assert cram.verdict == "partly met"
+    assert cram.measured == "-1.5 / -11.0 vs dense; +13.5 / +4.0 vs magnitude (mnist1d / digits)"
 
 
 def test_committed_page_regenerates():
