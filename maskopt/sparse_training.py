@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from maskopt.api import MethodOutput, register
 from maskopt.baselines import TrainOptions, problem_trainer
 from maskopt.budget import Allocation, Budget, count_for_density
-from maskopt.device import resolve_device
+from maskopt.device import DEVICE_TYPES, resolve_device
 from maskopt.distill import DistillProblem
 from maskopt.masks import MaskSet
 from maskopt.train import TrainResult, _batches, _evaluate, _to, check_masks, make_optimizer
@@ -306,9 +306,9 @@ class CrAM(SparseMethod):
         budget = run.alloc.budget
         if self.sparsities is None:
             run.state["allocs"] = [run.alloc]
-        elif budget.target_density is None:
-            raise ValueError("sparsities= needs a density or sparsity budget (a count budget has no sparsity to "
-                             "vary); drop sparsities or give Budget(sparsity=...).")
+        elif budget.target_density is None or budget.nm is not None:
+            raise ValueError("sparsities= needs a density or sparsity budget (a count or N:M budget has no sparsity "
+                             "to vary); drop sparsities or give Budget(sparsity=...).")
         else:
             run.state["allocs"] = [Budget(sparsity=s, scope=budget.scope, allocation=budget.allocation).allocate(
                 run.alloc.shapes) for s in self.sparsities]
@@ -637,31 +637,31 @@ def _part(opts: TrainOptions, cls: type) -> SparseMethod:
     return cls(**{f.name: getattr(opts, f.name) for f in fields(cls)})
 
 
-@register("gmp", options=GmpOptions, problems=(DistillProblem,), family="training",
+@register("gmp", options=GmpOptions, problems=(DistillProblem,), family="training", devices=DEVICE_TYPES,
           summary="gradual magnitude pruning on the cubic schedule while training (Zhu & Gupta 2017)")
 def _gmp(problem: DistillProblem, opts: GmpOptions) -> MethodOutput:
     return _solve(problem, opts, _part(opts, GMP))
 
 
-@register("acdc", options=AcdcOptions, problems=(DistillProblem,), family="training",
+@register("acdc", options=AcdcOptions, problems=(DistillProblem,), family="training", devices=DEVICE_TYPES,
           summary="alternating compressed/decompressed training; also a co-trained dense model (Peste et al. 2021)")
 def _acdc(problem: DistillProblem, opts: AcdcOptions) -> MethodOutput:
     return _solve(problem, opts, _part(opts, ACDC))
 
 
-@register("cram", options=CramOptions, problems=(DistillProblem,), family="training",
+@register("cram", options=CramOptions, problems=(DistillProblem,), family="training", devices=DEVICE_TYPES,
           summary="compression-aware minimization, one-shot pruned to the budget (Peste et al. 2023)")
 def _cram(problem: DistillProblem, opts: CramOptions) -> MethodOutput:
     return _solve(problem, opts, _part(opts, CrAM))
 
 
-@register("rigl", options=RiglOptions, problems=(DistillProblem,), family="training",
+@register("rigl", options=RiglOptions, problems=(DistillProblem,), family="training", devices=DEVICE_TYPES,
           summary="dynamic sparse training, regrowth by gradient magnitude (Evci et al. 2020)")
 def _rigl(problem: DistillProblem, opts: RiglOptions) -> MethodOutput:
     return _solve(problem, opts, _part(opts, RigL))
 
 
-@register("set", options=RiglOptions, problems=(DistillProblem,), family="training",
+@register("set", options=RiglOptions, problems=(DistillProblem,), family="training", devices=DEVICE_TYPES,
           summary="dynamic sparse training, random regrowth (Mocanu et al. 2018)")
 def _set(problem: DistillProblem, opts: RiglOptions) -> MethodOutput:
     return _solve(problem, opts, _part(opts, SET))

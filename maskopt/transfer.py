@@ -77,11 +77,10 @@ def transfer(model: nn.Module, data: Dataset, mode: str = "full", *, masks: Mapp
         raise ValueError(f"head {head!r} is a {type(old).__name__}; transfer replaces an nn.Linear.")
     gen = torch.Generator().manual_seed(seed)
     new = nn.Linear(old.in_features, data.num_classes, bias=old.bias is not None).to(old.weight.device)
-    with torch.no_grad():  # torch's default initialization, from the seed
+    with torch.no_grad():  # torch's default initialization, drawn on the CPU from the seed
         bound = 1.0 / old.in_features ** 0.5
-        new.weight.copy_(torch.empty_like(new.weight).uniform_(-bound, bound, generator=gen))
-        if new.bias is not None:
-            new.bias.copy_(torch.empty_like(new.bias).uniform_(-bound, bound, generator=gen))
+        for p in new.parameters():
+            p.copy_(torch.empty(p.shape).uniform_(-bound, bound, generator=gen))
     parent, _, leaf = head.rpartition(".")
     setattr(adapted.get_submodule(parent) if parent else adapted, leaf, new)
     kept = {n: m for n, m in (masks or {}).items() if not n.startswith(f"{head}.")}

@@ -248,9 +248,10 @@ def test_cram_one_shot_masks_meet_every_sparsity_of_the_set():
                 prob.mask_shapes())
             assert alloc.violations(masks) == [] and int(alloc.flatten(masks).sum()) == alloc.total
         assert all(torch.equal(res.stats["one_shot"][0.9][n], res.masks[n]) for n in res.masks)
-    with pytest.raises(ValueError, match="count budget"):
-        mo.solve(mo.DistillProblem(student, [student], data.x, mo.Budget(k=10), loss="kl", labels=data.y, alpha=1.0),
-                 method="cram", sparsities=[0.5], epochs=1, train_on="labels")
+    for budget in (mo.Budget(k=10), mo.Budget(nm=(2, 4))):
+        with pytest.raises(ValueError, match="count or N:M budget"):
+            mo.solve(mo.DistillProblem(student, [student], data.x, budget, loss="kl", labels=data.y, alpha=1.0),
+                     method="cram", sparsities=[0.5], epochs=1, train_on="labels")
 
 
 def test_one_shot_recalibrates_batch_norm():
@@ -277,11 +278,12 @@ def test_one_shot_recalibrates_batch_norm():
 
 @pytest.mark.parametrize("budget", [mo.Budget(sparsity=0.8), mo.Budget(sparsity=0.8, scope="layer"),
                                     mo.Budget(sparsity=0.8, scope="module"), mo.Budget(sparsity=0.8, scope="row"),
-                                    mo.Budget(sparsity=0.8, scope="layer", allocation="erk"), mo.Budget(k=40)])
+                                    mo.Budget(sparsity=0.8, scope="layer", allocation="erk"), mo.Budget(k=40),
+                                    mo.Budget(nm=(1, 4))])
 def test_every_method_under_every_scope(budget):
     data = tiny_data()
     student = tiny_model()
-    names = [n for n, _ in student.named_parameters()]
+    names = [n for n, p in student.named_parameters() if budget.nm is None or p.ndim == 2]  # N:M: rows of weights
     prob = mo.DistillProblem(student, [tiny_model(seed=1)], data.x, budget, loss="kl", params=names)
     for method in ("gmp", "acdc", "cram", "rigl", "set"):
         assert mo.method_spec(method).family == "training"
