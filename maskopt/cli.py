@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 import maskopt as mo
-from maskopt.report import format_table, write_json
+from maskopt.report import format_table, plain, write_json
 from maskopt.solvers.unrolled.bench import CONVENTION, METHODS, default_config, run_method
 
 DEMO_STUDENT = {"in_features": 64, "hidden": [64], "num_classes": 10}
@@ -121,7 +121,7 @@ def _solve(args: argparse.Namespace) -> int:
                                               verbose=not args.quiet, **ticket).best("test_acc")
     res.masks.save(out / "masks.safetensors")
     write_json(out / "result.json", {"config": conf, "result": summary, "layers": res.masks.report(),
-                                     "stats": res.stats})
+                                     "stats": plain(res.stats)})
     print(format_table([summary], list(summary)))
     _say(args)(f"Wrote masks.safetensors and result.json to {out}/")
     return 0

@@ -9,7 +9,7 @@ import math
 import os
 import stat
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -100,6 +100,23 @@ def _finite(value):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_finite(v) for v in value]
+    return value
+
+
+def plain(value):
+    """``value`` for a JSON record: models and tensors (e.g. a training method's trained
+    network in ``res.stats["model"]``) become a short description, mappings and sequences are
+    walked; everything else is kept."""
+    import torch
+
+    if isinstance(value, torch.nn.Module):
+        return f"<{type(value).__name__} module: not written>"
+    if isinstance(value, torch.Tensor):
+        return f"<tensor of shape {tuple(value.shape)}: not written>" if value.numel() > 1 else value.item()
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
     return value
 
 

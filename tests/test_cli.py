@@ -10,7 +10,9 @@ import sys
 
 import matplotlib.image as mpimg
 import pytest
+import torch
 from safetensors import safe_open
+from torch import nn
 
 import maskopt as mo
 from maskopt.cli import main
@@ -252,3 +254,13 @@ def test_prune_config_errors_exit_2(tmp_path, capsys, edit, message):
     config.write_text(edit(PRUNE.format(path=tmp_path / "model.pt", method="wanda")))
     assert main(["prune", str(config), "--quiet", "--out", str(tmp_path / "o")]) == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_result_json_describes_models_and_tensors_instead_of_dumping_them():
+    from maskopt.report import plain
+
+    stats = {"model": nn.Linear(2, 2), "loss": torch.tensor(0.5), "one_shot": {0.9: mo.MaskSet(
+        {"w": torch.ones(2, 4, dtype=torch.bool)})}, "steps": [1, 2]}
+    out = json.loads(json.dumps(plain(stats)))
+    assert out == {"model": "<Linear module: not written>", "loss": 0.5,
+                   "one_shot": {"0.9": {"w": "<tensor of shape (2, 4): not written>"}}, "steps": [1, 2]}
