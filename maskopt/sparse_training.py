@@ -14,7 +14,9 @@
   (``Budget(scope="layer", allocation="erk")`` gives the ERK initialization); every ΔT steps
   each scope unit drops the fraction α_t = α/2·(1 + cos(πt/T_end)) of its active weights of
   smallest |w| and regrows as many by largest |∂L/∂w| (RigL) or at random (SET)
-  (:func:`drop_and_grow`): the kept count of every unit stays exactly its cap.
+  (:func:`drop_and_grow`): the kept count of every unit stays exactly its cap. The update
+  step also takes its optimizer step, with the new mask (the reference implementation skips
+  the gradient step on update steps; with ΔT ≫ 1 the two differ in 1/ΔT of the steps).
 
 Pruned weights stay exactly zero through optimizer momentum and weight decay (as in
 :func:`maskopt.train.train`: gradients zeroed before each step, weights after it); a revived
