@@ -91,16 +91,12 @@ class CompressedState:
     @classmethod
     def load(cls, path: str | os.PathLike) -> CompressedState:
         """Read a file written by :meth:`save`."""
-        from safetensors import SafetensorError, safe_open
+        from maskopt.report import read_tagged
 
+        tensors, meta = read_tagged(path, _FILE_FORMAT, "maskopt compressed state")
         try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                if meta.get("format") != _FILE_FORMAT:
-                    raise ValueError(f"{path} is not a maskopt compressed state (format {meta.get('format')!r}).")
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
             shapes = {k: tuple(s) for k, s in json.loads(meta["shapes"]).items()}
-        except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as err:
+        except (KeyError, json.JSONDecodeError) as err:
             raise ValueError(f"{path} is not a readable maskopt compressed state ({type(err).__name__}: {err}).") from err
         out = cls(shapes=shapes)
         for key, t in tensors.items():

@@ -103,6 +103,21 @@ def _finite(value):
     return value
 
 
+def read_tagged(path: str | os.PathLike, fmt: str, what: str) -> tuple[dict, dict]:
+    """(tensors, metadata) of a safetensors file whose metadata ``format`` is ``fmt``; a
+    missing, unreadable or other file raises ValueError naming ``what`` it should be."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != fmt:
+                raise ValueError(f"{path} is not a {what} (format {meta.get('format')!r}).")
+            return {k: f.get_tensor(k) for k in f.keys()}, meta
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path} is not a readable {what} ({type(err).__name__}: {err}).") from err
+
+
 def plain(value):
     """``value`` for a JSON record: models and tensors (e.g. a training method's trained
     network in ``res.stats["model"]``) become a short description, mappings and sequences are

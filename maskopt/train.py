@@ -385,22 +385,17 @@ def save_teachers(path: str | os.PathLike, teachers: Sequence[nn.Module], specs:
 
 def load_teachers(path: str | os.PathLike) -> list[nn.Module]:
     """The ensemble written by :func:`save_teachers` / :func:`train_teachers`, in eval mode."""
-    from safetensors import SafetensorError, safe_open
-
     from maskopt import models
+    from maskopt.report import read_tagged
 
+    tensors, meta = read_tagged(path, _TEACHERS_FORMAT, "maskopt teacher file")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != _TEACHERS_FORMAT:
-                raise ValueError(f"{path} is not a maskopt teacher file (format {meta.get('format')!r}).")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
         out = []
         for i, spec in enumerate(json.loads(meta["specs"])):
             model = models.create(spec["name"], **spec["kwargs"])
             prefix = f"{i}/"
             model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
             out.append(model.eval())
-    except (SafetensorError, OSError, KeyError, TypeError, RuntimeError, json.JSONDecodeError) as err:
+    except (KeyError, TypeError, RuntimeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is not a readable maskopt teacher file ({type(err).__name__}: {err}).") from err
     return out
