@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check of maskopt, in one short slot (about 6 minutes on one H200, 9½ at the limits): the CUDA tests,
-# the whole suite with a per-test timeout, the distillation overhead benchmark on CUDA, and
-# `maskopt demo` on CUDA. Every log and result goes to one folder.
+# the whole suite with a per-test timeout, the distillation overhead benchmark on CUDA, the 2:4
+# semi-structured speed benchmark, and `maskopt demo` on CUDA. Every log and result goes to one folder.
 #
 #   bash benchmarks/gpu_check.sh [OUT]        # OUT defaults to $OUT, else ./gpu-check
 #
@@ -10,9 +10,9 @@
 # at the end of this comment). Tests that need cvxpy (the SDP strengthening, the LISTA
 # references) or notebooks are left out: their wheels do not fit the slot's upload.
 # Outputs (at most 8 files): summary.txt (one line per step with its exit code and seconds),
-# env.txt, cuda-tests.log, suite.log (with the 25 slowest tests), bench.log,
-# distill_overhead_cuda.json (copy to benchmarks/results/ and run
-# `python benchmarks/report.py` to record it), demo.log.
+# env.txt, cuda-tests.log, suite.log (with the 25 slowest tests), bench.log (both benchmarks' logs),
+# distill_overhead_cuda.json and nm_speed_cuda.json (copy them to benchmarks/results/ and run
+# `python benchmarks/report.py` to record them), demo.log.
 #
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
@@ -24,10 +24,14 @@ mkdir -p "$DEST"
 SUMMARY="$DEST/summary.txt"
 : > "$SUMMARY"
 
-step() {  # step NAME LIMIT_S LOG COMMAND...: run with a time limit, record rc and seconds
+LOGS=(cuda-tests.log suite.log bench.log demo.log)
+for log in "${LOGS[@]}"; do : > "$DEST/$log"; done
+
+step() {  # step NAME LIMIT_S LOG COMMAND...: run with a time limit (output appended to LOG), record rc and seconds
     local name=$1 limit=$2 log=$3; shift 3
     local t0=$SECONDS
-    timeout "$limit" "$@" > "$DEST/$log" 2>&1
+    echo "== $name: $*" >> "$DEST/$log"
+    timeout "$limit" "$@" >> "$DEST/$log" 2>&1
     local rc=$?
     echo "$name rc=$rc seconds=$((SECONDS - t0))$([ $rc -eq 124 ] && echo " (timed out after ${limit}s)")" \
         | tee -a "$SUMMARY"
@@ -49,12 +53,15 @@ LEAVE_OUT=(-k "not cvxpy and not sdp and not alista_weight" --ignore tests/test_
 step cuda-tests 90 cuda-tests.log python3 -m pytest -q -rs -k "cuda or autocast or device" \
     --ignore tests/test_notebooks.py -p no:cacheprovider
 # 2. the whole suite with the GPU present: one thread per worker, a per-test timeout names a hang
-OMP_NUM_THREADS=1 step suite 200 suite.log python3 -m pytest -q -n 12 --timeout 120 --durations 25 \
+OMP_NUM_THREADS=1 step suite 170 suite.log python3 -m pytest -q -n 12 --timeout 120 --durations 25 \
     "${LEAVE_OUT[@]}"
 # 3. mask step over dense step, KL distillation, batch 256 of 4096 CIFAR-shaped inputs
-MASKOPT_BENCH_RESULTS="$DEST" step bench 200 bench.log python3 benchmarks/bench_distill_overhead.py \
+MASKOPT_BENCH_RESULTS="$DEST" step bench 170 bench.log python3 benchmarks/bench_distill_overhead.py \
     --device cuda --models resnet20 conv6 vgg16 --steps 200 --dense-steps 50 --repeats 2 --methods sigmoid ste \
     --variants default "full checks" compile --compile-mode reduce-overhead --compile-models resnet20
-# 4. the main job on the GPU
+# 4. 2:4 semi-structured nn.Linear (LLaMA-7B and ViT-L MLP shapes) and a 4096-11008-4096 MLP against
+#    the same masked weights dense, fp16 and bf16 (the limit covers the imports and CUDA start-up)
+MASKOPT_BENCH_RESULTS="$DEST" step nm-speed 60 bench.log python3 benchmarks/bench_nm.py --parts speed --device cuda
+# 5. the main job on the GPU
 step demo 60 demo.log maskopt demo --device cuda --out /tmp/maskopt-demo --quiet
 cat "$SUMMARY"

@@ -21,7 +21,7 @@ from maskopt.report import atomic_write_text  # noqa: E402
 
 SCRIPTS = ("bench_exact_layerwise", "bench_exact_network", "bench_bound_widths", "bench_exact_rows",
            "bench_relax", "bench_distill_overhead", "bench_tickets", "bench_headline", "bench_lista", "bench_prune",
-           "bench_sparse")
+           "bench_sparse", "bench_nm")
 INDEX = ROOT / "BENCHMARKS.md"
 
 
