@@ -51,6 +51,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -68,9 +69,9 @@ from tickets_protocol import selection, student, ticket, validation_data  # noqa
 PAGE = "nm"
 AREA = "N:M"
 PARTS = ("quality", "tickets", "size", "speed")
-BUDGETS = {"2:4": lambda: mo.Budget(nm=(2, 4))}
-QUALITY_BUDGETS = {**BUDGETS, "50 % row": lambda: mo.Budget(density=0.5, scope="row")}
-TICKET_BUDGETS = {**BUDGETS, "50 % layer": lambda: mo.Budget(density=0.5, scope="layer")}
+TWO_FOUR = mo.Budget(nm=(2, 4))
+QUALITY_BUDGETS = {"2:4": TWO_FOUR, "50 % row": mo.Budget(density=0.5, scope="row")}
+TICKET_BUDGETS = {"2:4": TWO_FOUR, "50 % layer": mo.Budget(density=0.5, scope="layer")}
 QUALITY_METHODS = ("hierarchy", "magnitude", "wanda", "snip", "random")
 TICKET_METHODS = ("hierarchy", "magnitude", "snip", "random")
 SIZE_SPARSITIES = (0.9, 0.95, 0.99)
@@ -114,8 +115,6 @@ def two_four_l2_optimum(prob: mo.LayerwiseProblem, chunk: int = 512) -> tuple[fl
     and ‖a + b‖² = ‖a‖² + ‖b‖² + 2 a·b is minimised over all pairs, ``chunk`` first-half
     combinations at a time (meet in the middle). Returns (``mo.evaluate`` of the best mask, the
     mask (out, in))."""
-    import numpy as np
-
     if prob.loss != "l2" or prob.inputs.shape[1] % 4:
         raise ValueError("the enumeration takes an L2 problem whose input size is a multiple of 4.")
     patterns = np.array([[bool(i >> j & 1) for j in range(4)] for i in range(16) if bin(i).count("1") <= 2])
@@ -183,7 +182,7 @@ def run_quality(args: argparse.Namespace) -> dict:
     rows = []
     for name, base in quality_instances(args.quick):
         for label, budget in QUALITY_BUDGETS.items():
-            rows.append(quality_row(name, label, with_budget(base, budget()), args.exact_time_limit, relax))
+            rows.append(quality_row(name, label, with_budget(base, budget), args.exact_time_limit, relax))
             r = rows[-1]
             print(f"{name} {label}: exact {r['exact_status'][:80]} "
                   + " ".join(f"{m} {pct(r[m])}" for m in QUALITY_METHODS if m in r), flush=True)
@@ -235,7 +234,7 @@ def tickets_trial(trial: int, quick: bool) -> list[dict]:
     teachers, _, _ = train_ensemble(data, cfg, trial)
     for label, budget in TICKET_BUDGETS.items():
         for method in TICKET_METHODS:
-            masks, seconds = ticket_masks(method, init, names, budget(), data, teachers, cfg, trial)
+            masks, seconds = ticket_masks(method, init, names, budget, data, teachers, cfg, trial)
             rows.append(ticket_record(trial, method, label, ticket(init, masks, data, protocol), masks, seconds))
             r = rows[-1]
             print(f"trial {trial} {label} {method}: val-chosen test {r['val-chosen test acc']:.1f}, "
@@ -292,7 +291,7 @@ def size_models(quick: bool) -> list[tuple[str, nn.Module]]:
 
 def run_size(args: argparse.Namespace) -> dict:
     rows = []
-    budgets = {"2:4": mo.Budget(nm=(2, 4)),
+    budgets = {"2:4": TWO_FOUR,
                **{f"{round(100 * s)} %": mo.Budget(sparsity=s, scope="layer") for s in SIZE_SPARSITIES}}
     with tempfile.TemporaryDirectory() as tmp:
         for label, model in size_models(args.quick):
