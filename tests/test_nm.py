@@ -108,3 +108,14 @@ def test_mask_file_and_report_know_the_pattern(tmp_path, problems):
     assert back.budget == mo.Budget(nm=(2, 4)) and back == res.masks
     rows = back.report()
     assert rows[0]["max per group"] == 2 and "max per group" in back.report_table()
+
+
+@pytest.mark.parametrize("strengthen", ["none", "eig"])
+def test_exact_l2_row_with_several_groups_equals_enumeration(strengthen):
+    """A row of three 2:4 groups under L2: the one-row relaxation counts the whole row's
+    capacity (Σ over its groups), and the strengthened MILP keeps the per-group counts."""
+    prob, _ = mo.data.planted_layerwise(n_samples=40, n_in=12, n_out=1, density=0.25, noise=0.5, seed=0, loss="l2")
+    prob = mo.LayerwiseProblem(prob.inputs, prob.weight, prob.target, mo.Budget(nm=(2, 4)), loss="l2")
+    res = mo.solve(prob, method="exact", gap=0.0, time_limit=60.0, strengthen=strengthen)
+    best, _ = enumerate_nm(prob, 2, 4)
+    assert res.objective == pytest.approx(best, rel=1e-7) and res.bound <= best * (1 + 1e-6)

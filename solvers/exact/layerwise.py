@@ -452,7 +452,12 @@ def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_l
     if loss == "l2" and p == 1 and len(flat_active):  # one row: its convex relaxation gives a bound and a cut point
         cols = flat_active
         A, Q, q, gamma = _row_quadratic(X, W[0], offset[:, 0], const, cols)
-        cap = min(min(c for _, _, c in units) if units else len(cols), len(cols))
+        # the row's units in the positions of its active columns (one unit under a row budget,
+        # its N:M groups under an N:M budget); the convex relaxation keeps only their total count
+        col_units = [(int(np.searchsorted(cols, a)), int(np.searchsorted(cols, b)), c)
+                     for a, b, c in (units or [(0, d, len(cols))])]
+        col_units = [(a, b, min(c, b - a)) for a, b, c in col_units if b > a]
+        cap = min(sum(c for _, _, c in col_units), len(cols))
         try:
             conv = qcr.convexified(Q, q, cap, strengthen, A)
         except RuntimeError as e:  # a conic solver's failure: the row is solved without the shift
@@ -465,7 +470,7 @@ def _solve_group(X, W, offset, active, units, loss, settings, candidates, time_l
         full_point[0, cols] = point
         if stats["strengthen"] == strengthen != "none":  # the MILP minimises ℓ_u (equal to the loss on masks)
             built = _build_l2(conv.L, np.ones((1, len(cols))), np.zeros((conv.L.shape[0], 1)), np.arange(len(cols)),
-                              [(0, len(cols), cap)], linear=conv.lin, const=gamma - conv.err * cap)
+                              col_units, linear=conv.lin, const=gamma - conv.err * cap)
 
             def cut_residual(mask: np.ndarray) -> np.ndarray:
                 return (conv.L @ mask[0, cols].astype(float))[:, None]
