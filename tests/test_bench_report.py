@@ -31,7 +31,9 @@ def test_every_page_and_the_index_regenerate_byte_for_byte(rendered):
 
 def test_the_index_is_short_and_links_every_page(rendered):
     index = rendered[ROOT / "BENCHMARKS.md"]
-    assert len(index.encode()) < 10_000
+    # short: the page list and one row per goal (about 1 KB per page with its goals; nine pages,
+    # of which two still wait for their GPU rows)
+    assert len(index.encode()) < 12_000
     pages = {p.name for p in rendered if p.parent.name == "benchmarks"}
     assert pages == {Path(link).name for link in re.findall(r"\]\((docs/benchmarks/[a-z_]+\.md)\)", index)}
 
