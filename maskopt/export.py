@@ -97,7 +97,8 @@ class CompressedState:
         try:
             shapes = {k: tuple(s) for k, s in json.loads(meta["shapes"]).items()}
         except (KeyError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path} is not a readable maskopt compressed state ({type(err).__name__}: {err}).") from err
+            raise ValueError(f"{path} is not a readable maskopt compressed state "
+                             f"({type(err).__name__}: {err}).") from err
         out = cls(shapes=shapes)
         for key, t in tensors.items():
             kind, name = key.split("/", 1)

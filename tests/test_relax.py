@@ -14,7 +14,16 @@ import maskopt as mo
 from maskopt.parallel import Ranks
 from maskopt.relax import SigmoidOptions, _distill_closure
 from maskopt.solvers.relax import (
-    STAGES, Anneal, Checks, Segments, Sigmoid, Ste, TopK, Workspace, masked_product, run_stage,
+    STAGES,
+    Anneal,
+    Checks,
+    Segments,
+    Sigmoid,
+    Ste,
+    TopK,
+    Workspace,
+    masked_product,
+    run_stage,
 )
 
 RELAX = ("sigmoid", "anneal", "ste", "hierarchy")
@@ -571,7 +580,8 @@ def test_screening_on_all_samples_is_the_plain_rule():
     """eval_samples ≥ N scores every check on all samples: the same answer as eval_samples=None."""
     prob = distill(mo.Budget(density=0.3), n=40)
     kw = {"steps": 40, "batch_size": 10, "dtype": "float64", "eval_every": 4, **QUIET}
-    a, b = mo.solve(prob, method="sigmoid", eval_samples=None, **kw), mo.solve(prob, method="sigmoid", eval_samples=40, **kw)
+    a = mo.solve(prob, method="sigmoid", eval_samples=None, **kw)
+    b = mo.solve(prob, method="sigmoid", eval_samples=40, **kw)
     assert all(torch.equal(a.masks[n], b.masks[n]) for n in a.masks) and a.stats["stages"] == b.stats["stages"]
     assert a.stats["stages"][0]["checks"]["rescored"] == 0
 
