@@ -28,7 +28,8 @@ def test_quick_then_report_writes_the_cpu_block(tmp_path):
 
 def test_goals_from_hand_made_rows(monkeypatch):
     def rows(*ratios):
-        return {"rows": [{"student": s, "method": "sigmoid", "checks": c, "mask / dense": r} for s, c, r in ratios]}
+        return {"rows": [{"student": s, "method": "sigmoid", "checks": c, "mask / dense": r} for s, c, r in ratios],
+                "settings": {"batch_size": 256, "inputs": 4096}}
 
     records = {"distill_overhead_cpu": rows(("MLP", "default", 1.2), ("MLP", "full checks", 1.9)),
                "distill_overhead_cuda": rows(("ResNet-20", "default", 1.25), ("VGG-16", "default", 1.4),
