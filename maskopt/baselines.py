@@ -300,7 +300,7 @@ def _grasp(problem: Problem, opts: ScoreOptions) -> MethodOutput:
           summary="iterative synaptic flow, data-free, exponential schedule (Tanaka et al. 2020)")
 def _synflow(problem: DistillProblem, opts: SynflowOptions) -> MethodOutput:
     dev = resolve_device(opts.device)
-    student = problem.student if dev.type == "cpu" else copy.deepcopy(problem.student).to(dev)
+    student = problem.student_on(dev)
     alloc, masks = problem.allocation, None
     for it in tqdm(range(1, opts.iterations + 1), desc="synflow", disable=not opts.verbose, leave=False):
         scores = _pruned_to_minus_inf(synflow_scores(problem, masks, student), masks)

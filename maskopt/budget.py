@@ -37,6 +37,13 @@ def count_for_density(density: float, n: int) -> int:
     return int(math.floor(round(density * n, 9) + 0.5))
 
 
+def max_per_group(mask: torch.Tensor, m: int) -> int:
+    """The most weights ``mask`` keeps in any group of ``m`` consecutive weights of its
+    row-major flattening (its N:M groups when the rows are a multiple of ``m``); 0 for an
+    empty mask."""
+    return int(mask.reshape(-1, m).sum(1).max()) if mask.numel() else 0
+
+
 @dataclass(frozen=True)
 class Budget:
     """A sparsity budget: exactly one of ``k``, ``density``, ``sparsity`` or ``nm``.

@@ -167,7 +167,7 @@ class DistillProblem(Problem):
         dev = torch.device("cpu") if device is None else torch.device(device)
         if dev.type == "cpu" and dtype == torch.float64:  # the problem's own tensors, no copy
             return lambda masks, weights=None: self.loss_of_logits(self._forward(masks, weights))
-        student = copy.deepcopy(self.student).to(device=dev, dtype=dtype)
+        student = self.student_on(dev, dtype)
         fixed = {p: w.to(device=dev, dtype=dtype) for p, w in self._weights.items()}
         obj = self.batch_objective(dev, dtype)
 
@@ -177,6 +177,14 @@ class DistillProblem(Problem):
             return obj.value(logits, obj.targets)
 
         return objective
+
+    def student_on(self, device: torch.device | str, dtype: torch.dtype = torch.float64) -> nn.Module:
+        """The problem's eval-mode student (weights frozen) on ``device`` in ``dtype``: itself
+        on the CPU in float64, else a copy."""
+        dev = torch.device(device)
+        if dev.type == "cpu" and dtype == torch.float64:
+            return self.student
+        return copy.deepcopy(self.student).to(device=dev, dtype=dtype)
 
     def loss_of_logits(self, s: torch.Tensor) -> torch.Tensor:
         """The objective of student logits ``s`` (N, K) (or a batch (B, N, K) → (B,))."""

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from maskopt.budget import max_per_group
+
 FORMATS = ("compressed", "semi_structured")
 _FILE_FORMAT = "maskopt-compressed/1"
 
@@ -158,7 +160,7 @@ def semi_structured_support(device: torch.device | str | None = None) -> str | N
 
 def is_two_four(mask: torch.Tensor) -> bool:
     """Whether a bool (out, in) mask keeps at most 2 of every 4 consecutive inputs of each row."""
-    return mask.ndim == 2 and mask.shape[1] % 4 == 0 and bool((mask.reshape(mask.shape[0], -1, 4).sum(-1) <= 2).all())
+    return mask.ndim == 2 and mask.shape[1] % 4 == 0 and max_per_group(mask, 4) <= 2
 
 
 def _semi_structured(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> nn.Module:

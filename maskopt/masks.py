@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from maskopt.budget import Budget
+from maskopt.budget import Budget, max_per_group
 
 _RESERVED_META = ("maskopt_version", "method", "budget", "names")
 
@@ -104,7 +104,7 @@ class MaskSet(Mapping[str, torch.Tensor]):
             row = {"name": n, "shape": tuple(m.shape), "kept": int(m.sum()), "size": m.numel(),
                    "density": int(m.sum()) / m.numel() if m.numel() else 1.0}
             if nm is not None:
-                row["max per group"] = int(m.reshape(-1, nm[1]).sum(1).max()) if m.numel() else 0
+                row["max per group"] = max_per_group(m, nm[1])
             rows.append(row)
         return rows
 

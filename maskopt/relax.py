@@ -41,7 +41,6 @@ problem's objective of the returned mask.
 from __future__ import annotations
 
 import contextlib
-import copy
 import itertools
 import math
 import time
@@ -267,11 +266,13 @@ def _samples_drawn(steps: int, n: int, batch_size: int | None) -> int:
     return passes * n + rest * batch_size
 
 
-def _chunks(idx: torch.Tensor | None, n: int, size: int | None) -> list[torch.Tensor | None]:
-    """The samples ``idx`` (None = all ``n``) in chunks of at most ``size`` (None = one chunk)."""
+def _chunks(idx: torch.Tensor | None, n: int, size: int | None, device) -> list[torch.Tensor | None]:
+    """The samples ``idx`` (None = all ``n``) in chunks of at most ``size`` (None = one
+    chunk), as index tensors on ``device``."""
+    idx = None if idx is None else idx.to(device)
     if size is None or size >= (n if idx is None else idx.numel()):
         return [idx]
-    return list((torch.arange(n) if idx is None else idx).split(size))
+    return list((torch.arange(n, device=device) if idx is None else idx).split(size))
 
 
 def _sharded_loss(obj, outputs, par: Ranks, n: int, device):
@@ -305,7 +306,7 @@ def _layerwise_closure(problem: LayerwiseProblem, opts: RelaxOptions, device, dt
     def evaluate(hard: torch.Tensor, chunks: list) -> float:
         with torch.no_grad():
             masked = (torch.where(hard, flat, 0.0),)
-            local = float(sum(obj.value(outputs(masked, x), t) for x, t in map(obj.at, _on(par.mine(chunks), device))))
+            local = float(sum(obj.value(outputs(masked, x), t) for x, t in map(obj.at, par.mine(chunks))))
         return par.combine(local, "sum", device)
 
     def free(value: torch.Tensor, idx) -> float | None:
@@ -315,12 +316,8 @@ def _layerwise_closure(problem: LayerwiseProblem, opts: RelaxOptions, device, dt
                     *_index_batches(n, opts.batch_size, opts.seed, device), free, flat, [flat.numel()])
 
 
-def _on(chunks: list, device) -> list:
-    return [None if c is None else c.to(device) for c in chunks]
-
-
 def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype, offsets, par: Ranks) -> _Closure:
-    student = copy.deepcopy(problem.student).to(device=device, dtype=dtype).requires_grad_(False)  # grads: scores only
+    student = problem.student_on(device, dtype)  # frozen weights: the gradients go to the scores only
     shapes = problem.mask_shapes()
     names = list(offsets)  # the flat mask's order
     weights = problem.weights()
@@ -362,10 +359,9 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
         with torch.no_grad():
             pieces = torch.where(hard, flat_weight, 0.0).split(sizes)
             if not crit.combines_by_batch:  # a maximum plus alpha · a sum: the logits of every chunk at once
-                idx = None if chunks[0] is None else torch.cat(chunks).to(device)
-                return float(obj.value(torch.cat([logits(pieces, obj.at(c)[0]) for c in _on(chunks, device)]),
-                                       obj.at(idx)[1]))
-            values = [obj.value(logits(pieces, x), t) for x, t in map(obj.at, _on(par.mine(chunks), device))]
+                idx = None if chunks[0] is None else torch.cat(chunks)
+                return float(obj.value(torch.cat([logits(pieces, obj.at(c)[0]) for c in chunks]), obj.at(idx)[1]))
+            values = [obj.value(logits(pieces, x), t) for x, t in map(obj.at, par.mine(chunks))]
             local = float(crit.full_value(values)) if values else (0.0 if crit.reduce == "sum" else -math.inf)
         return par.combine(local, crit.reduce, device)
 
@@ -376,10 +372,10 @@ def _distill_closure(problem: DistillProblem, opts: RelaxOptions, device, dtype,
         return total * n if crit.reduce == "sum" else total
 
     closure = _Closure(loss, evaluate, batches, per_pass, free, flat_weight, sizes)
-    return _lookahead_closure(closure, opts, n, crit, device) if opts.lookahead else closure
+    return _lookahead_closure(closure, opts, n, crit) if opts.lookahead else closure
 
 
-def _lookahead_closure(c: _Closure, opts: RelaxOptions, n: int, crit: Loss, device) -> _Closure:
+def _lookahead_closure(c: _Closure, opts: RelaxOptions, n: int, crit: Loss) -> _Closure:
     """``c`` with its loss and hard-mask evaluation replaced by the lookahead surrogate of
     ``opts.lookahead`` inner steps (module docstring); checkpoints are scored over chunks of
     the samples, combined as the loss ``crit`` combines batches (sum or maximum)."""
@@ -408,7 +404,7 @@ def _lookahead_closure(c: _Closure, opts: RelaxOptions, n: int, crit: Loss, devi
         pieces = torch.where(hard, c.weight, 0.0).split(c.sizes)
         m2 = (hard & (c.weight != 0)).to(c.weight.dtype).split(c.sizes)
         values = []
-        for idx in _on(chunks, device):
+        for idx in chunks:
             with torch.enable_grad():
                 v = tuple(t.detach() for t in unroll(pieces, m2, idx, create_graph=False))
             with torch.no_grad():
@@ -444,16 +440,16 @@ def _initial_scores(problem: Problem, opts: RelaxOptions, device, dtype) -> torc
     return flat.to(device=device, dtype=dtype)
 
 
-def _checks(problem: Problem, opts: RelaxOptions, closure: _Closure, steps: int) -> Checks:
+def _checks(problem: Problem, opts: RelaxOptions, closure: _Closure, steps: int, device) -> Checks:
     """The hard-mask checks of ``opts`` (see :class:`RelaxOptions`): all samples in chunks of
     ``eval_batch_size``, and the seeded screening subset of ``eval_samples`` of them."""
     n = int(problem.inputs.shape[0])
     size = opts.eval_batch_size or opts.batch_size
-    full = _chunks(None, n, size)
+    full = _chunks(None, n, size, device)
     screen = None
     if opts.eval_samples is not None and opts.eval_samples < n:
         subset = torch.randperm(n, generator=torch.Generator().manual_seed(opts.seed))[: opts.eval_samples].sort()[0]
-        screen = _chunks(subset, n, size)
+        screen = _chunks(subset, n, size, device)
     if opts.lookahead and not problem.criterion.combines_by_batch and (len(full) > 1 or screen is not None):
         raise ValueError("the lookahead surrogate scores checkpoints chunk by chunk, and with loss='linf' and "
                          "alpha > 0 a maximum and a sum do not combine over chunks; use batch_size=None (or ≥ the "
@@ -488,7 +484,7 @@ def _relax(problem: LayerwiseProblem | DistillProblem, opts: RelaxOptions) -> Me
     else:
         closure = _layerwise_closure(problem, opts, device, dtype, par)
     steps = opts.steps if opts.epochs is None else opts.epochs * closure.steps_per_pass
-    checks = _checks(problem, opts, closure, steps)
+    checks = _checks(problem, opts, closure, steps, device)
     segments = Segments(alloc.units(), alloc.size, device)
     scores = _initial_scores(problem, opts, device, dtype)
 

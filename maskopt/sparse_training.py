@@ -43,7 +43,16 @@ from maskopt.budget import Allocation, Budget, count_for_density
 from maskopt.device import DEVICE_TYPES, resolve_device
 from maskopt.distill import DistillProblem
 from maskopt.masks import MaskSet
-from maskopt.train import TrainResult, _batches, _evaluate, _to, check_masks, make_optimizer
+from maskopt.train import (
+    TrainResult,
+    _batches,
+    _evaluate,
+    _to,
+    check_masks,
+    make_optimizer,
+    mask_gradients,
+    zero_pruned,
+)
 
 # ---------------------------------------------------------------- schedules
 
@@ -145,9 +154,7 @@ def one_shot(model: nn.Module, budget: Budget | Allocation, names: Sequence[str]
     params = dict(pruned.named_parameters())
     alloc = _allocation(budget, params, names)
     masks = magnitude_masks(alloc, {n: params[n] for n in alloc.shapes})
-    with torch.no_grad():
-        for n, m in masks.items():
-            params[n].mul_(m.to(params[n].device))
+    zero_pruned(params, masks)
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in pruned.modules())
     if has_bn and calibration is None:
         raise ValueError("the model has batch norm: give calibration= (batches of inputs) to recalibrate its "
@@ -326,9 +333,7 @@ class CrAM(SparseMethod):
             for p, g in zip(params, dense):
                 if g is not None:
                     p.add_(g, alpha=self.rho)
-            named = run.params
-            for n, m in magnitude_masks(alloc, {n: named[n] for n in alloc.shapes}).items():
-                named[n].mul_(m.to(named[n].device))
+            zero_pruned(run.params, magnitude_masks(alloc, {n: run.params[n] for n in alloc.shapes}))
         buffers = {k: v.clone() for k, v in model.named_buffers()}  # batch-norm statistics follow θ only
         model.zero_grad(set_to_none=True)
         run.loss_fn(model(x), y).backward()
@@ -450,16 +455,10 @@ class _Run:
         self.masks = new
 
     def mask_gradients(self) -> None:
-        if self.masks is not None:
-            for n, m in self.masks.items():
-                if self.params[n].grad is not None:
-                    self.params[n].grad.mul_(m)
+        mask_gradients(self.params, self.masks or {})
 
     def zero_pruned(self) -> None:
-        if self.masks is not None:
-            with torch.no_grad():
-                for n, m in self.masks.items():
-                    self.params[n].mul_(m)
+        zero_pruned(self.params, self.masks or {})
 
 
 def sparse_train(model: nn.Module, data, budget: Budget | Allocation, method: SparseMethod, *,

@@ -85,6 +85,23 @@ def check_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[str
     return out
 
 
+def mask_gradients(params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> None:
+    """Zero the gradients of pruned weights (before an optimizer step, so its moments never
+    see them); ``params`` and ``masks`` keyed alike, masks on the parameters' devices."""
+    with torch.no_grad():
+        for name, m in masks.items():
+            if params[name].grad is not None:
+                params[name].grad.mul_(m)
+
+
+def zero_pruned(params: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]) -> None:
+    """Set pruned weights to exactly zero (after an optimizer step, so weight decay cannot
+    revive them)."""
+    with torch.no_grad():
+        for name, m in masks.items():
+            params[name].mul_(m.to(params[name].device))
+
+
 def make_optimizer(name: str, params: Iterable[torch.Tensor], lr: float, momentum: float | None = None,
                    weight_decay: float = 0.0, fused: bool | None = None) -> torch.optim.Optimizer:
     """``"adam"``, ``"adamw"`` or ``"sgd"`` (with ``momentum``, default 0.9; Adam's have no
@@ -225,9 +242,7 @@ def train(
     loss_fn = loss_fn or nn.functional.cross_entropy
     masks = check_masks(model, masks) if masks is not None else {}
     params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, m in masks.items():
-            params[name].mul_(m)
+    zero_pruned(params, masks)
     opt = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
     history, running, since, samples = [], 0.0, 0, 0
     t0 = time.perf_counter()
@@ -238,14 +253,9 @@ def train(
         loss = loss_fn(model(x.to(dev)), _to(y, dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        with torch.no_grad():
-            for name, m in masks.items():
-                if params[name].grad is not None:
-                    params[name].grad.mul_(m)
+        mask_gradients(params, masks)
         opt.step()
-        with torch.no_grad():
-            for name, m in masks.items():
-                params[name].mul_(m)
+        zero_pruned(params, masks)
         if on_step is not None:
             on_step(step + 1)
         running += float(loss.detach())

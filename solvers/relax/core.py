@@ -491,9 +491,9 @@ def run_stage(
     if best_mask is None:  # steps == 0
         best_mask = segments.project(scores)
         best_value = checks.full(best_mask)
-    if losses and all_sum is not None:
-        losses = all_sum(torch.stack(losses))
-    hist = [{"stage": stage.name, "step": i, "loss": float(lv), "density": float(d), "temperature": t}
-            for i, (lv, d, t) in enumerate(zip(torch.stack(list(losses)).tolist() if len(losses) else [],
-                                               densities, taus))]
+    values = torch.stack(losses) if losses else torch.zeros(0)
+    if all_sum is not None and losses:
+        all_sum(values)
+    hist = [{"stage": stage.name, "step": i, "loss": lv, "density": float(d), "temperature": t}
+            for i, (lv, d, t) in enumerate(zip(values.tolist(), densities, taus))]
     return StageResult(scores.detach(), best_mask, best_value, best_step, hist, dict(keep.counts))
